@@ -1,0 +1,60 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Keel: an etcd v3 compatible, Raft-replicated key-value store.
+// Module layering (see README / DESIGN): ProtoWire <- KeelAPI (generated) <- GRPC <- Server
+// Raft and Storage are independent of the transport; the Raft core knows no I/O.
+
+let nio: Target.Dependency = .product(name: "NIOCore", package: "swift-nio")
+let nioPosix: Target.Dependency = .product(name: "NIOPosix", package: "swift-nio")
+let logging: Target.Dependency = .product(name: "Logging", package: "swift-log")
+
+let package = Package(
+    name: "Keel",
+    products: [
+        .executable(name: "keel", targets: ["keel"]),
+        .library(name: "KeelAPI", targets: ["KeelAPI"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+    ],
+    targets: [
+        // Protobuf runtime: varints, fixed, length-delimited, readers and writers. No dependencies.
+        .target(name: "ProtoWire"),
+        // .proto parser and Swift code generator (a library, so it can be unit tested).
+        .target(name: "ProtoGenCore"),
+        // The generator executable the build-tool plugin runs.
+        .executableTarget(name: "ProtoGen", dependencies: ["ProtoGenCore"]),
+        // Build-tool plugin: generates Swift for Protos/*.proto (and a target's own .proto files).
+        .plugin(name: "ProtoGenPlugin", capability: .buildTool(), dependencies: ["ProtoGen"]),
+        // etcd v3 API + Keel's raft.proto message types and service descriptors (all generated).
+        .target(name: "KeelAPI", dependencies: ["ProtoWire"]),
+
+        // Raft consensus core: a pure deterministic state machine.
+        .target(name: "Raft"),
+
+        // Storage: WAL, snapshots, MVCC on LMDB.
+        .systemLibrary(name: "CLMDB", pkgConfig: "lmdb", providers: [.apt(["liblmdb-dev"])]),
+        .target(name: "Storage", dependencies: ["CLMDB", "ProtoWire"]),
+
+        // gRPC over HTTP/2 (nghttp2 in memory mode) on SwiftNIO, gzip through zlib.
+        .systemLibrary(name: "CNGHTTP2", pkgConfig: "libnghttp2", providers: [.apt(["libnghttp2-dev"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        .target(name: "GRPC", dependencies: ["CNGHTTP2", "CZlib", "ProtoWire", nio, nioPosix, logging]),
+
+        // The server executable.
+        .executableTarget(name: "keel", dependencies: [
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+
+        .testTarget(name: "ProtoWireTests", dependencies: ["ProtoWire"]),
+        .testTarget(name: "ProtoGenTests", dependencies: ["ProtoGenCore"]),
+        .testTarget(name: "KeelAPITests", dependencies: ["KeelAPI", "ProtoWire"]),
+        .testTarget(name: "RaftTests", dependencies: ["Raft"]),
+        .testTarget(name: "StorageTests", dependencies: ["Storage"]),
+        .testTarget(name: "GRPCTests", dependencies: ["GRPC"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,1 @@
+// GRPC module. See README.md for the architecture.

@@ -1,0 +1,1 @@
+// KeelAPI module. See README.md for the architecture.

@@ -1,0 +1,2 @@
+import ProtoGenCore
+// Placeholder entry until the generator lands.

@@ -1,0 +1,1 @@
+// ProtoGenCore module. See README.md for the architecture.

@@ -1,0 +1,1 @@
+// ProtoWire module. See README.md for the architecture.

@@ -1,0 +1,1 @@
+// Raft module. See README.md for the architecture.

@@ -1,0 +1,1 @@
+// Storage module. See README.md for the architecture.

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what Keel's build and tests need on a fresh Debian machine, only when missing.
+# Idempotent: safe to run before every build or test run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+dpkg -s libnghttp2-dev >/dev/null 2>&1 || need_apt+=(libnghttp2-dev)
+dpkg -s liblmdb-dev    >/dev/null 2>&1 || need_apt+=(liblmdb-dev)
+dpkg -s zlib1g-dev     >/dev/null 2>&1 || need_apt+=(zlib1g-dev)
+dpkg -s protobuf-compiler >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
+dpkg -s nghttp2-client >/dev/null 2>&1 || need_apt+=(nghttp2-client)
+dpkg -s pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    echo "install-deps: apt-get install ${need_apt[*]}"
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
