@@ -1,1 +1,0 @@
-// ProtoWire module. See README.md for the architecture.
