@@ -30,7 +30,7 @@ let package = Package(
         // Build-tool plugin: generates Swift for Protos/*.proto (and a target's own .proto files).
         .plugin(name: "ProtoGenPlugin", capability: .buildTool(), dependencies: ["ProtoGen"]),
         // etcd v3 API + Keel's raft.proto message types and service descriptors (all generated).
-        .target(name: "KeelAPI", dependencies: ["ProtoWire"]),
+        .target(name: "KeelAPI", dependencies: ["ProtoWire"], plugins: ["ProtoGenPlugin"]),
 
         // Raft consensus core: a pure deterministic state machine.
         .target(name: "Raft"),
@@ -50,7 +50,8 @@ let package = Package(
         ]),
 
         .testTarget(name: "ProtoWireTests", dependencies: ["ProtoWire"]),
-        .testTarget(name: "ProtoGenTests", dependencies: ["ProtoGenCore"]),
+        .testTarget(name: "ProtoGenTests", dependencies: ["ProtoGenCore", "ProtoWire"],
+                    exclude: ["Protos"], plugins: ["ProtoGenPlugin"]),
         .testTarget(name: "KeelAPITests", dependencies: ["KeelAPI", "ProtoWire"]),
         .testTarget(name: "RaftTests", dependencies: ["Raft"]),
         .testTarget(name: "StorageTests", dependencies: ["Storage"]),

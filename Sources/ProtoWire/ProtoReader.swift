@@ -105,11 +105,11 @@ public struct ProtoReader {
     }
     @inlinable
     public mutating func readSInt32() throws(ProtoDecodingError) -> Int32 {
-        ProtoWire.unZigZag32(UInt32(truncatingIfNeeded: try readVarint()))
+        WireFormat.unZigZag32(UInt32(truncatingIfNeeded: try readVarint()))
     }
     @inlinable
     public mutating func readSInt64() throws(ProtoDecodingError) -> Int64 {
-        ProtoWire.unZigZag64(try readVarint())
+        WireFormat.unZigZag64(try readVarint())
     }
     @inlinable
     public mutating func readBool() throws(ProtoDecodingError) -> Bool {

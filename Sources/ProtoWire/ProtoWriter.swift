@@ -75,9 +75,9 @@ public struct ProtoWriter {
     @inlinable @inline(__always)
     public mutating func writeUInt64(_ v: UInt64) { writeVarint(v) }
     @inlinable @inline(__always)
-    public mutating func writeSInt32(_ v: Int32) { writeVarint(ProtoWire.zigZag32(v)) }
+    public mutating func writeSInt32(_ v: Int32) { writeVarint(WireFormat.zigZag32(v)) }
     @inlinable @inline(__always)
-    public mutating func writeSInt64(_ v: Int64) { writeVarint(ProtoWire.zigZag64(v)) }
+    public mutating func writeSInt64(_ v: Int64) { writeVarint(WireFormat.zigZag64(v)) }
     @inlinable @inline(__always)
     public mutating func writeBool(_ v: Bool) { writeVarint(UInt32(v ? 1 : 0)) }
     @inlinable @inline(__always)

@@ -9,7 +9,7 @@ public enum WireType: UInt8, Sendable, Hashable {
 }
 
 /// Helpers for tags, zigzag and sizes. All `@inlinable` so generated code specialises them.
-public enum ProtoWire {
+public enum WireFormat {
     /// The raw tag value (`fieldNumber << 3 | wireType`).
     @inlinable @inline(__always)
     public static func tag(_ fieldNumber: Int, _ wireType: WireType) -> UInt32 {
@@ -57,11 +57,11 @@ public enum ProtoSize {
     }
     @inlinable @inline(__always)
     public static func sint32(_ v: Int32) -> Int {
-        varint(UInt64(ProtoWire.zigZag32(v)))
+        varint(UInt64(WireFormat.zigZag32(v)))
     }
     @inlinable @inline(__always)
     public static func sint64(_ v: Int64) -> Int {
-        varint(ProtoWire.zigZag64(v))
+        varint(WireFormat.zigZag64(v))
     }
     /// Size of a tag for `fieldNumber`.
     @inlinable @inline(__always)

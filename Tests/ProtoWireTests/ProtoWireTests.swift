@@ -79,15 +79,15 @@ func read<T>(_ bytes: [UInt8], _ body: (inout ProtoReader) throws(ProtoDecodingE
     @Test func zigZag() throws {
         let cases32: [(Int32, UInt32)] = [(0, 0), (-1, 1), (1, 2), (-2, 3), (.max, 0xffff_fffe), (.min, 0xffff_ffff)]
         for (v, z) in cases32 {
-            #expect(ProtoWire.zigZag32(v) == z)
-            #expect(ProtoWire.unZigZag32(z) == v)
+            #expect(WireFormat.zigZag32(v) == z)
+            #expect(WireFormat.unZigZag32(z) == v)
             let bytes = encode(size: ProtoSize.sint32(v)) { $0.writeSInt32(v) }
             #expect(try read(bytes) { r throws(ProtoDecodingError) in try r.readSInt32() }.get() == v)
         }
         let cases64: [(Int64, UInt64)] = [(0, 0), (-1, 1), (1, 2), (.max, .max - 1), (.min, .max)]
         for (v, z) in cases64 {
-            #expect(ProtoWire.zigZag64(v) == z)
-            #expect(ProtoWire.unZigZag64(z) == v)
+            #expect(WireFormat.zigZag64(v) == z)
+            #expect(WireFormat.unZigZag64(z) == v)
             let bytes = encode(size: ProtoSize.sint64(v)) { $0.writeSInt64(v) }
             #expect(try read(bytes) { r throws(ProtoDecodingError) in try r.readSInt64() }.get() == v)
         }
@@ -176,9 +176,9 @@ func read<T>(_ bytes: [UInt8], _ body: (inout ProtoReader) throws(ProtoDecodingE
 
 @Suite struct TagAndSkipTests {
     @Test func tags() throws {
-        #expect(ProtoWire.tag(1, .varint) == 8)
-        #expect(ProtoWire.tag(2, .lengthDelimited) == 18)
-        #expect(ProtoWire.tag(536_870_911, .fixed32) == 0xffff_fffd)
+        #expect(WireFormat.tag(1, .varint) == 8)
+        #expect(WireFormat.tag(2, .lengthDelimited) == 18)
+        #expect(WireFormat.tag(536_870_911, .fixed32) == 0xffff_fffd)
         #expect(ProtoSize.tag(15) == 1)
         #expect(ProtoSize.tag(16) == 2)
         #expect(ProtoSize.tag(536_870_911) == 5)

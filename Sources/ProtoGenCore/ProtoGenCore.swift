@@ -1,1 +1,0 @@
-// ProtoGenCore module. See README.md for the architecture.
