@@ -589,24 +589,35 @@ public struct ProtoParser {
             let mname = try identifier("method name")
             try expectSymbol("(")
             var clientStreaming = false
+            let input: String
             if isIdentifier("stream") {
-                // `stream` could in theory be a message name: it is a keyword if a type follows.
+                // `stream` may also be a message name: it is the keyword only if a type follows.
                 try advance()
                 if isSymbol(")") {
-                    throw error("expected request type after \"stream\"")
+                    input = "stream"
+                } else {
+                    clientStreaming = true
+                    input = try typeName()
                 }
-                clientStreaming = true
+            } else {
+                input = try typeName()
             }
-            let input = try typeName()
             try expectSymbol(")")
             try expectKeyword("returns")
             try expectSymbol("(")
             var serverStreaming = false
+            let output: String
             if isIdentifier("stream") {
                 try advance()
-                serverStreaming = true
+                if isSymbol(")") {
+                    output = "stream"
+                } else {
+                    serverStreaming = true
+                    output = try typeName()
+                }
+            } else {
+                output = try typeName()
             }
-            let output = try typeName()
             try expectSymbol(")")
             if isSymbol("{") {
                 try advance()
