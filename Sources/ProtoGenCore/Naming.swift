@@ -13,21 +13,19 @@ public enum SwiftNaming {
     /// Splits `range_end` / `NOT_EQUAL` / `peerURLs` on underscores and lowers the first word's
     /// leading capital run, capitalising the first letter of later words:
     /// `range_end` -> `rangeEnd`, `NOT_EQUAL` -> `notEqual`, `ID` -> `id`, `peerURLs` -> `peerURLs`,
-    /// `TTL` -> `ttl`, `grantedTTL` -> `grantedTTL`, `MsgApp` -> `msgApp`.
+    /// `TTL` -> `ttl`, `grantedTTL` -> `grantedTTL`, `remaining_TTL` -> `remainingTTL`, `MsgApp` -> `msgApp`.
     public static func lowerCamel(_ name: String) -> String {
         let words = name.split(separator: "_").map(String.init)
         guard !words.isEmpty else { return "_" }
+        // UPPER_SNAKE names (enum constants) are lowered word by word; mixed-case names keep
+        // the case of their later words (`remaining_TTL` -> `remainingTTL`).
+        let screaming = !name.contains { $0.isLowercase }
         var out = ""
         for (i, word) in words.enumerated() {
-            let allUpper = word.allSatisfy { !$0.isLowercase }
             if i == 0 {
-                if allUpper {
-                    out += word.lowercased()
-                } else {
-                    out += lowerLeadingRun(word)
-                }
+                out += screaming ? word.lowercased() : lowerLeadingRun(word)
             } else {
-                let w = allUpper ? word.lowercased() : word
+                let w = screaming ? word.lowercased() : word
                 out += w.prefix(1).uppercased() + w.dropFirst()
             }
         }

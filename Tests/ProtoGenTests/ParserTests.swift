@@ -297,6 +297,8 @@ func expectParseError(_ src: String, _ line: Int, _ column: Int, _ fragment: Str
         #expect(SwiftNaming.lowerCamel("Range") == "range")
         #expect(SwiftNaming.lowerCamel("HashKV") == "hashKV")
         #expect(SwiftNaming.lowerCamel("_x") == "x")
+        #expect(SwiftNaming.lowerCamel("remaining_TTL") == "remainingTTL")
+        #expect(SwiftNaming.lowerCamel("Remaining_TTL") == "remainingTTL")
         #expect(SwiftNaming.lowerCamel("v1_2") == "v12")
     }
 
