@@ -119,7 +119,12 @@ public struct SwiftGenerator {
         let sym = schema.symbols[fqn]
         let pkg = sym?.package ?? ""
         let rest = pkg.isEmpty ? fqn : String(fqn.dropFirst(pkg.count + 1))
-        let parts = rest.split(separator: ".").map { SwiftNaming.typeName(String($0)) }
+        var parts: [String] = []
+        var prefix = pkg
+        for part in rest.split(separator: ".") {
+            prefix = prefix.isEmpty ? String(part) : prefix + "." + part
+            parts.append(SwiftNaming.typeName(String(part), isEnum: schema.symbols[prefix]?.kind == .enumeration))
+        }
         let ns = SwiftNaming.namespace(forPackage: pkg)
         return (ns.isEmpty ? [] : [ns]).joined() + (ns.isEmpty ? "" : ".") + parts.joined(separator: ".")
     }
@@ -163,7 +168,7 @@ public struct SwiftGenerator {
     // MARK: enums
 
     func generateEnum(_ e: EnumDecl, _ w: inout CodeWriter) {
-        let name = SwiftNaming.typeName(e.name)
+        let name = SwiftNaming.typeName(e.name, isEnum: true)
         w.line("")
         w.open("public struct \(name): ProtoWire.ProtoEnum {")
         w.line("public var rawValue: Swift.Int32")

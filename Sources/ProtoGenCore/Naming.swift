@@ -62,8 +62,11 @@ public enum SwiftNaming {
         keywords.contains(name) ? "`\(name)`" : name
     }
 
-    /// A type name that is legal as a nested Swift type.
-    public static func typeName(_ name: String) -> String {
-        ["Type", "Protocol", "Self", "Any", "self"].contains(name) || keywords.contains(name) ? name + "_" : name
+    /// A type name that is legal as a nested Swift type. `Type` and `Protocol` cannot name a
+    /// nested type (even in backticks), so like swift-protobuf they get a suffix:
+    /// enum `Type` -> `TypeEnum`, message `Type` -> `TypeMessage`. Other keywords get `_`.
+    public static func typeName(_ name: String, isEnum: Bool = false) -> String {
+        if name == "Type" || name == "Protocol" { return name + (isEnum ? "Enum" : "Message") }
+        return ["Self", "Any", "self"].contains(name) || keywords.contains(name) ? name + "_" : name
     }
 }

@@ -94,8 +94,18 @@ public struct ProtoLoader {
             }
             // Fall back to an input file with the same import name or the same trailing path.
             if let p = inputPaths[importPath] { return p }
-            for (name, p) in inputPaths where name.hasSuffix("/" + importPath) || importPath.hasSuffix("/" + name) {
+            for (name, p) in inputPaths.sorted(by: { $0.key < $1.key })
+            where name.hasSuffix("/" + importPath) || importPath.hasSuffix("/" + name) {
                 return p
+            }
+            // Last resort: a file with the same base name directly in an import root (lets
+            // `import "etcd/api/mvccpb/kv.proto"` find `Protos/kv.proto`).
+            let base = (importPath as NSString).lastPathComponent
+            if base != importPath {
+                for root in importRoots {
+                    let candidate = (root as NSString).appendingPathComponent(base)
+                    if readFile(candidate) != nil { return candidate }
+                }
             }
             return nil
         }
@@ -111,6 +121,9 @@ public struct ProtoLoader {
             i += 1
             for imp in f.proto.imports {
                 guard let path = locate(imp.path) else {
+                    // descriptor.proto only serves custom option definitions (`extend`), which
+                    // are skipped, so it need not exist (protoc ships it built in).
+                    if imp.path == "google/protobuf/descriptor.proto" { continue }
                     throw ProtoError(imp.location, "import \"\(imp.path)\" was not found (import roots: \(importRoots.joined(separator: ", ")))")
                 }
                 let idx = try loadFile(path: path, name: importName(for: path), isInput: false, from: imp.location)

@@ -364,3 +364,16 @@ struct SplitMix64: RandomNumberGenerator {
         return z ^ (z >> 31)
     }
 }
+
+@Suite struct ReservedTypeNameTests {
+    @Test func typeAndProtocolNestedNames() throws {
+        var p = T.Permission()
+        p.permType = .readwrite
+        p.proto = T.Permission.ProtocolMessage()
+        p.proto?.x = 3
+        p.key = Array("k".utf8)
+        let _: T.Permission.TypeEnum = p.permType
+        try checkAgainstProtoc(p)
+        #expect(p.textFormatString() == "perm_type: READWRITE\nproto {\n  x: 3\n}\nkey: \"k\"\n")
+    }
+}

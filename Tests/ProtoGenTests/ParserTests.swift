@@ -309,6 +309,33 @@ func expectParseError(_ src: String, _ line: Int, _ column: Int, _ fragment: Str
         #expect(SwiftNaming.namespace(forPackage: "my_pkg.v1") == "MyPkg_V1")
         #expect(SwiftNaming.quoted("default") == "`default`")
         #expect(SwiftNaming.quoted("range") == "range")
-        #expect(SwiftNaming.typeName("Type") == "Type_")
+        #expect(SwiftNaming.typeName("Type", isEnum: true) == "TypeEnum")
+        #expect(SwiftNaming.typeName("Type") == "TypeMessage")
+        #expect(SwiftNaming.typeName("Self") == "Self_")
+        #expect(SwiftNaming.typeName("KeyValue") == "KeyValue")
+    }
+}
+
+@Suite struct ImportLookupTests {
+    @Test func importsFallBackToBaseNameInRootsAndIgnoreDescriptorProto() throws {
+        let files = [
+            "/r/rpc.proto": """
+                syntax = "proto3";
+                package etcdserverpb;
+                import "etcd/api/mvccpb/kv.proto";
+                import "google/protobuf/descriptor.proto";
+                extend google.protobuf.FieldOptions { string etcd_version_field = 50000; }
+                message RangeResponse { repeated mvccpb.KeyValue kvs = 2 [(etcd_version_field) = "3.1"]; }
+                """,
+            "/r/kv.proto": "syntax = \"proto3\";\npackage mvccpb;\nmessage KeyValue { bytes key = 1; }",
+        ]
+        let loader = ProtoLoader(importRoots: ["/r"]) { files[$0] }
+        let s = try loader.load(["/r/rpc.proto"])
+        #expect(s.files.map(\.name) == ["rpc.proto", "kv.proto"])
+        #expect(s.file(named: "rpc.proto")?.proto.messages[0].fields[0].type == .named(".mvccpb.KeyValue"))
+        let out = try SwiftGenerator(schema: s).generate()
+        #expect(out.map(\.fileName) == ["rpc.pb.swift"])
+        #expect(out[0].source.contains("public var kvs: [Mvccpb.KeyValue] = []"))
+        #expect(out[0].source.contains("public enum Etcdserverpb {}"))
     }
 }
