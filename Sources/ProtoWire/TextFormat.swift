@@ -85,7 +85,8 @@ public struct TextFormatPrinter: Sendable {
                 line(name, "0x" + TextFormatPrinter.hex(UInt64(v), digits: 8))
             case 2:
                 guard let payload = try? reader.readLengthDelimited() else { return }
-                if payload.count > 0, TextFormatPrinter.parsesAsFields(payload, depth: reader.depth) {
+                if payload.count > 0, reader.depth < ProtoReader.maxDepth,
+                   TextFormatPrinter.parsesAsFields(payload, depth: reader.depth) {
                     beginMessage(name)
                     var sub = ProtoReader(payload, depth: reader.depth + 1)
                     printUnknownFields(&sub, endGroup: nil)

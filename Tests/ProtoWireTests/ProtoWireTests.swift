@@ -324,6 +324,26 @@ func read<T>(_ bytes: [UInt8], _ body: (inout ProtoReader) throws(ProtoDecodingE
     }
 }
 
+@Suite struct TextFormatDepthTests {
+    @Test func deeplyNestedUnknownBytesDoNotRecurseWithoutBound() throws {
+        // 20,000 nested length-delimited fields: valid wire data that looks like messages all
+        // the way down. Printing must stop nesting at the depth limit and fall back to a string.
+        var payload: [UInt8] = []
+        for _ in 0..<20_000 {
+            var len: [UInt8] = []
+            var n = payload.count
+            while n >= 0x80 { len.append(UInt8(n & 0x7f) | 0x80); n >>= 7 }
+            len.append(UInt8(n))
+            payload = [0x0a] + len + payload
+        }
+        var p = TextFormatPrinter()
+        p.printUnknown(payload)
+        let lines = p.output.split(separator: "\n")
+        #expect(lines.filter { $0.hasSuffix("1 {") }.count == ProtoReader.maxDepth)
+        #expect(lines.contains { $0.contains("1: \"") })
+    }
+}
+
 @Suite struct MethodDescriptorTests {
     struct Empty: ProtoMessage {
         static let protoMessageName = "test.Empty"
