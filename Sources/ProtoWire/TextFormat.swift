@@ -158,8 +158,10 @@ public struct TextFormatPrinter: Sendable {
     public static func format(_ v: Float) -> String {
         if v.isNaN { return "nan" }
         if v.isInfinite { return v < 0 ? "-inf" : "inf" }
+        // protoc re-parses with strtof and also rejects ERANGE, which glibc reports for every
+        // subnormal result: subnormal floats always get 9 digits.
         let short = cFormat("%.6g", Double(v))
-        if let back = Float(short), back == v { return short }
+        if !v.isSubnormal, let back = Float(short), back == v { return short }
         return cFormat("%.9g", Double(v))
     }
 

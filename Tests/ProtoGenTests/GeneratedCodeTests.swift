@@ -11,7 +11,16 @@ func checkAgainstProtoc<M: ProtoMessage>(_ m: M, sourceLocation: SourceLocation 
     #expect(bytes.count == m.serializedSize, sourceLocation: sourceLocation)
     let text = m.textFormatString()
     let protocText = try Protoc.decode(M.protoMessageName, bytes)
-    #expect(protocText == text, sourceLocation: sourceLocation)
+    if protocText != text {
+        // Report the first differing line rather than two huge strings.
+        let a = protocText.split(separator: "\n", omittingEmptySubsequences: false)
+        let b = text.split(separator: "\n", omittingEmptySubsequences: false)
+        let i = (0..<min(a.count, b.count)).first { a[$0] != b[$0] } ?? min(a.count, b.count)
+        let theirs = i < a.count ? String(a[i]) : "<end>"
+        let ours = i < b.count ? String(b[i]) : "<end>"
+        Issue.record("text differs at line \(i + 1): protoc \(theirs.debugDescription), ours \(ours.debugDescription)",
+                     sourceLocation: sourceLocation)
+    }
     let protocBytes = try Protoc.encode(M.protoMessageName, text: text)
     #expect(protocBytes == bytes, sourceLocation: sourceLocation)
     let back = try M(serializedBytes: bytes)

@@ -301,6 +301,8 @@ func read<T>(_ bytes: [UInt8], _ body: (inout ProtoReader) throws(ProtoDecodingE
         #expect(TextFormatPrinter.format(Double.nan) == "nan")
         #expect(TextFormatPrinter.format(-Double.infinity) == "-inf")
         #expect(TextFormatPrinter.format(Double("2.5e-310")!) == "2.50000000000002e-310")
+        #expect(TextFormatPrinter.format(Float.leastNonzeroMagnitude) == "1.40129846e-45")
+        #expect(TextFormatPrinter.format(Double.leastNonzeroMagnitude) == "4.94065645841247e-324")
     }
 
     @Test func unknownFields() throws {
