@@ -47,6 +47,41 @@ extension ProtoMessage {
         try r.get()
     }
 
+    /// Decodes from any byte sequence (an `ArraySlice`, a `Data`...); contiguous storage is
+    /// read in place.
+    @inlinable
+    public init<Bytes: Sequence>(serializedBytes bytes: Bytes) throws(ProtoDecodingError) where Bytes.Element == UInt8 {
+        self.init()
+        let r: Result<Void, ProtoDecodingError>? = bytes.withContiguousStorageIfAvailable { buf in
+            var reader = ProtoReader(UnsafeRawBufferPointer(buf))
+            do throws(ProtoDecodingError) {
+                try self.merge(from: &reader)
+                return .success(())
+            } catch {
+                return .failure(error)
+            }
+        }
+        if let r {
+            try r.get()
+        } else {
+            self = try Self(serializedBytes: Array(bytes))
+        }
+    }
+
+    /// Appends the encoding to `bytes` (growing it once by exactly `serializedSize`).
+    @inlinable
+    public func serialize(appendingTo bytes: inout [UInt8]) {
+        let size = serializedSize
+        guard size > 0 else { return }
+        let start = bytes.count
+        bytes.append(contentsOf: repeatElement(0, count: size))
+        bytes.withUnsafeMutableBytes { buf in
+            var writer = ProtoWriter(UnsafeMutableRawBufferPointer(rebasing: buf[start...]))
+            encode(to: &writer)
+            precondition(writer.bytesWritten == size, "serializedSize disagrees with encode(to:)")
+        }
+    }
+
     /// Encodes into exactly `serializedSize` bytes, with one allocation.
     @inlinable
     public func serializedBytes() -> [UInt8] {

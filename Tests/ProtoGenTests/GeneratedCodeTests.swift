@@ -386,3 +386,19 @@ struct SplitMix64: RandomNumberGenerator {
         #expect(p.textFormatString() == "perm_type: READWRITE\nproto {\n  x: 3\n}\nkey: \"k\"\n")
     }
 }
+
+@Suite struct ConvenienceAPITests {
+    @Test func slicesAndAppending() throws {
+        var s = T.Scalars()
+        s.str = "abc"
+        s.i64 = -5
+        var buffer: [UInt8] = [0xde, 0xad]
+        s.serialize(appendingTo: &buffer)
+        #expect(buffer.count == 2 + s.serializedSize)
+        #expect(Array(buffer.dropFirst(2)) == s.serializedBytes())
+        #expect(try T.Scalars(serializedBytes: buffer.dropFirst(2)) == s)
+        // A non-contiguous sequence works too.
+        #expect(try T.Scalars(serializedBytes: buffer.dropFirst(2).lazy.map { $0 }) == s)
+        #expect(throws: ProtoDecodingError.lengthExceedsBuffer) { try T.Scalars(serializedBytes: buffer.dropFirst(2).dropLast()) }
+    }
+}
