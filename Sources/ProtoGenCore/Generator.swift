@@ -526,6 +526,7 @@ public struct SwiftGenerator {
                     if boxed {
                         w.open("case \(SwiftGenerator.tag(n, 2)):")
                         w.line("var v = \(q) ?? \(t)()")
+                        w.line("\(q) = nil")
                         w.line("try reader.readMessage(into: &v)")
                         w.line("\(q) = v")
                         w.close("")
@@ -572,7 +573,8 @@ public struct SwiftGenerator {
                 if case .message(let t, _) = k {
                     w.open("case \(SwiftGenerator.tag(n, 2)):")
                     w.line("var v: \(t)")
-                    w.line("if case .\(c)(let cur)? = \(acc) { v = cur } else { v = \(t)() }")
+                    // Take the current value out first so merging does not copy its storage.
+                    w.line("if case .\(c)(let cur)? = \(acc) { v = cur; \(acc) = nil } else { v = \(t)() }")
                     w.line("try reader.readMessage(into: &v)")
                     w.line("\(acc) = .\(c)(v)")
                     w.close("")
