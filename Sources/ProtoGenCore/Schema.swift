@@ -6,6 +6,10 @@ public enum SymbolKind: Sendable, Hashable {
     case message
     case enumeration
     case service
+    case field
+    case oneof
+    /// Enum values live in the scope that contains their enum (C++ scoping), as in protoc.
+    case enumValue
 }
 
 public struct Symbol: Sendable, Hashable {
@@ -179,12 +183,21 @@ public struct ProtoLoader {
 
     func buildSymbols(_ schema: inout Schema) throws(ProtoError) {
         var symbols: [String: Symbol] = [:]
-        func add(_ fqn: String, _ sym: Symbol) throws(ProtoError) {
+        func add(_ scope: String, _ name: String, _ sym: Symbol) throws(ProtoError) {
+            let fqn = scope.isEmpty ? name : scope + "." + name
             if let existing = symbols[fqn] {
                 if existing.kind == .package && sym.kind == .package { return }
-                let where_ = existing.file.isEmpty ? "as a package" : "in \"\(existing.file)\""
-                throw ProtoError(sym.location ?? SourceLocation(file: sym.file, line: 1, column: 1),
-                                 "\"\(fqn)\" is already defined \(where_)")
+                let loc = sym.location ?? SourceLocation(file: sym.file, line: 1, column: 1)
+                var message: String
+                if existing.file.isEmpty || existing.file == sym.file || sym.kind == .enumValue {
+                    message = "\"\(name)\" is already defined in \"\(scope)\"."
+                } else {
+                    message = "\"\(fqn)\" is already defined in file \"\(existing.file)\"."
+                }
+                if sym.kind == .enumValue || existing.kind == .enumValue {
+                    message += " Note that enum values use C++ scoping rules, meaning that enum values are siblings of their type, not children of it. Therefore, \"\(name)\" must be unique within \"\(scope)\", not just within its enum."
+                }
+                throw ProtoError(loc, message)
             }
             symbols[fqn] = sym
         }
@@ -193,26 +206,33 @@ public struct ProtoLoader {
             if !pkg.isEmpty {
                 var prefix = ""
                 for part in pkg.split(separator: ".") {
+                    try add(prefix, String(part), Symbol(kind: .package, file: "", package: pkg, location: nil))
                     prefix = prefix.isEmpty ? String(part) : prefix + "." + part
-                    try add(prefix, Symbol(kind: .package, file: "", package: prefix, location: nil))
+                }
+            }
+            func addEnum(_ e: EnumDecl, scope: String) throws(ProtoError) {
+                try add(scope, e.name, Symbol(kind: .enumeration, file: f.name, package: pkg, location: e.location))
+                var seen: Set<String> = []
+                for v in e.values where seen.insert(v.name).inserted {
+                    try add(scope, v.name, Symbol(kind: .enumValue, file: f.name, package: pkg, location: v.location))
                 }
             }
             func addMessage(_ m: MessageDecl, scope: String) throws(ProtoError) {
+                try add(scope, m.name, Symbol(kind: .message, file: f.name, package: pkg, location: m.location))
                 let fqn = scope.isEmpty ? m.name : scope + "." + m.name
-                try add(fqn, Symbol(kind: .message, file: f.name, package: pkg, location: m.location))
-                for e in m.enums {
-                    try add(fqn + "." + e.name, Symbol(kind: .enumeration, file: f.name, package: pkg, location: e.location))
+                for field in m.fields {
+                    try add(fqn, field.name, Symbol(kind: .field, file: f.name, package: pkg, location: field.location))
                 }
+                for o in m.oneofs {
+                    try add(fqn, o.name, Symbol(kind: .oneof, file: f.name, package: pkg, location: o.location))
+                }
+                for e in m.enums { try addEnum(e, scope: fqn) }
                 for n in m.messages { try addMessage(n, scope: fqn) }
             }
             for m in f.proto.messages { try addMessage(m, scope: pkg) }
-            for e in f.proto.enums {
-                let fqn = pkg.isEmpty ? e.name : pkg + "." + e.name
-                try add(fqn, Symbol(kind: .enumeration, file: f.name, package: pkg, location: e.location))
-            }
+            for e in f.proto.enums { try addEnum(e, scope: pkg) }
             for s in f.proto.services {
-                let fqn = pkg.isEmpty ? s.name : pkg + "." + s.name
-                try add(fqn, Symbol(kind: .service, file: f.name, package: pkg, location: s.location))
+                try add(pkg, s.name, Symbol(kind: .service, file: f.name, package: pkg, location: s.location))
             }
         }
         schema.symbols = symbols

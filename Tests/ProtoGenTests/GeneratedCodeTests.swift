@@ -402,3 +402,32 @@ struct SplitMix64: RandomNumberGenerator {
         #expect(throws: ProtoDecodingError.lengthExceedsBuffer) { try T.Scalars(serializedBytes: buffer.dropFirst(2).dropLast()) }
     }
 }
+
+@Suite struct CollidingNamesTests {
+    @Test func namesThatCollideWithGeneratedCode() throws {
+        var m = T.Nasty()
+        m.n = 1
+        m.reader = "r"
+        m.writer = true
+        m.tag = -4
+        m.v = [5, 6]
+        m.k = ["a": "b"]
+        m.`self` = "me"
+        m.`default` = 8
+        m.unknownFields_ = "not the unknown fields"
+        m.serializedSize_ = 10
+        m.e = 11
+        m.type = 13
+        m.protoMessageName_ = "pmn"
+        m.`true` = true
+        m.entry = 16
+        m.r = 17
+        m.t = [T.Nasty()]
+        m.`enum` = .`in`
+        #expect(m.unknownFields.isEmpty)
+        try checkAgainstProtoc(m)
+        #expect(T.Nasty.Enum.init_.rawValue == 0)
+        #expect(T.Nasty.Enum.rawValue_.protoName == "rawValue")
+        #expect(T.Nasty.Enum.allKnownCases_.rawValue == 3)
+    }
+}

@@ -258,6 +258,16 @@ func expectParseError(_ src: String, _ line: Int, _ column: Int, _ fragment: Str
         let badPacked = err(["/r/a.proto": "syntax = \"proto3\";\nmessage M {\n  repeated string s = 1 [packed = true];\n}"])
         #expect(badPacked?.location.line == 3)
 
+        let enumScope = err(["/r/a.proto": "syntax = \"proto3\";\npackage p;\nmessage M {\n  int32 none = 1;\n  enum E { none = 0; }\n}"])
+        #expect(enumScope?.location.line == 5 && enumScope?.location.column == 12)
+        #expect(enumScope?.message.hasPrefix("\"none\" is already defined in \"p.M\". Note that enum values use C++ scoping rules") == true)
+
+        let twoEnums = err(["/r/a.proto": "syntax = \"proto3\";\nenum A { NONE = 0; }\nenum B { NONE = 0; }"])
+        #expect(twoEnums?.location.line == 3)
+
+        let fieldVsType = err(["/r/a.proto": "syntax = \"proto3\";\nmessage M {\n  message Inner {}\n  int32 Inner = 1;\n}"])
+        #expect(fieldVsType?.message == "\"Inner\" is already defined in \"M\".")
+
         let parseErr = err(["/r/a.proto": "syntax = \"proto3\";\nmessage {"])
         #expect(parseErr?.description == "/r/a.proto:2:9: error: expected message name, found \"{\"")
     }

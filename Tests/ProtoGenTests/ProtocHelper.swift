@@ -36,7 +36,8 @@ enum Protoc {
         let inHandle = inPipe.fileHandleForWriting
         let data = Data(input)
         let writer = Thread {
-            inHandle.write(data)
+            // The throwing variant: protoc may exit early, and a broken pipe must not trap.
+            try? inHandle.write(contentsOf: data)
             try? inHandle.close()
         }
         writer.start()
