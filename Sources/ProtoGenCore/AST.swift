@@ -64,17 +64,23 @@ public struct FieldDecl: Sendable, Hashable {
     /// `[packed = false]` / `[packed = true]` if given.
     public var packedOption: Bool?
     public var location: SourceLocation
+    /// Documentation comment lines from the source (leading, then trailing).
+    public var comments: [String] = []
 }
 
 public struct OneofDecl: Sendable, Hashable {
     public var name: String
     public var location: SourceLocation
+    /// Documentation comment lines from the source (leading, then trailing).
+    public var comments: [String] = []
 }
 
 public struct EnumValueDecl: Sendable, Hashable {
     public var name: String
     public var number: Int32
     public var location: SourceLocation
+    /// Documentation comment lines from the source (leading, then trailing).
+    public var comments: [String] = []
 }
 
 public struct EnumDecl: Sendable, Hashable {
@@ -82,6 +88,8 @@ public struct EnumDecl: Sendable, Hashable {
     public var values: [EnumValueDecl]
     public var allowAlias: Bool
     public var location: SourceLocation
+    /// Documentation comment lines from the source (leading, then trailing).
+    public var comments: [String] = []
 }
 
 public struct MessageDecl: Sendable, Hashable {
@@ -91,6 +99,8 @@ public struct MessageDecl: Sendable, Hashable {
     public var messages: [MessageDecl]
     public var enums: [EnumDecl]
     public var location: SourceLocation
+    /// Documentation comment lines from the source (leading, then trailing).
+    public var comments: [String] = []
 }
 
 public struct MethodDecl: Sendable, Hashable {
@@ -100,12 +110,16 @@ public struct MethodDecl: Sendable, Hashable {
     public var clientStreaming: Bool
     public var serverStreaming: Bool
     public var location: SourceLocation
+    /// Documentation comment lines from the source (leading, then trailing).
+    public var comments: [String] = []
 }
 
 public struct ServiceDecl: Sendable, Hashable {
     public var name: String
     public var methods: [MethodDecl]
     public var location: SourceLocation
+    /// Documentation comment lines from the source (leading, then trailing).
+    public var comments: [String] = []
 }
 
 public struct ImportDecl: Sendable, Hashable {

@@ -170,6 +170,7 @@ public struct SwiftGenerator {
     func generateEnum(_ e: EnumDecl, _ w: inout CodeWriter) {
         let name = SwiftNaming.typeName(e.name, isEnum: true)
         w.line("")
+        w.doc(e.comments)
         w.open("public struct \(name): ProtoWire.ProtoEnum {")
         w.line("public var rawValue: Swift.Int32")
         w.line("@inlinable public init(rawValue: Swift.Int32) { self.rawValue = rawValue }")
@@ -181,6 +182,7 @@ public struct SwiftGenerator {
             while used.contains(c) { c += "_" }
             used.insert(c)
             constNames.append((c, v.number))
+            w.doc(v.comments)
             w.line("public static let \(SwiftNaming.quoted(c)) = \(name)(rawValue: \(v.number))")
         }
         var seen: Set<Int32> = []
@@ -431,6 +433,7 @@ public struct SwiftGenerator {
         let name = SwiftNaming.typeName(m.name)
         let fields = fieldInfos(m, fqn: fqn)
         w.line("")
+        w.doc(m.comments)
         w.open("public struct \(name): ProtoWire.ProtoMessage {")
         w.line("public static let protoMessageName: Swift.String = \"\(fqn)\"")
         w.line("")
@@ -438,6 +441,7 @@ public struct SwiftGenerator {
         var oneofDeclared: Set<Int> = []
         for f in fields {
             let q = SwiftNaming.quoted(f.swiftName)
+            if case .oneofMember = f.kind {} else { w.doc(f.decl.comments) }
             switch f.kind {
             case .singular(let k, _):
                 w.line("public var \(q): \(swiftType(k)) = \(defaultValue(k))")
@@ -458,6 +462,7 @@ public struct SwiftGenerator {
             case .oneofMember(_, let o):
                 if oneofDeclared.insert(o).inserted {
                     let oname = SwiftNaming.quoted(SwiftNaming.lowerCamel(m.oneofs[o].name))
+                    w.doc(m.oneofs[o].comments)
                     w.line("public var \(oname): \(oneofEnumName(m.oneofs[o]))? = nil")
                 }
             }
@@ -486,6 +491,8 @@ public struct SwiftGenerator {
                 guard case .oneofMember(let k, _) = f.kind else { continue }
                 let q = SwiftNaming.quoted(f.swiftName)
                 w.line("")
+                w.doc(f.decl.comments)
+                if !f.decl.comments.isEmpty { w.line("///") }
                 w.line("/// `\(f.decl.name)` of oneof `\(o.name)`: its value if set, the default otherwise; setting selects it.")
                 w.open("public var \(q): \(swiftType(k)) {")
                 w.line("get { if case .\(q)(let v)? = \(oname) { return v } else { return \(defaultValue(k)) } }")
@@ -709,6 +716,8 @@ public struct SwiftGenerator {
     func generateService(_ s: ServiceDecl, package: String, _ w: inout CodeWriter) {
         let full = package.isEmpty ? s.name : package + "." + s.name
         w.line("")
+        w.doc(s.comments)
+        if !s.comments.isEmpty { w.line("///") }
         w.line("/// Service `\(full)`.")
         w.open("public enum \(SwiftNaming.typeName(s.name)) {")
         w.line("public static let serviceName: Swift.String = \"\(full)\"")
@@ -726,6 +735,7 @@ public struct SwiftGenerator {
             case (true, false): kind = ".clientStreaming"
             case (true, true): kind = ".bidirectionalStreaming"
             }
+            w.doc(m.comments)
             w.line("/// `rpc \(m.name)(\(m.clientStreaming ? "stream " : "")\(m.inputType.dropFirst())) returns (\(m.serverStreaming ? "stream " : "")\(m.outputType.dropFirst()))`")
             w.line("public static let \(SwiftNaming.quoted(n)) = ProtoWire.MethodDescriptor<\(swiftTypeName(m.inputType)), \(swiftTypeName(m.outputType))>(serviceName: \"\(full)\", methodName: \"\(m.name)\", kind: \(kind))")
         }
@@ -745,6 +755,11 @@ struct CodeWriter {
             return
         }
         text += String(repeating: "    ", count: indent) + s + "\n"
+    }
+
+    /// Emits source comments as `///` documentation.
+    mutating func doc(_ lines: [String]) {
+        for l in lines { line(l.isEmpty ? "///" : "/// " + l) }
     }
 
     mutating func open(_ s: String) {

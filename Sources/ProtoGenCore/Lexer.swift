@@ -11,6 +11,11 @@ enum TokenKind: Equatable {
 struct Token {
     var kind: TokenKind
     var location: SourceLocation
+    /// Comment lines directly above this token (no blank line in between).
+    var leadingComments: [String] = []
+    /// Comment lines that started on the same line as the previous token, after it
+    /// (`NONE = 0; // default`): they belong to the previous statement.
+    var trailingCommentsOfPrevious: [String] = []
 }
 
 /// Splits a .proto source into tokens, skipping whitespace and comments.
@@ -37,23 +42,52 @@ struct Lexer {
         return SourceLocation(file: file, line: line, column: col)
     }
 
+    /// Comments gathered by the last `skipTrivia()`.
+    var leading: [String] = []
+    var trailing: [String] = []
+    var producedToken = false
+
+    /// Text of a `//` comment line, without the slashes and one leading space.
+    static func commentText(_ b: ArraySlice<UInt8>) -> String {
+        var t = b
+        if t.first == UInt8(ascii: " ") { t = t.dropFirst() }
+        var s = String(decoding: t, as: UTF8.self)
+        while s.last == "\r" || s.last == " " { s.removeLast() }
+        return s
+    }
+
     mutating func skipTrivia() throws(ProtoError) {
+        leading = []
+        trailing = []
+        var newlines = 0  // newlines since the previous token or the last comment
+        var sameLineAsPrevious = producedToken
         while pos < bytes.count {
             let c = bytes[pos]
             if c == UInt8(ascii: "\n") {
                 pos += 1
                 line += 1
                 lineStart = pos
+                newlines += 1
+                sameLineAsPrevious = false
+                // A blank line detaches the comments above it from the next declaration.
+                if newlines >= 2 { leading = [] }
             } else if c == UInt8(ascii: " ") || c == UInt8(ascii: "\t") || c == UInt8(ascii: "\r") || c == 0x0b || c == 0x0c {
                 pos += 1
             } else if c == UInt8(ascii: "/"), pos + 1 < bytes.count, bytes[pos + 1] == UInt8(ascii: "/") {
+                let start = pos + 2
                 while pos < bytes.count, bytes[pos] != UInt8(ascii: "\n") { pos += 1 }
+                let text = Lexer.commentText(bytes[start..<pos])
+                if sameLineAsPrevious { trailing.append(text) } else { leading.append(text) }
+                newlines = 0
             } else if c == UInt8(ascii: "/"), pos + 1 < bytes.count, bytes[pos + 1] == UInt8(ascii: "*") {
                 let start = location(at: pos)
+                let textStart = pos + 2
                 pos += 2
                 var closed = false
+                var textEnd = pos
                 while pos < bytes.count {
                     if bytes[pos] == UInt8(ascii: "*"), pos + 1 < bytes.count, bytes[pos + 1] == UInt8(ascii: "/") {
+                        textEnd = pos
                         pos += 2
                         closed = true
                         break
@@ -65,6 +99,16 @@ struct Lexer {
                     pos += 1
                 }
                 if !closed { throw ProtoError(start, "unterminated block comment") }
+                var lines: [String] = []
+                for l in bytes[textStart..<textEnd].split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
+                    var t = l.drop { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") }
+                    if t.first == UInt8(ascii: "*") { t = t.dropFirst() }
+                    lines.append(Lexer.commentText(t))
+                }
+                while lines.first?.isEmpty == true { lines.removeFirst() }
+                while lines.last?.isEmpty == true { lines.removeLast() }
+                if sameLineAsPrevious { trailing += lines } else { leading += lines }
+                newlines = 0
             } else {
                 return
             }
@@ -85,8 +129,21 @@ struct Lexer {
     }
 
     mutating func next() throws(ProtoError) -> Token {
+        let t = try nextToken()
+        producedToken = true
+        return t
+    }
+
+    mutating func nextToken() throws(ProtoError) -> Token {
         try skipTrivia()
         let loc = location(at: pos)
+        var token = try rawToken(loc)
+        token.leadingComments = leading
+        token.trailingCommentsOfPrevious = trailing
+        return token
+    }
+
+    mutating func rawToken(_ loc: SourceLocation) throws(ProtoError) -> Token {
         guard pos < bytes.count else { return Token(kind: .eof, location: loc) }
         let c = bytes[pos]
         if Lexer.isLetter(c) {

@@ -298,9 +298,10 @@ public struct ProtoParser {
 
     mutating func parseMessage() throws(ProtoError) -> MessageDecl {
         let loc = token.location
+        let comments = token.leadingComments
         try expectKeyword("message")
         let name = try identifier("message name")
-        var msg = MessageDecl(name: name, fields: [], oneofs: [], messages: [], enums: [], location: loc)
+        var msg = MessageDecl(name: name, fields: [], oneofs: [], messages: [], enums: [], location: loc, comments: comments)
         try expectSymbol("{")
         try parseMessageBody(&msg)
         return msg
@@ -329,10 +330,11 @@ public struct ProtoParser {
                 try skipOptionStatement()
             case "oneof":
                 let loc = token.location
+                let comments = token.leadingComments
                 try advance()
                 let oname = try identifier("oneof name")
                 let index = msg.oneofs.count
-                msg.oneofs.append(OneofDecl(name: oname, location: loc))
+                msg.oneofs.append(OneofDecl(name: oname, location: loc, comments: comments))
                 try expectSymbol("{")
                 var count = 0
                 while true {
@@ -369,11 +371,13 @@ public struct ProtoParser {
             case "group":
                 throw error("groups are not supported in proto3")
             case "repeated":
+                let comments = token.leadingComments
                 try advance()
-                msg.fields.append(try parseField(label: .repeated))
+                msg.fields.append(try parseField(label: .repeated, comments: comments))
             case "optional":
+                let comments = token.leadingComments
                 try advance()
-                msg.fields.append(try parseField(label: .optional))
+                msg.fields.append(try parseField(label: .optional, comments: comments))
             default:
                 msg.fields.append(try parseField(label: .singular))
             }
@@ -438,8 +442,9 @@ public struct ProtoParser {
         return .named(name)
     }
 
-    mutating func parseField(label: FieldLabel) throws(ProtoError) -> FieldDecl {
+    mutating func parseField(label: FieldLabel, comments labelComments: [String]? = nil) throws(ProtoError) -> FieldDecl {
         let loc = token.location
+        var comments = labelComments ?? token.leadingComments
         var type: FieldType
         if isIdentifier("map") {
             // `map` may also be a message name; it is a map only if followed by "<".
@@ -485,18 +490,20 @@ public struct ProtoParser {
             packed = opt.value == "true"
         }
         try expectSymbol(";")
+        comments += token.trailingCommentsOfPrevious
         _ = nameLoc
         return FieldDecl(name: name, number: Int(num), label: label, type: type, oneofIndex: nil,
-                         packedOption: packed, location: loc)
+                         packedOption: packed, location: loc, comments: comments)
     }
 
     // MARK: enum
 
     mutating func parseEnum() throws(ProtoError) -> EnumDecl {
         let loc = token.location
+        let enumComments = token.leadingComments
         try expectKeyword("enum")
         let name = try identifier("enum name")
-        var e = EnumDecl(name: name, values: [], allowAlias: false, location: loc)
+        var e = EnumDecl(name: name, values: [], allowAlias: false, location: loc, comments: enumComments)
         try expectSymbol("{")
         var reservedNumbers: [(ClosedRange<Int>, SourceLocation)] = []
         var reservedNames: [(String, SourceLocation)] = []
@@ -521,6 +528,7 @@ public struct ProtoParser {
                 continue
             }
             let vloc = token.location
+            var vcomments = token.leadingComments
             let vname = try identifier("enum constant name")
             try expectSymbol("=")
             let numLoc = token.location
@@ -531,7 +539,8 @@ public struct ProtoParser {
             }
             _ = try parseFieldOptions()
             try expectSymbol(";")
-            e.values.append(EnumValueDecl(name: vname, number: v32, location: vloc))
+            vcomments += token.trailingCommentsOfPrevious
+            e.values.append(EnumValueDecl(name: vname, number: v32, location: vloc, comments: vcomments))
         }
         guard let first = e.values.first else { throw ProtoError(loc, "enums must contain at least one value") }
         if first.number != 0 {
@@ -569,9 +578,10 @@ public struct ProtoParser {
 
     mutating func parseService() throws(ProtoError) -> ServiceDecl {
         let loc = token.location
+        let serviceComments = token.leadingComments
         try expectKeyword("service")
         let name = try identifier("service name")
-        var s = ServiceDecl(name: name, methods: [], location: loc)
+        var s = ServiceDecl(name: name, methods: [], location: loc, comments: serviceComments)
         try expectSymbol("{")
         while true {
             if try consumeSymbol("}") { break }
@@ -582,6 +592,7 @@ public struct ProtoParser {
                 continue
             }
             let mloc = token.location
+            var mcomments = token.leadingComments
             guard isIdentifier("rpc") else {
                 throw error("expected \"rpc\" or \"option\", found \(describe(token.kind))")
             }
@@ -630,12 +641,13 @@ public struct ProtoParser {
             } else {
                 try expectSymbol(";")
             }
+            mcomments += token.trailingCommentsOfPrevious
             if s.methods.contains(where: { $0.name == mname }) {
                 throw ProtoError(mloc, "\"\(mname)\" is already defined in service \"\(name)\"")
             }
             s.methods.append(MethodDecl(name: mname, inputType: input, outputType: output,
                                         clientStreaming: clientStreaming, serverStreaming: serverStreaming,
-                                        location: mloc))
+                                        location: mloc, comments: mcomments))
         }
         return s
     }

@@ -349,3 +349,44 @@ func expectParseError(_ src: String, _ line: Int, _ column: Int, _ fragment: Str
         #expect(out[0].source.contains("public enum Etcdserverpb {}"))
     }
 }
+
+@Suite struct CommentTests {
+    @Test func leadingAndTrailingCommentsAreKept() throws {
+        let f = try parse("""
+            syntax = "proto3";
+
+            // Detached: a blank line follows.
+
+            // M is documented.
+            /* More
+             * docs. */
+            message M {
+              // a's doc
+              int32 a = 1; // trailing a
+              repeated int32 b = 2;  /* trailing b */
+              // oneof doc
+              oneof o { string c = 3; }
+            }
+            enum E {
+              Z = 0; // zero
+              // one
+              ONE = 1;
+            }
+            // S doc
+            service S {
+              // R doc
+              rpc R(M) returns (M); // trailing R
+            }
+            """)
+        let m = f.messages[0]
+        #expect(m.comments == ["M is documented.", "More", "docs."])
+        #expect(m.fields[0].comments == ["a's doc", "trailing a"])
+        #expect(m.fields[1].comments == ["trailing b"])
+        #expect(m.oneofs[0].comments == ["oneof doc"])
+        #expect(m.fields[2].comments == [])
+        #expect(f.enums[0].values[0].comments == ["zero"])
+        #expect(f.enums[0].values[1].comments == ["one"])
+        #expect(f.services[0].comments == ["S doc"])
+        #expect(f.services[0].methods[0].comments == ["R doc", "trailing R"])
+    }
+}
