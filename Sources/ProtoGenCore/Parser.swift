@@ -483,7 +483,11 @@ public struct ProtoParser {
             throw ProtoError(numLoc, "field numbers 19000 through 19999 are reserved for the protobuf implementation")
         }
         var packed: Bool?
-        for opt in try parseFieldOptions() where opt.name == "packed" {
+        let options = try parseFieldOptions()
+        if let d = options.first(where: { $0.name == "default" }) {
+            throw ProtoError(d.location, "explicit default values are not allowed in proto3")
+        }
+        for opt in options where opt.name == "packed" {
             guard opt.value == "true" || opt.value == "false" else {
                 throw ProtoError(opt.location, "value must be \"true\" or \"false\" for boolean option \"packed\"")
             }

@@ -135,6 +135,7 @@ func expectParseError(_ src: String, _ line: Int, _ column: Int, _ fragment: Str
         // Columns count characters, not bytes.
         expectParseError("syntax = \"proto3\";\n// é\nmessage M { string é = 1; }", 3, 20, "unexpected character")
         expectParseError("syntax = \"proto3\";\npackage a;\npackage b;", 3, 1, "multiple package")
+        expectParseError("syntax = \"proto3\";\nmessage M { int32 a = 1 [default = 5]; }", 2, 26, "explicit default values")
     }
 }
 
