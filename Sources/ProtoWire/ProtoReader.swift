@@ -169,7 +169,7 @@ public struct ProtoReader {
     public mutating func readBytes() throws(ProtoDecodingError) -> [UInt8] {
         let n = try readLength()
         if n == 0 { return [] }
-        let r = [UInt8](UnsafeRawBufferPointer(start: ptr, count: n))
+        let r = [UInt8](UnsafeBufferPointer(start: ptr.assumingMemoryBound(to: UInt8.self), count: n))
         ptr += n
         return r
     }
