@@ -42,6 +42,7 @@ import PackagePlugin
         var arguments = ["--output", outDir.path]
         for r in roots { arguments += ["--proto-path", r.path] }
         for m in imports { arguments += ["--import", m] }
+        arguments += ["--module-name", sourceTarget.moduleName]
         arguments += inputs.map(\.path)
 
         let outputs = inputs.map { url -> URL in

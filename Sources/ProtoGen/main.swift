@@ -1,6 +1,7 @@
 // ProtoGen: generates Swift for .proto files (run by ProtoGenPlugin, usable by hand).
 //
-//   ProtoGen --output <dir> [--proto-path <import root>]... [--import <Swift module>]... <file.proto>...
+//   ProtoGen --output <dir> [--proto-path <import root>]... [--import <Swift module>]...
+//            [--module-name <Swift module being generated>] <file.proto>...
 //
 // Writes one `<name>.pb.swift` per input file into <dir>. Diagnostics go to stderr as
 // `file:line:column: error: message`, and the exit status is 1.
@@ -15,6 +16,7 @@ func fail(_ message: String) -> Never {
 var output: String?
 var roots: [String] = []
 var imports: [String] = []
+var moduleName: String?
 var inputs: [String] = []
 var args = CommandLine.arguments.dropFirst()
 while let a = args.popFirst() {
@@ -28,8 +30,11 @@ while let a = args.popFirst() {
     case "--import":
         guard let v = args.popFirst() else { fail("ProtoGen: --import needs a module name") }
         imports.append(v)
+    case "--module-name":
+        guard let v = args.popFirst() else { fail("ProtoGen: --module-name needs a name") }
+        moduleName = v
     case "--help", "-h":
-        print("usage: ProtoGen --output <dir> [--proto-path <dir>]... [--import <module>]... <file.proto>...")
+        print("usage: ProtoGen --output <dir> [--proto-path <dir>]... [--import <module>]... [--module-name <module>] <file.proto>...")
         exit(0)
     default:
         if a.hasPrefix("-") { fail("ProtoGen: unknown option \(a)") }
@@ -47,7 +52,7 @@ if roots.isEmpty {
 
 do {
     let schema = try ProtoLoader(importRoots: roots).load(inputs)
-    let files = try SwiftGenerator(schema: schema, extraImports: imports).generate()
+    let files = try SwiftGenerator(schema: schema, extraImports: imports, moduleName: moduleName).generate()
     try FileManager.default.createDirectory(atPath: outDir, withIntermediateDirectories: true)
     for (name, source) in files {
         let path = (outDir as NSString).appendingPathComponent(name)

@@ -6,14 +6,37 @@ public struct SwiftGenerator {
     public let schema: Schema
     /// Extra modules each generated file imports (besides ProtoWire).
     public var extraImports: [String]
+    /// The Swift module the generated code is compiled into. When a generated nested type
+    /// (say service `Echo` in package `echo`) has the same name as a namespace or top-level
+    /// type, references to that name are qualified with the module to avoid shadowing.
+    public var moduleName: String?
+    /// Names of every nested type the input files generate (services, messages, enums, oneofs).
+    let nestedNames: Set<String>
 
     /// Messages that must hold a given singular message field through a box (the field's type
     /// is in the same strongly connected component of the "contains" graph).
     let sccOf: [String: Int]
 
-    public init(schema: Schema, extraImports: [String] = []) {
+    public init(schema: Schema, extraImports: [String] = [], moduleName: String? = nil) {
         self.schema = schema
         self.extraImports = extraImports
+        self.moduleName = moduleName
+        var nested: Set<String> = []
+        func addMessage(_ m: MessageDecl, topLevel: Bool) {
+            if !topLevel { nested.insert(SwiftNaming.typeName(m.name)) }
+            for o in m.oneofs { nested.insert("OneOf_" + SwiftNaming.upperCamel(o.name)) }
+            for e in m.enums { nested.insert(SwiftNaming.typeName(e.name, isEnum: true)) }
+            for n in m.messages { addMessage(n, topLevel: false) }
+        }
+        for f in schema.files where f.isInput {
+            let inNamespace = !f.proto.package.isEmpty
+            for m in f.proto.messages { addMessage(m, topLevel: !inNamespace) }
+            if inNamespace {
+                for e in f.proto.enums { nested.insert(SwiftNaming.typeName(e.name, isEnum: true)) }
+                for sv in f.proto.services { nested.insert(SwiftNaming.typeName(sv.name)) }
+            }
+        }
+        self.nestedNames = nested
         self.sccOf = SwiftGenerator.computeSCCs(schema)
     }
 
@@ -126,7 +149,20 @@ public struct SwiftGenerator {
             parts.append(SwiftNaming.typeName(String(part), isEnum: schema.symbols[prefix]?.kind == .enumeration))
         }
         let ns = SwiftNaming.namespace(forPackage: pkg)
-        return (ns.isEmpty ? [] : [ns]).joined() + (ns.isEmpty ? "" : ".") + parts.joined(separator: ".")
+        let path = (ns.isEmpty ? "" : ns + ".") + parts.joined(separator: ".")
+        let root = ns.isEmpty ? (parts.first ?? "") : ns
+        if nestedNames.contains(root), let module = qualifyingModule(forFile: sym?.file) {
+            return module + "." + path
+        }
+        return path
+    }
+
+    /// The module that defines the types of a .proto file: this module for inputs, the single
+    /// `--import` module for imported files (nil if unknown).
+    func qualifyingModule(forFile name: String?) -> String? {
+        guard let name, let f = schema.file(named: name) else { return nil }
+        if f.isInput { return moduleName }
+        return extraImports.count == 1 ? extraImports[0] : nil
     }
 
     // MARK: file

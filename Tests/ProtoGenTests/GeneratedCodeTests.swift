@@ -431,3 +431,16 @@ struct SplitMix64: RandomNumberGenerator {
         #expect(T.Nasty.Enum.allKnownCases_.rawValue == 3)
     }
 }
+
+@Suite struct ShadowingTests {
+    @Test func serviceNamedLikeItsPackage() throws {
+        #expect(Echo.Echo.serviceName == "echo.Echo")
+        #expect(Echo.Echo.get.path == "/echo.Echo/Get")
+        #expect(Echo.Echo.update.kind == .bidirectionalStreaming)
+        let _: MethodDescriptor<Echo.EchoRequest, Echo.EchoResponse> = Echo.Echo.expand
+        var r = Echo.EchoRequest()
+        r.text = "hi"
+        r.shared = Keel_Other.Shared()
+        #expect(try Echo.EchoRequest(serializedBytes: r.serializedBytes()) == r)
+    }
+}
