@@ -344,6 +344,14 @@ func edgeScalars() -> [T.Scalars] {
         #expect(T.Tester.methods.map(\.methodName) == ["Unary", "ServerStream", "ClientStream", "Bidi"])
         #expect(ObjectIdentifier(T.Tester.bidi.erased.responseType) == ObjectIdentifier(Keel_Other.Shared.self))
         let _: MethodDescriptor<T.Scalars, T.Empty> = T.Tester.unary
+        // A server can decode a request through the type-erased descriptor.
+        var s = T.Scalars()
+        s.i32 = 42
+        let erased = T.Tester.methods[0]
+        let decoded: any ProtoMessage = try erased.requestType.init(serializedBytes: s.serializedBytes())
+        #expect(decoded as? T.Scalars == s)
+        #expect(Set(T.Tester.methods).count == 4)
+        #expect(T.Tester.methods.first { $0.path == "/keel.test.Tester/Bidi" }?.kind == .bidirectionalStreaming)
     }
 
     @Test func decodeFromRawBuffer() throws {
