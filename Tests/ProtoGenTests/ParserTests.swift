@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import ProtoGenCore
 
@@ -389,5 +390,42 @@ func expectParseError(_ src: String, _ line: Int, _ column: Int, _ fragment: Str
         #expect(f.enums[0].values[1].comments == ["one"])
         #expect(f.services[0].comments == ["S doc"])
         #expect(f.services[0].methods[0].comments == ["R doc", "trailing R"])
+    }
+}
+
+@Suite struct ParserFuzzTests {
+    /// Mutated .proto sources must either parse or give a positioned error, never trap.
+    @Test func mutatedSourcesNeverTrap() throws {
+        let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Protos")
+        let source = Array(try String(contentsOf: dir.appendingPathComponent("everything.proto"), encoding: .utf8).utf8)
+        let other = try String(contentsOf: dir.appendingPathComponent("other.proto"), encoding: .utf8)
+        var rng = SplitMix64(seed: 0x70726f74)
+        let alphabet = Array("{}[]()<>;=,.\"'/*\\-+0x9azAZ_ \n\té".utf8)
+        var parsed = 0, failed = 0
+        for _ in 0..<1500 {
+            var b = source
+            for _ in 0..<(1 + rng.next() % 3) {
+                let i = Int(rng.next() % UInt64(b.count))
+                switch rng.next() % 4 {
+                case 0: b[i] = alphabet[Int(rng.next() % UInt64(alphabet.count))]
+                case 1: b.remove(at: i)
+                case 2: b.insert(alphabet[Int(rng.next() % UInt64(alphabet.count))], at: i)
+                default: b.removeSubrange(i..<min(b.count, i + Int(rng.next() % 40)))
+                }
+            }
+            let text = String(decoding: b, as: UTF8.self)
+            let files = ["/r/everything.proto": text, "/r/other.proto": other]
+            do {
+                let schema = try ProtoLoader(importRoots: ["/r"]) { files[$0] }.load(["/r/everything.proto"])
+                _ = try SwiftGenerator(schema: schema).generate()
+                parsed += 1
+            } catch {
+                #expect(error.location.line >= 1 && error.location.column >= 1)
+                #expect(!error.message.isEmpty)
+                failed += 1
+            }
+        }
+        #expect(parsed + failed == 1500)
+        #expect(failed > 100)
     }
 }
