@@ -715,8 +715,14 @@ public struct SwiftGenerator {
         w.close("}")
     }
 
+    /// Map keys sort like protoc sorts them: false < true, numbers by value, strings by their
+    /// UTF-8 bytes (not Swift's Unicode-aware `<`).
     func keyLess(_ key: ScalarType, _ a: String, _ b: String) -> String {
-        key == .bool ? "!\(a) && \(b)" : "\(a) < \(b)"
+        switch key {
+        case .bool: return "!\(a) && \(b)"
+        case .string: return "\(a).utf8.lexicographicallyPrecedes(\(b).utf8)"
+        default: return "\(a) < \(b)"
+        }
     }
 
     func generateText(_ m: MessageDecl, _ fields: [FieldInfo], _ w: inout CodeWriter) {

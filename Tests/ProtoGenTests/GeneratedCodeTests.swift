@@ -198,6 +198,16 @@ func edgeScalars() -> [T.Scalars] {
         #expect(text == o.textFormatString())
     }
 
+    @Test func stringMapKeysSortByBytesLikeProtoc() throws {
+        var o = T.Outer()
+        // U+FF21 (EF BC A1) sorts after U+00E9 (C3 A9) and after "z" by bytes.
+        // "e\u{301}x" (65 CC 81 78) precedes "\u{E9}a" (C3 A9 61) by bytes, but not by Swift `<`.
+        o.counts = ["\u{FF21}": 1, "z": 2, "\u{E9}a": 3, "Z": 4, "": 5, "e\u{301}x": 6]
+        try checkAgainstProtoc(o)
+        let keys = o.textFormatString().split(separator: "\n").filter { $0.contains("key:") }
+        #expect(keys.count == 6)
+    }
+
     @Test func mapDuplicatesAndMissingParts() throws {
         // counts entries: {key "a" value 1}, {key "a" value 2} (last wins), {value 3} (key "" default).
         let bytes: [UInt8] = [0x3a, 0x05, 0x0a, 0x01, 0x61, 0x10, 0x01,
