@@ -378,3 +378,28 @@ func read<T>(_ bytes: [UInt8], _ body: (inout ProtoReader) throws(ProtoDecodingE
         #expect(throws: ProtoDecodingError.truncated) { try Empty(serializedBytes: [0x08]) }
     }
 }
+
+/// A message whose size computation lies (a generator bug): encoding must stop with a
+/// precondition failure instead of writing past the buffer.
+struct LyingSize: ProtoMessage {
+    static let protoMessageName = "test.LyingSize"
+    var unknownFields: [UInt8] = []
+    init() {}
+    mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {}
+    var serializedSize: Int { 2 }
+    func encode(to writer: inout ProtoWriter) { writer.writeRaw([1, 2, 3, 4, 5, 6, 7, 8]) }
+    func writeText(to printer: inout TextFormatPrinter) {}
+}
+
+@Suite struct WriterBoundsTests {
+    @Test func writerNeverWritesPastItsBuffer() async {
+        await #expect(processExitsWith: .failure) {
+            _ = LyingSize().serializedBytes()
+        }
+        await #expect(processExitsWith: .failure) {
+            let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 4, alignment: 1)
+            var w = ProtoWriter(buf)
+            w.writeFixed64(1)
+        }
+    }
+}
