@@ -59,17 +59,21 @@ public struct TextFormatPrinter: Sendable {
         endMessage()
     }
 
+    /// protoc prints length-delimited unknown fields that parse as messages nested only this
+    /// deep (`kUnknownFieldRecursionLimit`); deeper ones print as strings.
+    static let unknownFieldRecursionLimit = 10
+
     /// Prints raw unknown-field bytes as protoc does (`5: 42`, `8: 0x00000007`, nested `3 {`).
     public mutating func printUnknown(_ bytes: [UInt8]) {
         bytes.withUnsafeBytes { buf in
             var reader = ProtoReader(buf)
-            printUnknownFields(&reader, endGroup: nil)
+            printUnknownFields(&reader, budget: TextFormatPrinter.unknownFieldRecursionLimit)
         }
     }
 
     /// Prints fields until the reader's end or the matching end-group tag. Stops quietly at a
     /// malformed tail (unknown fields were validated when decoded, so this does not happen).
-    mutating func printUnknownFields(_ reader: inout ProtoReader, endGroup: UInt32?) {
+    mutating func printUnknownFields(_ reader: inout ProtoReader, budget: Int) {
         while true {
             guard let tag = try? reader.nextTag() else { return }
             let name = String(tag >> 3)
@@ -85,18 +89,18 @@ public struct TextFormatPrinter: Sendable {
                 line(name, "0x" + TextFormatPrinter.hex(UInt64(v), digits: 8))
             case 2:
                 guard let payload = try? reader.readLengthDelimited() else { return }
-                if payload.count > 0, reader.depth < ProtoReader.maxDepth,
-                   TextFormatPrinter.parsesAsFields(payload, depth: reader.depth) {
+                if payload.count > 0, budget > 0, TextFormatPrinter.parsesAsFields(payload, depth: reader.depth) {
                     beginMessage(name)
                     var sub = ProtoReader(payload, depth: reader.depth + 1)
-                    printUnknownFields(&sub, endGroup: nil)
+                    printUnknownFields(&sub, budget: budget - 1)
                     endMessage()
                 } else {
                     line(name, TextFormatPrinter.quote(payload))
                 }
             case 3:
+                // Groups were validated (matching end, depth) when the bytes were decoded.
                 beginMessage(name)
-                printUnknownFields(&reader, endGroup: tag >> 3)
+                printUnknownFields(&reader, budget: budget - 1)
                 endMessage()
             case 4:
                 return

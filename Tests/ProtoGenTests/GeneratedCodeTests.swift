@@ -235,6 +235,19 @@ func edgeScalars() -> [T.Scalars] {
         #expect(try Protoc.decode("keel.test.Scalars", withUnknown.serializedBytes()) == withUnknown.textFormatString())
     }
 
+    @Test func deepUnknownNestingPrintsLikeProtoc() throws {
+        for levels in [9, 10, 11, 30] {
+            var payload: [UInt8] = [0x08, 0x01]
+            for i in 0..<levels {
+                payload = [UInt8((i % 3 + 1) << 3 | 2), UInt8(payload.count)] + payload
+            }
+            // A group holding it, and a string that almost parses.
+            let bytes = payload + [0x2b] + payload + [0x2c, 0x32, 0x02, 0x08, 0x80]
+            let e = try T.Empty(serializedBytes: bytes)
+            #expect(try Protoc.decode("keel.test.Empty", bytes) == e.textFormatString(), "levels \(levels)")
+        }
+    }
+
     @Test func wrongWireTypeForKnownFieldIsKeptAsUnknown() throws {
         // Field 1 (int32) sent as length-delimited.
         let bytes: [UInt8] = [0x0a, 0x01, 0x05]

@@ -341,8 +341,21 @@ func read<T>(_ bytes: [UInt8], _ body: (inout ProtoReader) throws(ProtoDecodingE
         var p = TextFormatPrinter()
         p.printUnknown(payload)
         let lines = p.output.split(separator: "\n")
-        #expect(lines.filter { $0.hasSuffix("1 {") }.count == ProtoReader.maxDepth)
+        #expect(lines.filter { $0.hasSuffix("1 {") }.count == 10)
         #expect(lines.contains { $0.contains("1: \"") })
+    }
+
+    @Test func unknownNestingPrintsTenLevelsLikeProtoc() throws {
+        // 15 nested length-delimited fields; protoc 3.21 prints 10 levels, then a string.
+        var payload: [UInt8] = []
+        for _ in 0..<15 { payload = [0x0a, UInt8(payload.count)] + payload }
+        var p = TextFormatPrinter()
+        p.printUnknown(payload)
+        var expected = ""
+        for i in 0..<10 { expected += String(repeating: "  ", count: i) + "1 {\n" }
+        expected += String(repeating: "  ", count: 10) + "1: \"\\n\\006\\n\\004\\n\\002\\n\\000\"\n"
+        for i in (0..<10).reversed() { expected += String(repeating: "  ", count: i) + "}\n" }
+        #expect(p.output == expected)
     }
 }
 
