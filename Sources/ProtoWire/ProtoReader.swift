@@ -47,23 +47,22 @@ public struct ProtoReader {
         return try readVarintSlow()
     }
 
+    /// Reads a varint of at most `maxBytes` bytes. Like protoc, bits beyond 64 in the last
+    /// byte are dropped; a varint still continuing after `maxBytes` bytes is malformed.
     @usableFromInline
-    mutating func readVarintSlow() throws(ProtoDecodingError) -> UInt64 {
+    mutating func readVarintSlow(maxBytes: Int = 10) throws(ProtoDecodingError) -> UInt64 {
         var result: UInt64 = 0
         var shift: UInt64 = 0
         var p = ptr
+        var count = 0
         while true {
             guard p < end else { throw .truncated }
             let b = p.load(as: UInt8.self)
             p += 1
-            if shift == 63 {
-                // 10th byte: only the lowest bit may be set, and it must be the last byte.
-                guard b <= 1 else { throw .malformedVarint }
-                result |= UInt64(b) << 63
-                break
-            }
-            result |= UInt64(b & 0x7f) << shift
+            count += 1
+            result |= shift < 64 ? UInt64(b & 0x7f) << shift : 0
             if b < 0x80 { break }
+            guard count < maxBytes else { throw .malformedVarint }
             shift += 7
         }
         ptr = p
@@ -71,7 +70,8 @@ public struct ProtoReader {
     }
 
     /// Reads a tag; returns `nil` at the end of the buffer. Rejects field number 0 and wire
-    /// types 6/7. The value returned is the raw tag (`field << 3 | wireType`).
+    /// types 6/7. The value returned is the raw tag (`field << 3 | wireType`). As in protoc's
+    /// parser a tag has at most 5 bytes, and bits beyond 32 are dropped.
     @inlinable
     public mutating func nextTag() throws(ProtoDecodingError) -> UInt32? {
         guard ptr < end else { return nil }
@@ -81,9 +81,8 @@ public struct ProtoReader {
             ptr += 1
             raw = UInt64(b0)
         } else {
-            raw = try readVarintSlow()
+            raw = try readVarintSlow(maxBytes: 5)
         }
-        guard raw <= UInt64(UInt32.max) else { throw .invalidFieldNumber }
         let tag = UInt32(truncatingIfNeeded: raw)
         guard tag >= 8 else { throw tag & 7 > 5 ? .invalidWireType(UInt8(tag & 7)) : .invalidFieldNumber }
         guard tag & 7 <= 5 else { throw .invalidWireType(UInt8(tag & 7)) }

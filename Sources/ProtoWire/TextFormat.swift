@@ -75,7 +75,7 @@ public struct TextFormatPrinter: Sendable {
     /// malformed tail (unknown fields were validated when decoded, so this does not happen).
     mutating func printUnknownFields(_ reader: inout ProtoReader, budget: Int) {
         while true {
-            guard let tag = try? reader.nextTag() else { return }
+            guard let tag = try? TextFormatPrinter.lenientTag(&reader) else { return }
             let name = String(tag >> 3)
             switch tag & 7 {
             case 0:
@@ -110,14 +110,44 @@ public struct TextFormatPrinter: Sendable {
         }
     }
 
+    /// Whether protoc would print a length-delimited unknown field as a nested message: its
+    /// bytes must parse completely as fields (protoc's UnknownFieldSet::ParseFromString).
     static func parsesAsFields(_ payload: UnsafeRawBufferPointer, depth: Int) -> Bool {
         var r = ProtoReader(payload, depth: depth)
         do {
-            while let t = try r.nextTag() { try r.skipField(tag: t) }
+            while let t = try lenientTag(&r) { try lenientSkip(tag: t, &r) }
             return true
         } catch {
             return false
         }
+    }
+
+    /// Tags as protoc's CodedInputStream reads them for unknown field sets: up to 10 bytes,
+    /// truncated to 32 bits (stricter `ProtoReader.nextTag` allows 5, like protoc's parser).
+    static func lenientTag(_ r: inout ProtoReader) throws(ProtoDecodingError) -> UInt32? {
+        guard !r.isAtEnd else { return nil }
+        let tag = UInt32(truncatingIfNeeded: try r.readVarintSlow(maxBytes: 10))
+        guard tag >= 8 else { throw .invalidFieldNumber }
+        guard tag & 7 <= 5 else { throw .invalidWireType(UInt8(tag & 7)) }
+        return tag
+    }
+
+    static func lenientSkip(tag: UInt32, _ r: inout ProtoReader) throws(ProtoDecodingError) {
+        guard tag & 7 == 3 else {
+            try r.skipField(tag: tag)
+            return
+        }
+        guard r.depth < ProtoReader.maxDepth else { throw .depthLimitExceeded }
+        var inner = ProtoReader(ptr: r.ptr, end: r.end, depth: r.depth + 1)
+        while true {
+            guard let t = try lenientTag(&inner) else { throw .truncated }
+            if t & 7 == 4 {
+                guard t >> 3 == tag >> 3 else { throw .unmatchedEndGroup }
+                break
+            }
+            try lenientSkip(tag: t, &inner)
+        }
+        r.ptr = inner.ptr
     }
 
     static func hex(_ v: UInt64, digits: Int) -> String {

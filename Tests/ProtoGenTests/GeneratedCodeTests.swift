@@ -10,21 +10,23 @@ func checkAgainstProtoc<M: ProtoMessage>(_ m: M, sourceLocation: SourceLocation 
     let bytes = m.serializedBytes()
     #expect(bytes.count == m.serializedSize, sourceLocation: sourceLocation)
     let text = m.textFormatString()
-    let protocText = try Protoc.decode(M.protoMessageName, bytes)
-    if protocText != text {
-        // Report the first differing line rather than two huge strings.
-        let a = protocText.split(separator: "\n", omittingEmptySubsequences: false)
-        let b = text.split(separator: "\n", omittingEmptySubsequences: false)
-        let i = (0..<min(a.count, b.count)).first { a[$0] != b[$0] } ?? min(a.count, b.count)
-        let theirs = i < a.count ? String(a[i]) : "<end>"
-        let ours = i < b.count ? String(b[i]) : "<end>"
-        Issue.record("text differs at line \(i + 1): protoc \(theirs.debugDescription), ours \(ours.debugDescription)",
-                     sourceLocation: sourceLocation)
-    }
+    expectSameText(protoc: try Protoc.decode(M.protoMessageName, bytes), ours: text, sourceLocation: sourceLocation)
     let protocBytes = try Protoc.encode(M.protoMessageName, text: text)
     #expect(protocBytes == bytes, sourceLocation: sourceLocation)
     let back = try M(serializedBytes: bytes)
     #expect(back == m, sourceLocation: sourceLocation)
+}
+
+/// Compares text, reporting the first differing line rather than two huge strings.
+func expectSameText(protoc protocText: String, ours text: String, sourceLocation: SourceLocation = #_sourceLocation) {
+    guard protocText != text else { return }
+    let a = protocText.split(separator: "\n", omittingEmptySubsequences: false)
+    let b = text.split(separator: "\n", omittingEmptySubsequences: false)
+    let i = (0..<min(a.count, b.count)).first { a[$0] != b[$0] } ?? min(a.count, b.count)
+    let theirs = i < a.count ? String(a[i]) : "<end>"
+    let ours = i < b.count ? String(b[i]) : "<end>"
+    Issue.record("text differs at line \(i + 1): protoc \(theirs.debugDescription), ours \(ours.debugDescription)",
+                 sourceLocation: sourceLocation)
 }
 
 func edgeScalars() -> [T.Scalars] {
@@ -246,6 +248,18 @@ func edgeScalars() -> [T.Scalars] {
             let e = try T.Empty(serializedBytes: bytes)
             #expect(try Protoc.decode("keel.test.Empty", bytes) == e.textFormatString(), "levels \(levels)")
         }
+    }
+
+    @Test func unknownFieldsInsideNestedMessagesPrintLikeProtoc() throws {
+        // Outer.inner (field 1) carrying unknown fields 9 (varint), 10 (string), 11 (fixed32).
+        let inner: [UInt8] = [0x08, 0x01, 0x48, 0x96, 0x01, 0x52, 0x02, 0x68, 0x69, 0x5d, 1, 0, 0, 0]
+        let bytes: [UInt8] = [0x0a, UInt8(inner.count)] + inner + [0xf8, 0x01, 0x07]
+        let o = try T.Outer(serializedBytes: bytes)
+        #expect(o.inner?.kind == .big)
+        #expect(o.inner?.unknownFields == Array(inner.dropFirst(2)))
+        #expect(o.unknownFields == [0xf8, 0x01, 0x07])
+        #expect(o.serializedBytes() == bytes)
+        #expect(try Protoc.decode("keel.test.Outer", bytes) == o.textFormatString())
     }
 
     @Test func wrongWireTypeForKnownFieldIsKeptAsUnknown() throws {

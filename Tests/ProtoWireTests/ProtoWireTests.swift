@@ -99,9 +99,12 @@ func read<T>(_ bytes: [UInt8], _ body: (inout ProtoReader) throws(ProtoDecodingE
         // 11 bytes of continuation.
         let eleven = [UInt8](repeating: 0x80, count: 10) + [0x01]
         #expect(read(eleven) { r throws(ProtoDecodingError) in try r.readVarint() } == .failure(.malformedVarint))
-        // 10th byte with more than one payload bit.
-        let tenBig = [UInt8](repeating: 0xff, count: 9) + [0x02]
-        #expect(read(tenBig) { r throws(ProtoDecodingError) in try r.readVarint() } == .failure(.malformedVarint))
+        // 10th byte with bits beyond 64: dropped, as protoc does.
+        let tenBig = [UInt8](repeating: 0xff, count: 9) + [0x7e]
+        #expect(try read(tenBig) { r throws(ProtoDecodingError) in try r.readVarint() }.get() == UInt64.max >> 1)
+        // Ten bytes, still continuing.
+        let tenCont = [UInt8](repeating: 0x80, count: 10) + [0x00]
+        #expect(read(tenCont) { r throws(ProtoDecodingError) in try r.readVarint() } == .failure(.malformedVarint))
     }
 
     @Test func truncatedVarint() throws {
@@ -190,8 +193,11 @@ func read<T>(_ bytes: [UInt8], _ body: (inout ProtoReader) throws(ProtoDecodingE
         #expect(read([0x00]) { r throws(ProtoDecodingError) in try r.nextTag() } == .failure(.invalidFieldNumber))
         #expect(read([0x0e]) { r throws(ProtoDecodingError) in try r.nextTag() } == .failure(.invalidWireType(6)))
         #expect(read([0x0f]) { r throws(ProtoDecodingError) in try r.nextTag() } == .failure(.invalidWireType(7)))
-        // Tag larger than 32 bits.
+        // Bits beyond 32 in a 5-byte tag are dropped (here leaving field 0).
         #expect(read([0x80, 0x80, 0x80, 0x80, 0x10]) { r throws(ProtoDecodingError) in try r.nextTag() } == .failure(.invalidFieldNumber))
+        #expect(try read([0x88, 0x80, 0x80, 0x80, 0x70]) { r throws(ProtoDecodingError) in try r.nextTag() }.get() == 8)
+        // Tags longer than 5 bytes are rejected, as by protoc's parser.
+        #expect(read([0x88, 0x80, 0x80, 0x80, 0x80, 0x00]) { r throws(ProtoDecodingError) in try r.nextTag() } == .failure(.malformedVarint))
     }
 
     func skipAll(_ bytes: [UInt8]) -> Result<[UInt8], ProtoDecodingError> {
