@@ -17,3 +17,10 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
+
+# Python grpcio + grpcio-tools (interop tests in Tests/GRPCTests/python), from PyPI when missing.
+if command -v python3 >/dev/null 2>&1 && ! python3 -c "import grpc, grpc_tools" >/dev/null 2>&1; then
+    echo "install-deps: pip install grpcio grpcio-tools"
+    python3 -m pip install -q --disable-pip-version-check grpcio grpcio-tools >/dev/null 2>&1 \
+        || python3 -m pip install -q --disable-pip-version-check --break-system-packages grpcio grpcio-tools >/dev/null
+fi

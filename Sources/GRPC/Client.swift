@@ -1,0 +1,339 @@
+import CNGHTTP2
+import NIOCore
+import NIOPosix
+import ProtoWire
+import Synchronization
+
+/// Per-call options.
+public struct CallOptions: Sendable {
+    /// Sent as `grpc-timeout`; the call also ends locally with DEADLINE_EXCEEDED when it passes.
+    public var timeout: Duration?
+    /// Compress request messages with gzip (nil: the client's default).
+    public var compress: Bool?
+    /// Extra request headers (lowercase names).
+    public var metadata: [(name: String, value: String)] = []
+    public init(timeout: Duration? = nil, compress: Bool? = nil, metadata: [(name: String, value: String)] = []) {
+        self.timeout = timeout
+        self.compress = compress
+        self.metadata = metadata
+    }
+}
+
+/// Received messages of a call; ends normally on status OK, throws the `GRPCStatus` otherwise.
+public struct ResponseStream<Message: ProtoMessage>: AsyncSequence, Sendable {
+    public typealias Element = Message
+    let base: InboundSequence
+    let status: EventLoopFuture<GRPCStatus>
+
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        var base: InboundSequence.AsyncIterator
+        let status: EventLoopFuture<GRPCStatus>
+        public mutating func next() async throws -> Message? {
+            if let buffer = try await base.next() {
+                return try decodeMessage(Message.self, buffer)
+            }
+            let st = try await status.get()
+            if st.code != .ok { throw st }
+            return nil
+        }
+    }
+
+    public func makeAsyncIterator() -> AsyncIterator {
+        AsyncIterator(base: base.makeAsyncIterator(), status: status)
+    }
+}
+
+/// Sends request messages of a client- or bidi-streaming call; waits under back-pressure.
+public struct RequestWriter<Message: ProtoMessage>: Sendable {
+    let stream: NIOLoopBound<H2Stream>
+    let loop: any EventLoop
+    let compress: Bool
+
+    public func send(_ message: Message) async throws {
+        let framed = try GRPCFramer.frame(message, compress: compress, allocator: ByteBufferAllocator())
+        let s = stream
+        try await loop.flatSubmit { s.value.enqueue(framed) }.get()
+    }
+
+    /// Half-closes the request direction (END_STREAM).
+    public func finish() {
+        let s = stream
+        loop.execute { s.value.endRequest() }
+    }
+}
+
+/// One HTTP/2 connection of a client.
+final class ClientConnection: Sendable {
+    let channel: any Channel
+    let handler: NIOLoopBound<H2Connection>
+    let usable = Atomic<Bool>(true)
+
+    init(channel: any Channel, handler: NIOLoopBound<H2Connection>) {
+        self.channel = channel
+        self.handler = handler
+    }
+}
+
+/// Connections of a client: opened lazily, replaced after GOAWAY or close.
+actor ConnectionPool {
+    let host: String
+    let port: Int
+    let size: Int
+    let group: any EventLoopGroup
+    let http2: HTTP2Configuration
+    let counters: HTTP2Counters
+    var connections: [ClientConnection?]
+    /// Connects in progress per slot: concurrent callers share one (actor reentrancy).
+    var connecting: [Int: Task<ClientConnection, any Error>] = [:]
+    var next = 0
+    var closed = false
+
+    init(host: String, port: Int, size: Int, group: any EventLoopGroup, http2: HTTP2Configuration, counters: HTTP2Counters) {
+        self.host = host
+        self.port = port
+        self.size = max(size, 1)
+        self.group = group
+        self.http2 = http2
+        self.counters = counters
+        self.connections = Array(repeating: nil, count: max(size, 1))
+    }
+
+    func connection() async throws -> ClientConnection {
+        guard !closed else { throw GRPCStatus(.unavailable, "client closed") }
+        let i = next
+        next = (next + 1) % size
+        if let c = connections[i], c.usable.load(ordering: .relaxed) { return c }
+        if let pending = connecting[i] { return try await pending.value }
+        let task = Task { try await self.connect() }
+        connecting[i] = task
+        defer { connecting[i] = nil }
+        let c = try await task.value
+        if closed {
+            try? await c.channel.close()
+            throw GRPCStatus(.unavailable, "client closed")
+        }
+        connections[i] = c
+        return c
+    }
+
+    private func connect() async throws -> ClientConnection {
+        let http2 = self.http2
+        let counters = self.counters
+        do {
+            // The handler goes in from the channel initializer: the server's SETTINGS may arrive
+            // before `connect` returns, and must not pass by an empty pipeline.
+            let channel = try await ClientBootstrap(group: group)
+                .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .channelOption(.writeBufferWaterMark, value: .init(low: 256 * 1024, high: 1024 * 1024))
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        let h = H2Connection(isServer: false, config: http2, counters: counters, loop: channel.eventLoop)
+                        try channel.pipeline.syncOperations.addHandler(h)
+                    }
+                }
+                .connect(host: host, port: port).get()
+            let bound: NIOLoopBound<H2Connection> = try await channel.eventLoop.submit {
+                let h = try channel.pipeline.syncOperations.handler(type: H2Connection.self)
+                return NIOLoopBound(h, eventLoop: channel.eventLoop)
+            }.get()
+            let conn = ClientConnection(channel: channel, handler: bound)
+            try await channel.eventLoop.submit {
+                let h = bound.value
+                h.onGoAway = { conn.usable.store(false, ordering: .relaxed) }
+                h.onClose.append { conn.usable.store(false, ordering: .relaxed) }
+                if h.closed { conn.usable.store(false, ordering: .relaxed) }
+            }.get()
+            return conn
+        } catch {
+            throw GRPCStatus(.unavailable, "connect to \(host):\(port) failed: \(error)")
+        }
+    }
+
+    func close() async -> [ClientConnection] {
+        closed = true
+        let all = connections.compactMap { $0 }
+        connections = Array(repeating: nil, count: size)
+        return all
+    }
+}
+
+/// A gRPC client over nghttp2 (client mode) on a NIO ClientBootstrap; many concurrent calls per connection.
+///
+///     let client = GRPCClient(host: "127.0.0.1", port: port)
+///     let reply = try await client.unary(Echo.EchoService.get, request)
+public final class GRPCClient: Sendable {
+    public struct Configuration: Sendable {
+        public var host: String
+        public var port: Int
+        /// HTTP/2 connections to spread calls over (round robin).
+        public var connections = 1
+        public var http2 = HTTP2Configuration()
+        /// gzip request messages by default.
+        public var compressRequests = false
+        /// Authority sent as `:authority`.
+        public var authority: String?
+        public init(host: String, port: Int) {
+            self.host = host
+            self.port = port
+        }
+    }
+
+    public let counters = HTTP2Counters()
+    let config: Configuration
+    let pool: ConnectionPool
+
+    public init(configuration: Configuration, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
+        self.config = configuration
+        self.pool = ConnectionPool(host: configuration.host, port: configuration.port, size: configuration.connections,
+                                   group: group, http2: configuration.http2, counters: counters)
+    }
+
+    public convenience init(host: String, port: Int) {
+        self.init(configuration: Configuration(host: host, port: port))
+    }
+
+    /// Closes every connection (in-flight calls fail with UNAVAILABLE).
+    public func close() async {
+        for c in await pool.close() {
+            try? await c.channel.close()
+        }
+    }
+
+    /// Sends GOAWAY on every connection and waits for in-flight calls to finish.
+    public func shutdownGracefully() async {
+        for c in await pool.close() {
+            let h = c.handler
+            c.channel.eventLoop.execute { h.value.initiateGracefulShutdown() }
+            try? await c.channel.closeFuture.get()
+        }
+    }
+
+    // MARK: calls
+
+    public func unary<Req, Resp>(_ method: MethodDescriptor<Req, Resp>, _ request: Req,
+                                 options: CallOptions = CallOptions()) async throws -> Resp {
+        try await withCall(method.path, options) { call in
+            try await call.writer(Req.self).send(request)
+            call.writer(Req.self).finish()
+            return try await call.single(Resp.self)
+        }
+    }
+
+    public func serverStreaming<Req, Resp, R: Sendable>(
+        _ method: MethodDescriptor<Req, Resp>, _ request: Req, options: CallOptions = CallOptions(),
+        _ body: (ResponseStream<Resp>) async throws -> R
+    ) async throws -> R {
+        try await withCall(method.path, options) { call in
+            try await call.writer(Req.self).send(request)
+            call.writer(Req.self).finish()
+            return try await body(call.responses(Resp.self))
+        }
+    }
+
+    public func clientStreaming<Req, Resp>(
+        _ method: MethodDescriptor<Req, Resp>, options: CallOptions = CallOptions(),
+        _ body: (RequestWriter<Req>) async throws -> Void
+    ) async throws -> Resp {
+        try await withCall(method.path, options) { call in
+            try await body(call.writer(Req.self))
+            call.writer(Req.self).finish()
+            return try await call.single(Resp.self)
+        }
+    }
+
+    public func bidirectionalStreaming<Req, Resp, R: Sendable>(
+        _ method: MethodDescriptor<Req, Resp>, options: CallOptions = CallOptions(),
+        _ body: (RequestWriter<Req>, ResponseStream<Resp>) async throws -> R
+    ) async throws -> R {
+        try await withCall(method.path, options) { call in
+            try await body(call.writer(Req.self), call.responses(Resp.self))
+        }
+    }
+
+    // MARK: plumbing
+
+    struct Call: Sendable {
+        let stream: NIOLoopBound<H2Stream>
+        let loop: any EventLoop
+        let inbound: InboundSequence
+        let status: EventLoopFuture<GRPCStatus>
+        let compress: Bool
+
+        func writer<M>(_: M.Type) -> RequestWriter<M> { RequestWriter(stream: stream, loop: loop, compress: compress) }
+        func responses<M>(_: M.Type) -> ResponseStream<M> { ResponseStream(base: inbound, status: status) }
+
+        /// Exactly one response message, then status OK.
+        func single<M: ProtoMessage>(_: M.Type) async throws -> M {
+            var it = responses(M.self).makeAsyncIterator()
+            guard let first = try await it.next() else {
+                throw GRPCStatus(.internal, "grpc: server ended the call without a response message")
+            }
+            while try await it.next() != nil {
+                throw GRPCStatus(.internal, "grpc: more than one response message for a unary call")
+            }
+            return first
+        }
+
+        func cancel(_ status: GRPCStatus) {
+            let s = stream
+            loop.execute { s.value.cancel(status: status) }
+        }
+    }
+
+    private func withCall<R: Sendable>(_ path: String, _ options: CallOptions,
+                                       _ body: (Call) async throws -> R) async throws -> R {
+        let conn = try await pool.connection()
+        let compress = options.compress ?? config.compressRequests
+        var headers: GRPCMetadata = [
+            (":method", "POST"), (":scheme", "http"), (":path", path),
+            (":authority", config.authority ?? "\(config.host):\(config.port)"),
+            ("content-type", "application/grpc"), ("te", "trailers"),
+            ("grpc-accept-encoding", "identity,gzip"), ("user-agent", "keel-grpc-swift/0.1"),
+        ]
+        if compress { headers.append(("grpc-encoding", "gzip")) }
+        var timeoutNanos: Int64?
+        if let t = options.timeout {
+            let c = t.components
+            let ns = c.seconds.multipliedReportingOverflow(by: 1_000_000_000)
+            timeoutNanos = ns.overflow ? Int64.max / 2 : ns.partialValue + c.attoseconds / 1_000_000_000
+            headers.append(("grpc-timeout", GRPCTimeout.encode(nanoseconds: timeoutNanos!)))
+        }
+        headers.append(contentsOf: options.metadata)
+        let h = conn.handler
+        let loop = conn.channel.eventLoop
+        let fixedHeaders = headers
+        let tn = timeoutNanos
+        let call: Call = try await loop.submit { () throws -> Call in
+            guard let s = h.value.submitRequest(headers: fixedHeaders) else {
+                conn.usable.store(false, ordering: .relaxed)
+                throw GRPCStatus(.unavailable, "connection is closing")
+            }
+            let inbound = s.makeInbound()
+            let promise = loop.makePromise(of: GRPCStatus.self)
+            s.onClose = { promise.succeed($0) }
+            if let tn {
+                let bs = NIOLoopBound(s, eventLoop: loop)
+                s.deadline = loop.scheduleTask(in: .nanoseconds(tn)) {
+                    bs.value.cancel(status: GRPCStatus(.deadlineExceeded, "context deadline exceeded"))
+                }
+            }
+            return Call(stream: NIOLoopBound(s, eventLoop: loop), loop: loop, inbound: inbound,
+                        status: promise.futureResult, compress: compress)
+        }.get()
+        return try await withTaskCancellationHandler {
+            do {
+                let r = try await body(call)
+                // Done with the call: reset it if the server has not ended it yet (no leak).
+                call.cancel(GRPCStatus(.cancelled, "call finished by the client"))
+                return r
+            } catch {
+                call.cancel(GRPCStatus(.cancelled, "call abandoned by the client"))
+                // Prefer the call's own status (e.g. DEADLINE_EXCEEDED) over a derived error.
+                if !(error is GRPCStatus), let st = try? await call.status.get(), st.code != .ok { throw st }
+                throw error
+            }
+        } onCancel: {
+            call.cancel(GRPCStatus(.cancelled, "call cancelled by the client"))
+        }
+    }
+}

@@ -1,1 +1,0 @@
-// GRPC module. See README.md for the architecture.

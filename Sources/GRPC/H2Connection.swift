@@ -1,0 +1,827 @@
+import CNGHTTP2
+import NIOCore
+import Synchronization
+
+/// Header list as received or to be sent, in order.
+public typealias GRPCMetadata = [(name: String, value: String)]
+
+/// Tunables shared by server and client connections.
+public struct HTTP2Configuration: Sendable {
+    /// SETTINGS_MAX_CONCURRENT_STREAMS we advertise.
+    public var maxConcurrentStreams: UInt32 = 10_000
+    /// SETTINGS_INITIAL_WINDOW_SIZE we advertise (per stream receive window).
+    public var initialStreamWindow: Int32 = 1 << 20
+    /// Connection-level receive window.
+    public var connectionWindow: Int32 = 16 << 20
+    /// SETTINGS_MAX_FRAME_SIZE we accept.
+    public var maxFrameSize: UInt32 = 1 << 14
+    /// Maximum received (decompressed) gRPC message size; etcd: max-request-bytes (1.5 MiB) + 512 KiB.
+    public var maxReceiveMessageSize: Int = 1_572_864 + 512 * 1024
+    /// Outbound bytes queued per stream before a writer waits for the peer's window.
+    public var outboundHighWater: Int = 256 * 1024
+    /// Received messages buffered per stream before we stop returning flow-control window.
+    public var inboundHighWater: Int = 4
+    /// Keepalive: a PING every `keepaliveInterval` (nil: off); no ACK within `keepaliveTimeout` closes.
+    public var keepaliveInterval: TimeAmount? = nil
+    public var keepaliveTimeout: TimeAmount = .seconds(20)
+
+    public init() {}
+}
+
+/// Counters for tests and metrics (atomics: read from any thread, written on event loops).
+public final class HTTP2Counters: Sendable {
+    let openConnections = Atomic<Int>(0)
+    let openStreams = Atomic<Int>(0)
+    let totalConnections = Atomic<Int>(0)
+    let totalStreams = Atomic<Int>(0)
+    let pingsAcked = Atomic<Int>(0)
+    public init() {}
+    public var connections: Int { openConnections.load(ordering: .relaxed) }
+    public var streams: Int { openStreams.load(ordering: .relaxed) }
+    public var connectionsAccepted: Int { totalConnections.load(ordering: .relaxed) }
+    public var streamsOpened: Int { totalStreams.load(ordering: .relaxed) }
+    public var keepalivePingsAcked: Int { pingsAcked.load(ordering: .relaxed) }
+}
+
+typealias InboundSequence = NIOThrowingAsyncSequenceProducer<
+    ByteBuffer, any Error, NIOAsyncSequenceProducerBackPressureStrategies.HighLowWatermark, InboundDelegate>
+
+/// Tells a stream (on its loop) that the consumer of its received messages wants more or left.
+struct InboundDelegate: NIOAsyncSequenceProducerDelegate {
+    let stream: NIOLoopBound<H2Stream>
+    let loop: any EventLoop
+    func produceMore() {
+        let s = stream
+        loop.execute { s.value.resumeInbound() }
+    }
+    func didTerminate() {
+        let s = stream
+        loop.execute { s.value.inboundTerminated() }
+    }
+}
+
+/// What a connection does with streams: the server dispatches requests, the client finishes calls.
+protocol H2StreamOwner: AnyObject {
+    /// Request headers complete (server only).
+    func requestHeadersReceived(_ stream: H2Stream)
+}
+
+/// One HTTP/2 stream carrying one gRPC call. Confined to its connection's event loop.
+final class H2Stream {
+    let id: Int32
+    /// Strong: a stream may outlive its connection's teardown (its task or delegate still holds it);
+    /// the connection drops its streams when they close, which breaks the cycle.
+    let connection: H2Connection
+    let isServer: Bool
+
+    // Received headers: request headers (server) or response headers (client), then trailers.
+    var headers: GRPCMetadata = []
+    var trailers: GRPCMetadata = []
+    var headersComplete = false
+    var pendingHeaderBlock: GRPCMetadata = []
+
+    // Inbound messages.
+    var deframer: GRPCDeframer
+    var source: InboundSequence.Source?
+    var inboundPaused = false
+    var inboundDiscard = false
+    var unconsumed = 0
+    var remoteEnded = false
+
+    // Outbound messages.
+    var outbound = CircularBuffer<ByteBuffer>()
+    var outboundBytes = 0
+    var writeWaiters: [EventLoopPromise<Void>] = []
+    var dataProviderAttached = false
+    var dataDeferred = false
+    var pendingTrailers: GRPCMetadata?
+    var endRequested = false  // client: END_STREAM after the queued data
+    var localEnded = false
+    var compressOutbound = false
+
+    var closed = false
+    var deadline: Scheduled<Void>?
+    /// Server: the handler's task. Client: nil.
+    var task: Task<Void, Never>?
+    /// Called once when the stream closes: the final status.
+    var onClose: ((GRPCStatus) -> Void)?
+    var finalStatus: GRPCStatus?
+
+    init(id: Int32, connection: H2Connection, isServer: Bool) {
+        self.id = id
+        self.connection = connection
+        self.isServer = isServer
+        self.deframer = GRPCDeframer(maxMessageSize: connection.config.maxReceiveMessageSize)
+    }
+
+    /// Creates the async sequence of received messages (called once).
+    func makeInbound() -> InboundSequence {
+        let loop = connection.loop
+        let delegate = InboundDelegate(stream: NIOLoopBound(self, eventLoop: loop), loop: loop)
+        let hw = max(connection.config.inboundHighWater, 2)
+        let result = NIOThrowingAsyncSequenceProducer.makeSequence(
+            elementType: ByteBuffer.self,
+            failureType: (any Error).self,
+            backPressureStrategy: NIOAsyncSequenceProducerBackPressureStrategies.HighLowWatermark(
+                lowWatermark: hw / 2, highWatermark: hw),
+            finishOnDeinit: false,
+            delegate: delegate)
+        source = result.source
+        return result.sequence
+    }
+
+    // MARK: inbound
+
+    func receivedData(_ bytes: UnsafeRawBufferPointer) {
+        unconsumed += bytes.count
+        if inboundDiscard || source == nil {
+            consumePending()
+            return
+        }
+        deframer.append(bytes, allocator: connection.allocator)
+        do {
+            while let message = try deframer.next(allocator: connection.allocator) {
+                guard let src = source else { break }
+                switch src.yield(message) {
+                case .produceMore: break
+                case .stopProducing: inboundPaused = true
+                case .dropped: inboundDiscard = true
+                }
+            }
+        } catch {
+            inboundFailed(error)
+            return
+        }
+        if !inboundPaused { consumePending() }
+    }
+
+    /// Returns flow-control window for everything received so far.
+    func consumePending() {
+        guard unconsumed > 0 else { return }
+        let n = unconsumed
+        unconsumed = 0
+        if closed {
+            connection.consumeConnection(n)
+        } else {
+            connection.consume(stream: id, n)
+        }
+    }
+
+    func resumeInbound() {
+        inboundPaused = false
+        consumePending()
+        connection.scheduleFlush()
+    }
+
+    func inboundTerminated() {
+        inboundDiscard = true
+        inboundPaused = false
+        source = nil
+        consumePending()
+        connection.scheduleFlush()
+    }
+
+    func remoteEndedStream() {
+        remoteEnded = true
+        if deframer.bufferedBytes > 0 {
+            inboundFailed(GRPCStatus(.internal, "grpc: stream ended in the middle of a message"))
+            return
+        }
+        if isServer { source?.finish(); source = nil }
+    }
+
+    /// A malformed or oversized message: the call ends with that status.
+    func inboundFailed(_ status: GRPCStatus) {
+        inboundDiscard = true
+        deframer = GRPCDeframer(maxMessageSize: 0)
+        source?.finish(status)
+        source = nil
+        consumePending()
+        if isServer {
+            task?.cancel()
+            finishServer(status: status)
+        } else {
+            cancel(status: status)
+        }
+    }
+
+    // MARK: outbound
+
+    /// Queues framed bytes; the future completes when the queue is below the high-water mark.
+    func enqueue(_ buffer: ByteBuffer) -> EventLoopFuture<Void> {
+        let loop = connection.loop
+        guard !closed, !localEnded, pendingTrailers == nil, !endRequested else {
+            return loop.makeFailedFuture(finalStatus ?? GRPCStatus(.cancelled, "stream closed"))
+        }
+        if isServer && !dataProviderAttached {
+            connection.submitResponse(self, headers: responseHeaders(), withData: true)
+        }
+        outboundBytes += buffer.readableBytes
+        outbound.append(buffer)
+        resumeData()
+        if outboundBytes <= connection.config.outboundHighWater {
+            return loop.makeSucceededVoidFuture()
+        }
+        let p = loop.makePromise(of: Void.self)
+        writeWaiters.append(p)
+        return p.futureResult
+    }
+
+    func resumeData() {
+        if dataDeferred {
+            dataDeferred = false
+            connection.resumeData(stream: id)
+        }
+        connection.scheduleFlush()
+    }
+
+    func responseHeaders() -> GRPCMetadata {
+        var h: GRPCMetadata = [(":status", "200"), ("content-type", "application/grpc")]
+        if compressOutbound { h.append(("grpc-encoding", "gzip")) }
+        h.append(("grpc-accept-encoding", "identity,gzip"))
+        return h
+    }
+
+    /// nghttp2's data source read: copies queued bytes into the DATA frame buffer.
+    func readData(into buf: UnsafeMutablePointer<UInt8>, length: Int, flags: UnsafeMutablePointer<UInt32>) -> Int {
+        var written = 0
+        while written < length, var first = outbound.first {
+            let n = min(length - written, first.readableBytes)
+            first.withUnsafeReadableBytes { src in
+                (buf + written).update(from: src.baseAddress!.assumingMemoryBound(to: UInt8.self), count: n)
+            }
+            written += n
+            first.moveReaderIndex(forwardBy: n)
+            if first.readableBytes == 0 {
+                outbound.removeFirst()
+            } else {
+                outbound[outbound.startIndex] = first
+            }
+        }
+        outboundBytes -= written
+        if outboundBytes <= connection.config.outboundHighWater && !writeWaiters.isEmpty {
+            let ws = writeWaiters
+            writeWaiters.removeAll()
+            for w in ws { w.succeed() }
+        }
+        if outbound.isEmpty {
+            if let t = pendingTrailers {
+                flags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue | NGHTTP2_DATA_FLAG_NO_END_STREAM.rawValue
+                localEnded = true
+                connection.submitTrailers(stream: id, t)
+                return written
+            }
+            if endRequested {
+                flags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue
+                localEnded = true
+                return written
+            }
+            if written == 0 {
+                dataDeferred = true
+                return Int(NGHTTP2_ERR_DEFERRED.rawValue)
+            }
+        }
+        return written
+    }
+
+    // MARK: server side
+
+    /// Ends a server call with `status`: trailers after the queued messages, or trailers-only.
+    func finishServer(status: GRPCStatus) {
+        deadline?.cancel()
+        deadline = nil
+        guard !closed, !localEnded, pendingTrailers == nil else { return }
+        var t: GRPCMetadata = [("grpc-status", String(status.code.rawValue))]
+        if !status.message.isEmpty { t.append(("grpc-message", PercentEncoding.encode(status.message))) }
+        if !dataProviderAttached {
+            localEnded = true
+            connection.submitResponse(self, headers: responseHeaders() + t, withData: false)
+        } else {
+            pendingTrailers = t
+            resumeData()
+        }
+        connection.scheduleFlush()
+    }
+
+    // MARK: client side
+
+    /// Client: ends the request direction after the queued messages.
+    func endRequest() {
+        guard !closed, !endRequested, !localEnded else { return }
+        endRequested = true
+        resumeData()
+    }
+
+    /// Resets the stream (CANCEL) and ends the call locally with `status`.
+    func cancel(status: GRPCStatus) {
+        guard !closed else { return }
+        if finalStatus == nil { finalStatus = status }
+        task?.cancel()
+        connection.resetStream(id, errorCode: NGHTTP2_CANCEL.rawValue)
+        connection.scheduleFlush()
+    }
+
+    /// nghttp2 closed the stream (both directions ended, or reset).
+    func streamClosed(errorCode: UInt32) {
+        guard !closed else { return }
+        closed = true
+        deadline?.cancel()
+        deadline = nil
+        if unconsumed > 0 { consumePending() }
+        let status: GRPCStatus
+        if let f = finalStatus {
+            status = f
+        } else if isServer {
+            status = errorCode == 0 ? .ok : GRPCStatus(.cancelled, "stream reset by client (error \(errorCode))")
+        } else {
+            status = clientStatus(errorCode: errorCode)
+        }
+        finalStatus = status
+        if let src = source {
+            if status.code == .ok && (remoteEnded || !isServer) { src.finish() } else { src.finish(status) }
+            source = nil
+        }
+        let ws = writeWaiters
+        writeWaiters.removeAll()
+        for w in ws { w.fail(status.code == .ok ? GRPCStatus(.cancelled, "stream closed") : status) }
+        outbound.removeAll()
+        outboundBytes = 0
+        if isServer && (errorCode != 0 || !localEnded) { task?.cancel() }
+        task = nil
+        let cb = onClose
+        onClose = nil
+        cb?(status)
+    }
+
+    /// The call status a client derives from trailers / reset code.
+    func clientStatus(errorCode: UInt32) -> GRPCStatus {
+        let source = trailers.isEmpty ? (headersComplete && !headers.isEmpty ? headers : []) : trailers
+        if let st = source.first(where: { $0.name == "grpc-status" })?.value {
+            guard let code = Int(st) else { return GRPCStatus(.internal, "malformed grpc-status \(st)") }
+            let msg = source.first(where: { $0.name == "grpc-message" }).map { PercentEncoding.decode($0.value) } ?? ""
+            return GRPCStatus(GRPCStatusCode(rawValue: code), msg)
+        }
+        if let httpStatus = headers.first(where: { $0.name == ":status" })?.value, httpStatus != "200" {
+            return GRPCStatus(Self.codeForHTTPStatus(httpStatus), "unexpected HTTP status \(httpStatus)")
+        }
+        switch errorCode {
+        case 0: return GRPCStatus(.internal, "server closed the stream without sending trailers")
+        case NGHTTP2_REFUSED_STREAM.rawValue: return GRPCStatus(.unavailable, "stream refused (REFUSED_STREAM)")
+        case NGHTTP2_CANCEL.rawValue: return GRPCStatus(.cancelled, "stream reset by server (CANCEL)")
+        case NGHTTP2_ENHANCE_YOUR_CALM.rawValue: return GRPCStatus(.resourceExhausted, "stream reset (ENHANCE_YOUR_CALM)")
+        case NGHTTP2_INADEQUATE_SECURITY.rawValue: return GRPCStatus(.permissionDenied, "stream reset (INADEQUATE_SECURITY)")
+        default: return GRPCStatus(.internal, "stream reset by server (HTTP/2 error \(errorCode))")
+        }
+    }
+
+    static func codeForHTTPStatus(_ s: String) -> GRPCStatusCode {
+        switch s {
+        case "400": return .internal
+        case "401": return .unauthenticated
+        case "403": return .permissionDenied
+        case "404": return .unimplemented
+        case "429", "502", "503", "504": return .unavailable
+        default: return .unknown
+        }
+    }
+}
+
+/// Drives one nghttp2 session in memory mode on a NIO channel: bytes read from the socket go to
+/// `nghttp2_session_mem_recv`, bytes from `nghttp2_session_mem_send` are written to the socket.
+/// The session and all its streams are confined to the channel's event loop; nghttp2 calls back
+/// synchronously (from inside mem_recv / mem_send / submit) with this object as `user_data`.
+/// The same handler serves both roles; `H2StreamOwner` supplies the role's behaviour.
+final class H2Connection: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    let isServer: Bool
+    let config: HTTP2Configuration
+    let counters: HTTP2Counters
+    let loop: any EventLoop
+    weak var owner: H2StreamOwner?
+    var session: OpaquePointer?
+    var context: ChannelHandlerContext?
+    var streams: [Int32: H2Stream] = [:]
+    var allocator = ByteBufferAllocator()
+    var flushScheduled = false
+    var inFlush = false
+    var goingAway = false
+    var receivedGoAway = false
+    var closed = false
+    var keepaliveTask: RepeatedTask?
+    var pingOutstanding: Scheduled<Void>?
+    var onClose: [() -> Void] = []
+    var onGoAway: (() -> Void)?
+
+    init(isServer: Bool, config: HTTP2Configuration, counters: HTTP2Counters, loop: any EventLoop) {
+        self.isServer = isServer
+        self.config = config
+        self.counters = counters
+        self.loop = loop
+    }
+
+    // MARK: lifecycle
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        allocator = context.channel.allocator
+        counters.openConnections.add(1, ordering: .relaxed)
+        counters.totalConnections.add(1, ordering: .relaxed)
+        var cbs: OpaquePointer?
+        nghttp2_session_callbacks_new(&cbs)
+        defer { nghttp2_session_callbacks_del(cbs) }
+        nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, h2OnBeginHeaders)
+        nghttp2_session_callbacks_set_on_header_callback(cbs, h2OnHeader)
+        nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, h2OnFrameRecv)
+        nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, h2OnDataChunk)
+        nghttp2_session_callbacks_set_on_stream_close_callback(cbs, h2OnStreamClose)
+        var opt: OpaquePointer?
+        nghttp2_option_new(&opt)
+        defer { nghttp2_option_del(opt) }
+        nghttp2_option_set_no_auto_window_update(opt, 1)
+        nghttp2_option_set_peer_max_concurrent_streams(opt, 100)
+        let me = Unmanaged.passUnretained(self).toOpaque()
+        let rc = isServer ? nghttp2_session_server_new2(&session, cbs, me, opt)
+                          : nghttp2_session_client_new2(&session, cbs, me, opt)
+        precondition(rc == 0 && session != nil, "nghttp2_session_new failed: \(rc)")  // only ENOMEM
+        var iv = [
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS.rawValue),
+                                   value: config.maxConcurrentStreams),
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE.rawValue),
+                                   value: UInt32(config.initialStreamWindow)),
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_FRAME_SIZE.rawValue),
+                                   value: config.maxFrameSize),
+        ]
+        nghttp2_submit_settings(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), &iv, iv.count)
+        nghttp2_session_set_local_window_size(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), 0, config.connectionWindow)
+        if let interval = config.keepaliveInterval {
+            let me = NIOLoopBound(self, eventLoop: loop)  // the task is cancelled in teardown()
+            keepaliveTask = loop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in
+                me.value.sendKeepalive()
+            }
+        }
+        if context.channel.isActive { flushNow() }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        flushNow()
+        context.fireChannelActive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        teardown()
+        self.context = nil
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        teardown()
+        context.fireChannelInactive()
+    }
+
+    private func teardown() {
+        guard !closed else { return }
+        closed = true
+        keepaliveTask?.cancel()
+        pingOutstanding?.cancel()
+        counters.openConnections.add(-1, ordering: .relaxed)
+        let all = streams
+        streams.removeAll()
+        for (_, s) in all.sorted(by: { $0.key < $1.key }) {
+            if s.finalStatus == nil && !isServer {
+                s.finalStatus = GRPCStatus(.unavailable, "connection closed")
+            }
+            counters.openStreams.add(-1, ordering: .relaxed)
+            s.streamClosed(errorCode: NGHTTP2_CANCEL.rawValue)
+        }
+        if let s = session {
+            session = nil
+            nghttp2_session_del(s)
+        }
+        let cbs = onClose
+        onClose.removeAll()
+        for cb in cbs { cb() }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+
+    // MARK: I/O
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard let session else { return }
+        let buffer = unwrapInboundIn(data)
+        let rc = buffer.withUnsafeReadableBytes { raw -> Int in
+            guard let base = raw.baseAddress, raw.count > 0 else { return 0 }
+            return nghttp2_session_mem_recv(session, base.assumingMemoryBound(to: UInt8.self), raw.count)
+        }
+        if rc < 0 {
+            // Protocol error (bad preface, flood, ...): nghttp2 queued a GOAWAY; send it and close.
+            flushNow()
+            context.close(promise: nil)
+            return
+        }
+        scheduleFlush()
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        flushNow()
+        context.fireChannelReadComplete()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { flushNow() }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func scheduleFlush() {
+        guard !flushScheduled, !inFlush else { return }
+        flushScheduled = true
+        loop.assumeIsolated().execute { [self] in
+            flushScheduled = false
+            flushNow()
+        }
+    }
+
+    /// Moves everything nghttp2 wants to send into the channel, while the channel is writable.
+    func flushNow() {
+        guard !inFlush, let session, let context else { return }
+        inFlush = true
+        defer { inFlush = false }
+        var wrote = false
+        var pending: ByteBuffer?
+        while context.channel.isWritable || !context.channel.isActive {
+            var ptr: UnsafePointer<UInt8>?
+            let n = nghttp2_session_mem_send(session, &ptr)
+            if n < 0 {
+                context.close(promise: nil)
+                return
+            }
+            if n == 0 { break }
+            if pending == nil { pending = context.channel.allocator.buffer(capacity: max(n, 16 * 1024)) }
+            pending!.writeBytes(UnsafeRawBufferPointer(start: ptr, count: n))
+            if pending!.readableBytes >= 64 * 1024 {
+                context.write(wrapOutboundOut(pending!), promise: nil)
+                pending = nil
+                wrote = true
+            }
+            if !context.channel.isActive { break }
+        }
+        if let p = pending {
+            context.write(wrapOutboundOut(p), promise: nil)
+            wrote = true
+        }
+        if wrote { context.flush() }
+        if nghttp2_session_want_read(session) == 0 && nghttp2_session_want_write(session) == 0 {
+            context.close(promise: nil)
+        } else if goingAway && streams.isEmpty && nghttp2_session_want_write(session) == 0 {
+            context.close(promise: nil)
+        }
+    }
+
+    // MARK: nghttp2 wrappers
+
+    func consume(stream: Int32, _ n: Int) {
+        guard let session else { return }
+        if nghttp2_session_consume(session, stream, n) != 0 {
+            nghttp2_session_consume_connection(session, n)
+        }
+    }
+
+    func consumeConnection(_ n: Int) {
+        guard let session else { return }
+        nghttp2_session_consume_connection(session, n)
+    }
+
+    func resumeData(stream: Int32) {
+        guard let session else { return }
+        nghttp2_session_resume_data(session, stream)
+    }
+
+    func resetStream(_ id: Int32, errorCode: UInt32) {
+        guard let session else { return }
+        nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), id, errorCode)
+    }
+
+    func submitResponse(_ stream: H2Stream, headers: GRPCMetadata, withData: Bool) {
+        guard let session else { return }
+        withNVs(headers) { nva, count in
+            if withData {
+                stream.dataProviderAttached = true
+                var dp = nghttp2_data_provider(source: nghttp2_data_source(ptr: nil), read_callback: h2ReadData)
+                nghttp2_submit_response(session, stream.id, nva, count, &dp)
+            } else {
+                nghttp2_submit_response(session, stream.id, nva, count, nil)
+            }
+        }
+        scheduleFlush()
+    }
+
+    func submitTrailers(stream: Int32, _ trailers: GRPCMetadata) {
+        guard let session else { return }
+        withNVs(trailers) { nva, count in
+            _ = nghttp2_submit_trailer(session, stream, nva, count)
+        }
+    }
+
+    /// Client: opens a stream with the request headers; the body streams through `H2Stream`.
+    func submitRequest(headers: GRPCMetadata) -> H2Stream? {
+        guard let session, !goingAway, !receivedGoAway, !closed else { return nil }
+        var dp = nghttp2_data_provider(source: nghttp2_data_source(ptr: nil), read_callback: h2ReadData)
+        let id = withNVs(headers) { nva, count in
+            nghttp2_submit_request(session, nil, nva, count, &dp, nil)
+        }
+        guard id > 0 else { return nil }
+        let s = H2Stream(id: id, connection: self, isServer: false)
+        s.dataProviderAttached = true
+        streams[id] = s
+        counters.openStreams.add(1, ordering: .relaxed)
+        counters.totalStreams.add(1, ordering: .relaxed)
+        scheduleFlush()
+        return s
+    }
+
+    /// Graceful shutdown: GOAWAY with the last stream we processed; in-flight streams finish,
+    /// new ones are refused; the connection closes when the last stream is done.
+    func initiateGracefulShutdown() {
+        guard let session, !goingAway else { return }
+        goingAway = true
+        if isServer {
+            nghttp2_submit_goaway(session, UInt8(NGHTTP2_FLAG_NONE.rawValue),
+                                  nghttp2_session_get_last_proc_stream_id(session), NGHTTP2_NO_ERROR.rawValue, nil, 0)
+        } else {
+            nghttp2_session_terminate_session2(session, 0, NGHTTP2_NO_ERROR.rawValue)
+        }
+        flushNow()
+        if streams.isEmpty { context?.close(promise: nil) }
+    }
+
+    func sendKeepalive() {
+        guard let session, pingOutstanding == nil else { return }
+        nghttp2_submit_ping(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), nil)
+        pingOutstanding = loop.assumeIsolated().scheduleTask(in: config.keepaliveTimeout) { [weak self] in
+            // No ACK in time: the peer is gone.
+            self?.context?.close(promise: nil)
+        }
+        flushNow()
+    }
+
+    private func withNVs<R>(_ headers: GRPCMetadata, _ body: (UnsafePointer<nghttp2_nv>, Int) -> R) -> R {
+        // One contiguous buffer holding every name and value, then nv entries pointing into it.
+        var bytes = [UInt8]()
+        bytes.reserveCapacity(headers.reduce(0) { $0 + $1.name.utf8.count + $1.value.utf8.count })
+        var ranges: [(Int, Int, Int, Int)] = []
+        ranges.reserveCapacity(headers.count)
+        for (n, v) in headers {
+            let ns = bytes.count
+            bytes.append(contentsOf: n.utf8)
+            let vs = bytes.count
+            bytes.append(contentsOf: v.utf8)
+            ranges.append((ns, vs - ns, vs, bytes.count - vs))
+        }
+        if bytes.isEmpty { bytes.append(0) }
+        return bytes.withUnsafeMutableBufferPointer { buf in
+            let base = buf.baseAddress!
+            var nvs = ranges.map { r in
+                nghttp2_nv(name: base + r.0, value: base + r.2, namelen: r.1, valuelen: r.3,
+                           flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue))
+            }
+            return nvs.withUnsafeMutableBufferPointer { nvb in body(UnsafePointer(nvb.baseAddress!), nvb.count) }
+        }
+    }
+
+    // MARK: callbacks (invoked by nghttp2 on this loop)
+
+    fileprivate func onBeginHeaders(_ frame: UnsafePointer<nghttp2_frame>) -> Int32 {
+        let id = frame.pointee.hd.stream_id
+        if isServer && frame.pointee.headers.cat == NGHTTP2_HCAT_REQUEST {
+            let s = H2Stream(id: id, connection: self, isServer: true)
+            streams[id] = s
+            counters.openStreams.add(1, ordering: .relaxed)
+            counters.totalStreams.add(1, ordering: .relaxed)
+        }
+        streams[id]?.pendingHeaderBlock = []
+        return 0
+    }
+
+    fileprivate func onHeader(_ frame: UnsafePointer<nghttp2_frame>, name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) -> Int32 {
+        guard let s = streams[frame.pointee.hd.stream_id] else { return 0 }
+        if s.pendingHeaderBlock.count >= 256 {
+            return Int32(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue)  // resets just this stream
+        }
+        s.pendingHeaderBlock.append((String(decoding: name, as: UTF8.self), String(decoding: value, as: UTF8.self)))
+        return 0
+    }
+
+    fileprivate func onFrameRecv(_ frame: UnsafePointer<nghttp2_frame>) -> Int32 {
+        let hd = frame.pointee.hd
+        let endStream = hd.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0
+        switch Int(hd.type) {
+        case Int(NGHTTP2_HEADERS.rawValue):
+            guard let s = streams[hd.stream_id] else { return 0 }
+            let block = s.pendingHeaderBlock
+            s.pendingHeaderBlock = []
+            if !s.headersComplete {
+                s.headersComplete = true
+                s.headers = block
+                if isServer {
+                    owner?.requestHeadersReceived(s)
+                } else {
+                    clientResponseHeaders(s, endStream: endStream)
+                }
+            } else {
+                s.trailers = block
+            }
+            if endStream { s.remoteEndedStream() }
+        case Int(NGHTTP2_DATA.rawValue):
+            if endStream, let s = streams[hd.stream_id] { s.remoteEndedStream() }
+        case Int(NGHTTP2_GOAWAY.rawValue):
+            receivedGoAway = true
+            onGoAway?()
+        case Int(NGHTTP2_PING.rawValue):
+            if hd.flags & UInt8(NGHTTP2_FLAG_ACK.rawValue) != 0 {
+                pingOutstanding?.cancel()
+                pingOutstanding = nil
+                counters.pingsAcked.add(1, ordering: .relaxed)
+            }
+        default:
+            break
+        }
+        return 0
+    }
+
+    private func clientResponseHeaders(_ s: H2Stream, endStream: Bool) {
+        if endStream {
+            // Trailers-only response.
+            s.trailers = s.headers
+            return
+        }
+        let status = s.headers.first(where: { $0.name == ":status" })?.value
+        guard status == "200" else {
+            s.cancel(status: GRPCStatus(H2Stream.codeForHTTPStatus(status ?? ""), "unexpected HTTP status \(status ?? "none")"))
+            return
+        }
+        guard let ct = s.headers.first(where: { $0.name == "content-type" })?.value, ct.hasPrefix("application/grpc") else {
+            s.cancel(status: GRPCStatus(.internal, "unexpected content-type"))
+            return
+        }
+        if let enc = s.headers.first(where: { $0.name == "grpc-encoding" })?.value {
+            s.deframer.encoding = enc
+        }
+    }
+
+    fileprivate func onDataChunk(stream id: Int32, _ data: UnsafeRawBufferPointer) -> Int32 {
+        if let s = streams[id] {
+            s.receivedData(data)
+        } else {
+            consumeConnection(data.count)
+        }
+        return 0
+    }
+
+    fileprivate func onStreamClose(_ id: Int32, errorCode: UInt32) -> Int32 {
+        guard let s = streams.removeValue(forKey: id) else { return 0 }
+        counters.openStreams.add(-1, ordering: .relaxed)
+        s.streamClosed(errorCode: errorCode)
+        if goingAway && streams.isEmpty { scheduleFlush() }
+        return 0
+    }
+
+    fileprivate func onReadData(stream id: Int32, buf: UnsafeMutablePointer<UInt8>, length: Int, flags: UnsafeMutablePointer<UInt32>) -> Int {
+        guard let s = streams[id] else { return Int(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue) }
+        return s.readData(into: buf, length: length, flags: flags)
+    }
+}
+
+// MARK: C trampolines: user_data is the H2Connection (unretained; the handler owns the session).
+
+@inline(__always)
+private func conn(_ p: UnsafeMutableRawPointer?) -> H2Connection {
+    Unmanaged<H2Connection>.fromOpaque(p!).takeUnretainedValue()
+}
+
+private let h2OnBeginHeaders: nghttp2_on_begin_headers_callback = { _, frame, user in
+    conn(user).onBeginHeaders(frame!)
+}
+
+private let h2OnHeader: nghttp2_on_header_callback = { _, frame, name, namelen, value, valuelen, _, user in
+    conn(user).onHeader(frame!, name: UnsafeRawBufferPointer(start: name, count: namelen),
+                        value: UnsafeRawBufferPointer(start: value, count: valuelen))
+}
+
+private let h2OnFrameRecv: nghttp2_on_frame_recv_callback = { _, frame, user in
+    conn(user).onFrameRecv(frame!)
+}
+
+private let h2OnDataChunk: nghttp2_on_data_chunk_recv_callback = { _, _, streamID, data, len, user in
+    conn(user).onDataChunk(stream: streamID, UnsafeRawBufferPointer(start: data, count: len))
+}
+
+private let h2OnStreamClose: nghttp2_on_stream_close_callback = { _, streamID, errorCode, user in
+    conn(user).onStreamClose(streamID, errorCode: errorCode)
+}
+
+private let h2ReadData: nghttp2_data_source_read_callback = { _, streamID, buf, length, flags, _, user in
+    conn(user).onReadData(stream: streamID, buf: buf!, length: length, flags: flags!)
+}

@@ -1,0 +1,336 @@
+import CNGHTTP2
+import Logging
+import NIOCore
+import NIOPosix
+import ProtoWire
+
+/// A set of typed handlers, one per RPC (built from ProtoWire's `MethodDescriptor`s).
+///
+///     struct KVService: GRPCService {
+///         var methods: [ServerMethod] {
+///             [.unary(Etcdserverpb.KV.range) { req, ctx in try await self.range(req) }]
+///         }
+///     }
+public protocol GRPCService: Sendable {
+    var methods: [ServerMethod] { get }
+}
+
+/// What a handler knows about its call.
+public struct ServerContext: Sendable {
+    public let path: String
+    /// Request headers (custom metadata included; pseudo-headers too).
+    public let requestHeaders: [Header]
+    /// From `grpc-timeout`, if the client sent one.
+    public let deadline: NIODeadline?
+
+    public struct Header: Sendable, Hashable {
+        public let name: String
+        public let value: String
+    }
+
+    public func header(_ name: String) -> String? {
+        requestHeaders.first(where: { $0.name == name })?.value
+    }
+}
+
+/// The received messages of a client- or bidi-streaming call, decoded lazily as they are read.
+/// Reading is what returns HTTP/2 window to the client: a slow reader slows the sender down.
+public struct RequestStream<Message: ProtoMessage>: AsyncSequence, Sendable {
+    public typealias Element = Message
+    let base: InboundSequence
+
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        var base: InboundSequence.AsyncIterator
+        public mutating func next() async throws -> Message? {
+            guard let buffer = try await base.next() else { return nil }
+            return try decodeMessage(Message.self, buffer)
+        }
+    }
+
+    public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(base: base.makeAsyncIterator()) }
+}
+
+@inline(__always)
+func decodeMessage<M: ProtoMessage>(_ type: M.Type, _ buffer: ByteBuffer) throws(GRPCStatus) -> M {
+    do {
+        return try buffer.withUnsafeReadableBytes { raw throws(ProtoDecodingError) in try M(decoding: raw) }
+    } catch {
+        throw GRPCStatus(.internal, "grpc: error unmarshalling \(M.protoMessageName): \(error)")
+    }
+}
+
+/// Sends response messages of a server- or bidi-streaming call. `send` waits while the client's
+/// flow-control window is exhausted and too much is queued (back-pressure).
+public struct ResponseWriter<Message: ProtoMessage>: Sendable {
+    let stream: NIOLoopBound<H2Stream>
+    let loop: any EventLoop
+    let compress: Bool
+
+    public func send(_ message: Message) async throws {
+        let framed = try GRPCFramer.frame(message, compress: compress, allocator: ByteBufferAllocator())
+        try await sendFramed(framed)
+    }
+
+    func sendFramed(_ framed: ByteBuffer) async throws {
+        let s = stream
+        try await loop.flatSubmit { s.value.enqueue(framed) }.get()
+    }
+}
+
+/// One registered RPC: a path and a type-erased call runner.
+public struct ServerMethod: Sendable {
+    public let descriptor: AnyMethodDescriptor
+    let run: @Sendable (InboundSequence, NIOLoopBound<H2Stream>, any EventLoop, Bool, ServerContext) async throws -> Void
+
+    public static func unary<Req, Resp>(
+        _ d: MethodDescriptor<Req, Resp>,
+        _ handler: @escaping @Sendable (Req, ServerContext) async throws -> Resp
+    ) -> ServerMethod {
+        ServerMethod(descriptor: d.erased) { inbound, stream, loop, gz, ctx in
+            let req = try await single(RequestStream<Req>(base: inbound))
+            let resp = try await handler(req, ctx)
+            try await ResponseWriter<Resp>(stream: stream, loop: loop, compress: gz).send(resp)
+        }
+    }
+
+    public static func serverStreaming<Req, Resp>(
+        _ d: MethodDescriptor<Req, Resp>,
+        _ handler: @escaping @Sendable (Req, ResponseWriter<Resp>, ServerContext) async throws -> Void
+    ) -> ServerMethod {
+        ServerMethod(descriptor: d.erased) { inbound, stream, loop, gz, ctx in
+            let req = try await single(RequestStream<Req>(base: inbound))
+            try await handler(req, ResponseWriter(stream: stream, loop: loop, compress: gz), ctx)
+        }
+    }
+
+    public static func clientStreaming<Req, Resp>(
+        _ d: MethodDescriptor<Req, Resp>,
+        _ handler: @escaping @Sendable (RequestStream<Req>, ServerContext) async throws -> Resp
+    ) -> ServerMethod {
+        ServerMethod(descriptor: d.erased) { inbound, stream, loop, gz, ctx in
+            let resp = try await handler(RequestStream(base: inbound), ctx)
+            try await ResponseWriter<Resp>(stream: stream, loop: loop, compress: gz).send(resp)
+        }
+    }
+
+    public static func bidirectionalStreaming<Req, Resp>(
+        _ d: MethodDescriptor<Req, Resp>,
+        _ handler: @escaping @Sendable (RequestStream<Req>, ResponseWriter<Resp>, ServerContext) async throws -> Void
+    ) -> ServerMethod {
+        ServerMethod(descriptor: d.erased) { inbound, stream, loop, gz, ctx in
+            try await handler(RequestStream(base: inbound), ResponseWriter(stream: stream, loop: loop, compress: gz), ctx)
+        }
+    }
+
+    private static func single<Req>(_ requests: RequestStream<Req>) async throws -> Req {
+        var it = requests.makeAsyncIterator()
+        guard let first = try await it.next() else {
+            throw GRPCStatus(.internal, "grpc: request stream ended without a message")
+        }
+        return first
+    }
+}
+
+/// Maps `:path` to methods. Immutable after the server starts.
+struct Router: Sendable {
+    var methods: [String: ServerMethod] = [:]
+    var services: Set<String> = []
+
+    init(_ services: [any GRPCService]) {
+        for s in services {
+            for m in s.methods {
+                methods[m.descriptor.path] = m
+                self.services.insert(m.descriptor.serviceName)
+            }
+        }
+    }
+}
+
+/// A gRPC server on SwiftNIO + nghttp2 (HTTP/2 cleartext with prior knowledge).
+public final class GRPCServer: Sendable {
+    public struct Configuration: Sendable {
+        public var host = "127.0.0.1"
+        public var port = 0
+        public var http2 = HTTP2Configuration()
+        /// Compress responses with gzip when the client accepts it (requests in gzip always get gzip back).
+        public var compressResponses = false
+        public init() {}
+    }
+
+    public let counters = HTTP2Counters()
+    let router: Router
+    let config: Configuration
+    let group: any EventLoopGroup
+    let serverChannel: any Channel
+    let connections: ConnectionRegistry
+
+    /// Binds and starts serving. `group` defaults to NIO's shared multi-threaded group.
+    public init(configuration: Configuration, services: [any GRPCService],
+                group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+                channelInitializer: (@Sendable (any Channel) -> EventLoopFuture<Void>)? = nil) async throws {
+        self.config = configuration
+        self.router = Router(services)
+        self.group = group
+        let counters = self.counters
+        let router = self.router
+        let registry = ConnectionRegistry()
+        self.connections = registry
+        self.serverChannel = try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.writeBufferWaterMark, value: .init(low: 256 * 1024, high: 1024 * 1024))
+            .childChannelInitializer { channel in
+                // Seam for TLS + ALPN: `channelInitializer` may add e.g. an SSL handler first.
+                let pre = channelInitializer?(channel) ?? channel.eventLoop.makeSucceededVoidFuture()
+                return pre.flatMapThrowing {
+                    let conn = H2Connection(isServer: true, config: configuration.http2, counters: counters,
+                                            loop: channel.eventLoop)
+                    let dispatcher = ServerDispatcher(router: router, config: configuration, connection: conn)
+                    conn.owner = dispatcher
+                    conn.onClose.append { _ = dispatcher }  // the connection keeps its dispatcher alive
+                    try channel.pipeline.syncOperations.addHandler(conn)
+                    registry.add(channel)
+                    channel.closeFuture.whenComplete { _ in registry.remove(channel) }
+                }
+            }
+            .bind(host: configuration.host, port: configuration.port).get()
+    }
+
+    /// The bound port (useful with port 0).
+    public var port: Int { serverChannel.localAddress?.port ?? 0 }
+
+    /// Graceful shutdown: stop accepting, GOAWAY every connection, let in-flight calls finish
+    /// (up to `timeout`), then close what is left.
+    public func shutdown(timeout: TimeAmount = .seconds(10)) async {
+        try? await serverChannel.close()
+        let chans = connections.all()
+        for ch in chans {
+            ch.eventLoop.execute {
+                if let h = try? ch.pipeline.syncOperations.handler(type: H2Connection.self) {
+                    h.initiateGracefulShutdown()
+                }
+            }
+        }
+        let deadline = NIODeadline.now() + timeout
+        for ch in chans {
+            let remaining = deadline - .now()
+            if remaining > .zero {
+                let timer = ch.eventLoop.scheduleTask(in: remaining) { ch.close(promise: nil) }
+                try? await ch.closeFuture.get()
+                timer.cancel()
+            } else {
+                try? await ch.close()
+            }
+        }
+    }
+}
+
+/// Open child channels, so shutdown can reach them. An actor would force async registration on
+/// the accept path; this is a tiny Mutex-protected set instead (touched once per connection).
+final class ConnectionRegistry: Sendable {
+    private let channels = Mutex<[ObjectIdentifier: any Channel]>([:])
+    func add(_ c: any Channel) { channels.withLock { $0[ObjectIdentifier(c)] = c } }
+    func remove(_ c: any Channel) { _ = channels.withLock { $0.removeValue(forKey: ObjectIdentifier(c)) } }
+    func all() -> [any Channel] { channels.withLock { Array($0.values) } }
+}
+
+import Synchronization
+
+/// Server role of a connection: validates request headers and starts a handler task per stream.
+final class ServerDispatcher: H2StreamOwner {
+    let router: Router
+    let config: GRPCServer.Configuration
+    unowned let connection: H2Connection
+
+    init(router: Router, config: GRPCServer.Configuration, connection: H2Connection) {
+        self.router = router
+        self.config = config
+        self.connection = connection
+    }
+
+    func requestHeadersReceived(_ s: H2Stream) {
+        var path = "", method = "", contentType = "", encoding: String? = nil, accept = "", timeout: String? = nil
+        for (n, v) in s.headers {
+            switch n {
+            case ":path": path = v
+            case ":method": method = v
+            case "content-type": contentType = v
+            case "grpc-encoding": encoding = v
+            case "grpc-accept-encoding": accept = v
+            case "grpc-timeout": timeout = v
+            default: break
+            }
+        }
+        guard method == "POST" else {
+            connection.submitResponse(s, headers: [(":status", "405")], withData: false)
+            return
+        }
+        guard contentType == "application/grpc" || contentType.hasPrefix("application/grpc+")
+                || contentType.hasPrefix("application/grpc;") else {
+            connection.submitResponse(s, headers: [(":status", "415"), ("content-type", "text/plain")], withData: false)
+            return
+        }
+        guard let m = router.methods[path] else {
+            let parts = path.split(separator: "/", omittingEmptySubsequences: true)
+            let service = parts.first.map(String.init) ?? ""
+            let msg = router.services.contains(service) && parts.count == 2
+                ? "unknown method \(parts[1]) for service \(service)" : "unknown service \(service)"
+            s.finishServer(status: GRPCStatus(.unimplemented, msg))
+            return
+        }
+        if let enc = encoding, enc != "identity" {
+            guard enc == "gzip" else {
+                s.finishServer(status: GRPCStatus(.unimplemented, "grpc: Decompressor is not installed for grpc-encoding \"\(enc)\""))
+                return
+            }
+            s.deframer.encoding = "gzip"
+        }
+        let clientAcceptsGzip = accept.split(separator: ",").contains { $0.trimmingCharacters(in: " ") == "gzip" }
+        s.compressOutbound = encoding == "gzip" || (config.compressResponses && clientAcceptsGzip)
+        var deadline: NIODeadline?
+        if let t = timeout {
+            guard let ns = GRPCTimeout.parse(t) else {
+                s.finishServer(status: GRPCStatus(.internal, "malformed grpc-timeout: \(t)"))
+                return
+            }
+            deadline = .now() + .nanoseconds(min(ns, Int64.max / 2))
+            let bs = NIOLoopBound(s, eventLoop: connection.loop)
+            s.deadline = connection.loop.scheduleTask(deadline: deadline!) {
+                let s = bs.value
+                s.task?.cancel()
+                s.finishServer(status: GRPCStatus(.deadlineExceeded, "context deadline exceeded"))
+            }
+        }
+        let ctx = ServerContext(path: path, requestHeaders: s.headers.map { .init(name: $0.name, value: $0.value) },
+                                deadline: deadline)
+        let inbound = s.makeInbound()
+        let loop = connection.loop
+        let bound = NIOLoopBound(s, eventLoop: loop)
+        let gz = s.compressOutbound
+        let run = m.run
+        s.task = Task {
+            let status: GRPCStatus
+            do {
+                try await run(inbound, bound, loop, gz, ctx)
+                status = .ok
+            } catch let st as GRPCStatus {
+                status = st
+            } catch is CancellationError {
+                status = GRPCStatus(.cancelled, "call cancelled")
+            } catch {
+                status = GRPCStatus(.unknown, "\(error)")
+            }
+            loop.execute { bound.value.finishServer(status: status) }
+        }
+    }
+}
+
+extension Substring {
+    fileprivate func trimmingCharacters(in set: String) -> Substring {
+        var s = self
+        while let f = s.first, set.contains(f) { s = s.dropFirst() }
+        while let l = s.last, set.contains(l) { s = s.dropLast() }
+        return s
+    }
+}
