@@ -55,7 +55,7 @@ let package = Package(
         .testTarget(name: "KeelAPITests", dependencies: ["KeelAPI", "ProtoWire"]),
         .testTarget(name: "RaftTests", dependencies: ["Raft"]),
         .testTarget(name: "StorageTests", dependencies: ["Storage"]),
-        .testTarget(name: "GRPCTests", dependencies: ["GRPC", "ProtoWire", nio, nioPosix],
+        .testTarget(name: "GRPCTests", dependencies: ["GRPC", "ProtoWire", "CNGHTTP2", nio, nioPosix],
                     exclude: ["echo.proto", "python"], plugins: ["ProtoGenPlugin"]),
     ],
     swiftLanguageModes: [.v6]
