@@ -45,6 +45,10 @@ let package = Package(
         .target(name: "GRPC", dependencies: ["CNGHTTP2", "CZlib", "ProtoWire", nio, nioPosix, logging]),
 
         // The server executable.
+        // gRPC transport benchmark (not a test): see Benchmarks/RESULTS.md.
+        .executableTarget(name: "grpc-bench", dependencies: ["GRPC", "ProtoWire", nio, nioPosix],
+                          path: "Benchmarks/GRPCBench", exclude: ["bench.proto"], plugins: ["ProtoGenPlugin"]),
+
         .executableTarget(name: "keel", dependencies: [
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),

@@ -242,46 +242,64 @@ final class H2Stream {
         return h
     }
 
-    /// nghttp2's data source read: copies queued bytes into the DATA frame buffer.
+    /// nghttp2's data source read: says how many queued bytes the next DATA frame carries. The
+    /// bytes are not copied into nghttp2 (NGHTTP2_DATA_FLAG_NO_COPY): `sendData` hands slices of
+    /// the queued buffers straight to the channel once nghttp2 has written the frame header.
+    /// Small frames are copied into nghttp2's buffer instead (one memcpy beats three channel writes).
     func readData(into buf: UnsafeMutablePointer<UInt8>, length: Int, flags: UnsafeMutablePointer<UInt32>) -> Int {
-        var written = 0
-        while written < length, var first = outbound.first {
-            let n = min(length - written, first.readableBytes)
-            first.withUnsafeReadableBytes { src in
-                (buf + written).update(from: src.baseAddress!.assumingMemoryBound(to: UInt8.self), count: n)
+        let n = min(length, outboundBytes)
+        let drainsQueue = n == outboundBytes
+        if n >= 4096 {
+            flags.pointee |= NGHTTP2_DATA_FLAG_NO_COPY.rawValue
+        } else if n > 0 {
+            var off = 0
+            takeOutbound(n) { slice in
+                slice.withUnsafeReadableBytes { src in
+                    UnsafeMutableRawPointer(buf + off).copyMemory(from: src.baseAddress!, byteCount: src.count)
+                }
+                off += slice.readableBytes
             }
-            written += n
-            first.moveReaderIndex(forwardBy: n)
-            if first.readableBytes == 0 {
+        }
+        if drainsQueue {
+            if let t = pendingTrailers {
+                flags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue | NGHTTP2_DATA_FLAG_NO_END_STREAM.rawValue
+                localEnded = true
+                connection.submitTrailers(stream: id, t)
+                return n
+            }
+            if endRequested {
+                flags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue
+                localEnded = true
+                return n
+            }
+            if n == 0 {
+                dataDeferred = true
+                return Int(NGHTTP2_ERR_DEFERRED.rawValue)
+            }
+        }
+        return n
+    }
+
+    /// Takes `length` queued bytes (as slices, no copy) for the DATA frame being sent.
+    func takeOutbound(_ length: Int, into out: (ByteBuffer) -> Void) {
+        var remaining = length
+        while remaining > 0, var first = outbound.first {
+            if first.readableBytes <= remaining {
+                remaining -= first.readableBytes
                 outbound.removeFirst()
+                out(first)
             } else {
+                out(first.readSlice(length: remaining)!)
+                remaining = 0
                 outbound[outbound.startIndex] = first
             }
         }
-        outboundBytes -= written
+        outboundBytes -= length - remaining
         if outboundBytes <= connection.config.outboundHighWater && !writeWaiters.isEmpty {
             let ws = writeWaiters
             writeWaiters.removeAll()
             for w in ws { w.succeed() }
         }
-        if outbound.isEmpty {
-            if let t = pendingTrailers {
-                flags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue | NGHTTP2_DATA_FLAG_NO_END_STREAM.rawValue
-                localEnded = true
-                connection.submitTrailers(stream: id, t)
-                return written
-            }
-            if endRequested {
-                flags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue
-                localEnded = true
-                return written
-            }
-            if written == 0 {
-                dataDeferred = true
-                return Int(NGHTTP2_ERR_DEFERRED.rawValue)
-            }
-        }
-        return written
     }
 
     // MARK: server side
@@ -406,6 +424,9 @@ final class H2Connection: ChannelInboundHandler {
     var allocator = ByteBufferAllocator()
     var flushScheduled = false
     var inFlush = false
+    /// Frame bytes from mem_send not yet handed to the channel (kept in order with NO_COPY data).
+    var pending: ByteBuffer?
+    var wroteSinceFlush = false
     var goingAway = false
     var receivedGoAway = false
     var closed = false
@@ -436,6 +457,7 @@ final class H2Connection: ChannelInboundHandler {
         nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, h2OnFrameRecv)
         nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, h2OnDataChunk)
         nghttp2_session_callbacks_set_on_stream_close_callback(cbs, h2OnStreamClose)
+        nghttp2_session_callbacks_set_send_data_callback(cbs, h2SendData)
         var opt: OpaquePointer?
         nghttp2_option_new(&opt)
         defer { nghttp2_option_del(opt) }
@@ -549,8 +571,7 @@ final class H2Connection: ChannelInboundHandler {
         guard !inFlush, let session, let context else { return }
         inFlush = true
         defer { inFlush = false }
-        var wrote = false
-        var pending: ByteBuffer?
+        wroteSinceFlush = false
         while context.channel.isWritable || !context.channel.isActive {
             var ptr: UnsafePointer<UInt8>?
             let n = nghttp2_session_mem_send(session, &ptr)
@@ -561,23 +582,38 @@ final class H2Connection: ChannelInboundHandler {
             if n == 0 { break }
             if pending == nil { pending = context.channel.allocator.buffer(capacity: max(n, 16 * 1024)) }
             pending!.writeBytes(UnsafeRawBufferPointer(start: ptr, count: n))
-            if pending!.readableBytes >= 64 * 1024 {
-                context.write(wrapOutboundOut(pending!), promise: nil)
-                pending = nil
-                wrote = true
-            }
+            if pending!.readableBytes >= 64 * 1024 { writePending(context) }
             if !context.channel.isActive { break }
         }
-        if let p = pending {
-            context.write(wrapOutboundOut(p), promise: nil)
-            wrote = true
-        }
-        if wrote { context.flush() }
+        writePending(context)
+        if wroteSinceFlush { context.flush() }
         if nghttp2_session_want_read(session) == 0 && nghttp2_session_want_write(session) == 0 {
             context.close(promise: nil)
         } else if goingAway && streams.isEmpty && nghttp2_session_want_write(session) == 0 {
             context.close(promise: nil)
         }
+    }
+
+    private func writePending(_ context: ChannelHandlerContext) {
+        if let p = pending, p.readableBytes > 0 {
+            context.write(wrapOutboundOut(p), promise: nil)
+            wroteSinceFlush = true
+        }
+        pending = nil
+    }
+
+    /// NO_COPY DATA frame: everything mem_send returned so far, then the 9-byte header, then the
+    /// payload as slices of the stream's queued buffers.
+    fileprivate func onSendData(stream id: Int32, header: UnsafeRawBufferPointer, length: Int) -> Int32 {
+        guard let context, let s = streams[id] else { return Int32(NGHTTP2_ERR_CALLBACK_FAILURE.rawValue) }
+        if pending == nil { pending = context.channel.allocator.buffer(capacity: 16 * 1024) }
+        pending!.writeBytes(header)
+        writePending(context)
+        s.takeOutbound(length) { slice in
+            context.write(wrapOutboundOut(slice), promise: nil)
+        }
+        wroteSinceFlush = true
+        return 0
     }
 
     // MARK: nghttp2 wrappers
@@ -824,4 +860,9 @@ private let h2OnStreamClose: nghttp2_on_stream_close_callback = { _, streamID, e
 
 private let h2ReadData: nghttp2_data_source_read_callback = { _, streamID, buf, length, flags, _, user in
     conn(user).onReadData(stream: streamID, buf: buf!, length: length, flags: flags!)
+}
+
+private let h2SendData: nghttp2_send_data_callback = { _, frame, framehd, length, _, user in
+    conn(user).onSendData(stream: frame!.pointee.hd.stream_id, header: UnsafeRawBufferPointer(start: framehd, count: 9),
+                          length: length)
 }

@@ -57,7 +57,8 @@ import Testing
                         out.append(r.text)
                     }
                     writer.finish()
-                    try #expect(try await it.next() == nil)
+                    let got1 = try await it.next()
+                    #expect(got1 == nil)
                     return out
                 }
                 #expect(texts == (0..<30).map { "m\($0)" })
@@ -123,7 +124,8 @@ import Testing
                 let err = await #expect(throws: GRPCStatus.self) { _ = try await client.unary(Echotest.Echo.get, over) }
                 #expect(err?.code == .resourceExhausted)
                 // The connection is still fine.
-                try #expect(try await client.unary(Echotest.Echo.get, request("after")).text == "after")
+                let got2 = try await client.unary(Echotest.Echo.get, request("after")).text
+                #expect(got2 == "after")
             }
         }
     }
@@ -135,7 +137,8 @@ import Testing
                     _ = try await client.unary(Echotest.Echo.get, request(replySize: 2000))
                 }
                 #expect(err?.code == .resourceExhausted)
-                try #expect(try await client.unary(Echotest.Echo.get, request(replySize: 900)).payload.count == 900)
+                let got3 = try await client.unary(Echotest.Echo.get, request(replySize: 900)).payload.count
+                #expect(got3 == 900)
             }
         }
     }
@@ -180,8 +183,8 @@ import Testing
         try await withEchoServer { server, service in
             try await withClient(server) { client in
                 let err = await #expect(throws: GRPCStatus.self) {
-                    _ = try await client.unary(Echotest.Echo.get, request(delayMs: 5_000),
-                                               options: CallOptions(timeout: .milliseconds(100)))
+                    _ = try await client.unary(Echotest.Echo.get, request(delayMs: 10_000),
+                                               options: CallOptions(timeout: .milliseconds(1000)))
                 }
                 #expect(err?.code == .deadlineExceeded)
                 // The server's handler was cancelled too (its own deadline or the client's reset).
@@ -206,7 +209,8 @@ import Testing
                 if case .failure(let e as GRPCStatus) = result { #expect(e.code == .cancelled) }
                 #expect(await eventually { service.progress.handlersCancelled.load(ordering: .relaxed) == 1 })
                 #expect(await eventually { server.counters.streams == 0 })
-                try #expect(try await client.unary(Echotest.Echo.get, request("next")).text == "next")
+                let got4 = try await client.unary(Echotest.Echo.get, request("next")).text
+                #expect(got4 == "next")
             }
         }
     }
@@ -250,7 +254,8 @@ import Testing
                                 try await writer.send(request("b\(i)"))
                                 let r = try #require(try await it.next())
                                 writer.finish()
-                                try #expect(try await it.next() == nil)
+                                let got5 = try await it.next()
+                                #expect(got5 == nil)
                                 return r.text == "b\(i)" ? 1 : 0
                             }
                         }
@@ -269,13 +274,16 @@ import Testing
                     var it = responses.makeAsyncIterator()
                     for round in 0..<20 {
                         for i in 0..<50 {
-                            try #expect(try await client.unary(Echotest.Echo.get, request("u\(i)")).text == "u\(i)")
+                            let got6 = try await client.unary(Echotest.Echo.get, request("u\(i)")).text
+                            #expect(got6 == "u\(i)")
                         }
                         try await writer.send(request("s\(round)"))
-                        try #expect(try await it.next()?.text == "s\(round)")
+                        let got7 = try await it.next()?.text
+                        #expect(got7 == "s\(round)")
                     }
                     writer.finish()
-                    try #expect(try await it.next() == nil)
+                    let got8 = try await it.next()
+                    #expect(got8 == nil)
                 }
                 #expect(server.counters.streamsOpened == 1001)
             }
@@ -339,7 +347,8 @@ import Testing
             #expect(await eventually { service.progress.handlersRunning.load(ordering: .relaxed) == 1 })
             await server.shutdown(timeout: .seconds(10))
             // The in-flight call completed normally during the GOAWAY.
-            try #expect(try await inFlight.value.text == "slow")
+            let got9 = try await inFlight.value.text
+            #expect(got9 == "slow")
             // New calls are refused: the listener is gone.
             let err = await #expect(throws: GRPCStatus.self) { _ = try await client.unary(Echotest.Echo.get, request()) }
             #expect(err?.code == .unavailable)
@@ -352,7 +361,8 @@ import Testing
             try await withClient(server, configure: { $0.http2.keepaliveInterval = .milliseconds(50) }) { client in
                 _ = try await client.unary(Echotest.Echo.get, request())
                 #expect(await eventually { server.counters.keepalivePingsAcked >= 2 && client.counters.keepalivePingsAcked >= 2 })
-                try #expect(try await client.unary(Echotest.Echo.get, request("alive")).text == "alive")
+                let got10 = try await client.unary(Echotest.Echo.get, request("alive")).text
+                #expect(got10 == "alive")
             }
         }
     }
@@ -362,7 +372,10 @@ import Testing
             try await withClient(server, configure: { $0.connections = 8 }) { client in
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     for i in 0..<200 {
-                        group.addTask { try #expect(try await client.unary(Echotest.Echo.get, request("\(i)")).text == "\(i)") }
+                        group.addTask {
+                            let r = try await client.unary(Echotest.Echo.get, request("\(i)"))
+                            #expect(r.text == "\(i)")
+                        }
                     }
                     try await group.waitForAll()
                 }
