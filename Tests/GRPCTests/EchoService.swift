@@ -1,3 +1,4 @@
+import Foundation
 import GRPC
 import NIOCore
 import NIOPosix
@@ -135,4 +136,12 @@ func eventually(_ condition: () -> Bool, tries: Int = 200) async -> Bool {
         try? await Task.sleep(for: .milliseconds(25))
     }
     return condition()
+}
+
+/// Runs blocking work (pipe reads, process waits) on a thread of its own, never on the
+/// cooperative pool: on 2 cores, two blocked pool threads would starve the server's handlers.
+func onThread<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
+    await withCheckedContinuation { cont in
+        Thread { cont.resume(returning: work()) }.start()
+    }
 }

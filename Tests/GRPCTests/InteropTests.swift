@@ -27,7 +27,7 @@ struct InteropTests {
                 try await Task.sleep(for: .seconds(120))
                 if p.isRunning { p.terminate() }
             }
-            let data = await Task.detached { out.fileHandleForReading.readDataToEndOfFile() }.value
+            let data = await onThread { out.fileHandleForReading.readDataToEndOfFile() }
             p.waitUntilExit()
             killer.cancel()
             let text = String(decoding: data, as: UTF8.self)
@@ -57,7 +57,7 @@ struct InteropTests {
             if p.isRunning { p.terminate() }
             p.waitUntilExit()
         }
-        let line = await Task.detached { () -> String in
+        let line = await onThread { () -> String in
             var buf = Data()
             while !buf.contains(UInt8(ascii: "\n")) {
                 let d = out.fileHandleForReading.availableData
@@ -65,7 +65,7 @@ struct InteropTests {
                 buf.append(d)
             }
             return String(decoding: buf, as: UTF8.self)
-        }.value
+        }
         let port = try #require(line.split(separator: "\n").first.flatMap { l in
             l.hasPrefix("PORT ") ? Int(l.dropFirst(5)) : nil
         }, "python server said: \(line)")
