@@ -434,6 +434,8 @@ final class H2Connection: ChannelInboundHandler {
     var pingOutstanding: Scheduled<Void>?
     var onClose: [() -> Void] = []
     var onGoAway: (() -> Void)?
+    var shutdownPingPending = false
+    var finalGoAwayTimer: Scheduled<Void>?
 
     init(isServer: Bool, config: HTTP2Configuration, counters: HTTP2Counters, loop: any EventLoop) {
         self.isServer = isServer
@@ -506,6 +508,7 @@ final class H2Connection: ChannelInboundHandler {
         closed = true
         keepaliveTask?.cancel()
         pingOutstanding?.cancel()
+        finalGoAwayTimer?.cancel()
         counters.openConnections.add(-1, ordering: .relaxed)
         let all = streams
         streams.removeAll()
@@ -589,7 +592,7 @@ final class H2Connection: ChannelInboundHandler {
         if wroteSinceFlush { context.flush() }
         if nghttp2_session_want_read(session) == 0 && nghttp2_session_want_write(session) == 0 {
             context.close(promise: nil)
-        } else if goingAway && streams.isEmpty && nghttp2_session_want_write(session) == 0 {
+        } else if goingAway && !shutdownPingPending && streams.isEmpty && nghttp2_session_want_write(session) == 0 {
             context.close(promise: nil)
         }
     }
@@ -678,17 +681,35 @@ final class H2Connection: ChannelInboundHandler {
         return s
     }
 
-    /// Graceful shutdown: GOAWAY with the last stream we processed; in-flight streams finish,
-    /// new ones are refused; the connection closes when the last stream is done.
+    /// Graceful shutdown. Server: a first GOAWAY with the maximum stream id (the shutdown notice)
+    /// and a PING; when the PING is acknowledged (or after one second) the final GOAWAY names the
+    /// last stream we processed, so streams the client opened in the meantime are not lost. Either
+    /// way in-flight streams finish, new ones are refused, and the connection closes when the
+    /// last stream is done.
     func initiateGracefulShutdown() {
         guard let session, !goingAway else { return }
         goingAway = true
         if isServer {
-            nghttp2_submit_goaway(session, UInt8(NGHTTP2_FLAG_NONE.rawValue),
-                                  nghttp2_session_get_last_proc_stream_id(session), NGHTTP2_NO_ERROR.rawValue, nil, 0)
+            nghttp2_submit_shutdown_notice(session)
+            nghttp2_submit_ping(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), nil)
+            shutdownPingPending = true
+            finalGoAwayTimer = loop.assumeIsolated().scheduleTask(in: .seconds(1)) { [weak self] in
+                self?.sendFinalGoAway()
+            }
         } else {
             nghttp2_session_terminate_session2(session, 0, NGHTTP2_NO_ERROR.rawValue)
         }
+        flushNow()
+        if streams.isEmpty && !isServer { context?.close(promise: nil) }
+    }
+
+    func sendFinalGoAway() {
+        guard let session, shutdownPingPending else { return }
+        shutdownPingPending = false
+        finalGoAwayTimer?.cancel()
+        finalGoAwayTimer = nil
+        nghttp2_submit_goaway(session, UInt8(NGHTTP2_FLAG_NONE.rawValue),
+                              nghttp2_session_get_last_proc_stream_id(session), NGHTTP2_NO_ERROR.rawValue, nil, 0)
         flushNow()
         if streams.isEmpty { context?.close(promise: nil) }
     }
@@ -777,6 +798,7 @@ final class H2Connection: ChannelInboundHandler {
             onGoAway?()
         case Int(NGHTTP2_PING.rawValue):
             if hd.flags & UInt8(NGHTTP2_FLAG_ACK.rawValue) != 0 {
+                if shutdownPingPending { scheduleFinalGoAway() }
                 pingOutstanding?.cancel()
                 pingOutstanding = nil
                 counters.pingsAcked.add(1, ordering: .relaxed)
@@ -785,6 +807,11 @@ final class H2Connection: ChannelInboundHandler {
             break
         }
         return 0
+    }
+
+    /// The final GOAWAY is sent outside nghttp2's callback (it flushes and may close).
+    private func scheduleFinalGoAway() {
+        loop.assumeIsolated().execute { [self] in sendFinalGoAway() }
     }
 
     private func clientResponseHeaders(_ s: H2Stream, endStream: Bool) {
