@@ -88,7 +88,11 @@ actor ConnectionPool {
     var next = 0
     var closed = false
 
-    init(host: String, port: Int, size: Int, group: any EventLoopGroup, http2: HTTP2Configuration, counters: HTTP2Counters) {
+    let channelInitializer: (@Sendable (any Channel) -> EventLoopFuture<Void>)?
+
+    init(host: String, port: Int, size: Int, group: any EventLoopGroup, http2: HTTP2Configuration, counters: HTTP2Counters,
+         channelInitializer: (@Sendable (any Channel) -> EventLoopFuture<Void>)?) {
+        self.channelInitializer = channelInitializer
         self.host = host
         self.port = port
         self.size = max(size, 1)
@@ -119,6 +123,7 @@ actor ConnectionPool {
     private func connect() async throws -> ClientConnection {
         let http2 = self.http2
         let counters = self.counters
+        let pre = self.channelInitializer
         do {
             // The handler goes in from the channel initializer: the server's SETTINGS may arrive
             // before `connect` returns, and must not pass by an empty pipeline.
@@ -126,7 +131,7 @@ actor ConnectionPool {
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
                 .channelOption(.writeBufferWaterMark, value: .init(low: 256 * 1024, high: 1024 * 1024))
                 .channelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
+                    (pre?(channel) ?? channel.eventLoop.makeSucceededVoidFuture()).flatMapThrowing {
                         let h = H2Connection(isServer: false, config: http2, counters: counters, loop: channel.eventLoop)
                         try channel.pipeline.syncOperations.addHandler(h)
                     }
@@ -172,6 +177,8 @@ public final class GRPCClient: Sendable {
         public var compressRequests = false
         /// Authority sent as `:authority`.
         public var authority: String?
+        /// Runs before the HTTP/2 handler is added (seam for TLS + ALPN h2).
+        public var channelInitializer: (@Sendable (any Channel) -> EventLoopFuture<Void>)?
         public init(host: String, port: Int) {
             self.host = host
             self.port = port
@@ -185,7 +192,8 @@ public final class GRPCClient: Sendable {
     public init(configuration: Configuration, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
         self.config = configuration
         self.pool = ConnectionPool(host: configuration.host, port: configuration.port, size: configuration.connections,
-                                   group: group, http2: configuration.http2, counters: counters)
+                                   group: group, http2: configuration.http2, counters: counters,
+                                   channelInitializer: configuration.channelInitializer)
     }
 
     public convenience init(host: String, port: Int) {
@@ -282,7 +290,6 @@ public final class GRPCClient: Sendable {
 
     private func withCall<R: Sendable>(_ path: String, _ options: CallOptions,
                                        _ body: (Call) async throws -> R) async throws -> R {
-        let conn = try await pool.connection()
         let compress = options.compress ?? config.compressRequests
         var headers: GRPCMetadata = [
             (":method", "POST"), (":scheme", "http"), (":path", path),
@@ -299,11 +306,29 @@ public final class GRPCClient: Sendable {
             headers.append(("grpc-timeout", GRPCTimeout.encode(nanoseconds: timeoutNanos!)))
         }
         headers.append(contentsOf: options.metadata)
-        let h = conn.handler
-        let loop = conn.channel.eventLoop
         let fixedHeaders = headers
         let tn = timeoutNanos
-        let call: Call = try await loop.submit { () throws -> Call in
+        // A connection that got GOAWAY (or closed) refuses new streams before anything is sent:
+        // such a call is safe to retry on a fresh connection.
+        var attempt = 0
+        var call: Call?
+        while call == nil {
+            attempt += 1
+            let conn = try await pool.connection()
+            do {
+                call = try await startCall(conn, fixedHeaders, tn, compress)
+            } catch let st as GRPCStatus where st.code == .unavailable && attempt < 3 {
+                continue
+            }
+        }
+        return try await runCall(call!, body)
+    }
+
+    private func startCall(_ conn: ClientConnection, _ fixedHeaders: GRPCMetadata, _ tn: Int64?,
+                           _ compress: Bool) async throws -> Call {
+        let h = conn.handler
+        let loop = conn.channel.eventLoop
+        return try await loop.submit { () throws -> Call in
             guard let s = h.value.submitRequest(headers: fixedHeaders) else {
                 conn.usable.store(false, ordering: .relaxed)
                 throw GRPCStatus(.unavailable, "connection is closing")
@@ -320,7 +345,10 @@ public final class GRPCClient: Sendable {
             return Call(stream: NIOLoopBound(s, eventLoop: loop), loop: loop, inbound: inbound,
                         status: promise.futureResult, compress: compress)
         }.get()
-        return try await withTaskCancellationHandler {
+    }
+
+    private func runCall<R: Sendable>(_ call: Call, _ body: (Call) async throws -> R) async throws -> R {
+        try await withTaskCancellationHandler {
             do {
                 let r = try await body(call)
                 // Done with the call: reset it if the server has not ended it yet (no leak).

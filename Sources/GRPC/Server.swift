@@ -200,10 +200,20 @@ public final class GRPCServer: Sendable {
     /// The bound port (useful with port 0).
     public var port: Int { serverChannel.localAddress?.port ?? 0 }
 
+    /// Sends GOAWAY on every open connection but keeps listening: in-flight calls finish, clients
+    /// move new calls to a new connection. Returns when those connections have closed (or `timeout`).
+    public func drainConnections(timeout: TimeAmount = .seconds(10)) async {
+        await goAwayAll(timeout: timeout)
+    }
+
     /// Graceful shutdown: stop accepting, GOAWAY every connection, let in-flight calls finish
     /// (up to `timeout`), then close what is left.
     public func shutdown(timeout: TimeAmount = .seconds(10)) async {
         try? await serverChannel.close()
+        await goAwayAll(timeout: timeout)
+    }
+
+    private func goAwayAll(timeout: TimeAmount) async {
         let chans = connections.all()
         for ch in chans {
             ch.eventLoop.execute {

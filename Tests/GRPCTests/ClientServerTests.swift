@@ -356,6 +356,25 @@ import Testing
         #expect(await eventually { server.counters.connections == 0 && server.counters.streams == 0 })
     }
 
+    @Test func clientMovesToANewConnectionAfterGoAway() async throws {
+        try await withEchoServer { server, service in
+            try await withClient(server) { client in
+                let one = try await client.unary(Echotest.Echo.get, request("one"))
+                #expect(one.text == "one")
+                let inFlight = Task { try await client.unary(Echotest.Echo.get, request("slow", delayMs: 300)) }
+                #expect(await eventually { service.progress.handlersRunning.load(ordering: .relaxed) == 1 })
+                await server.drainConnections()
+                let slow = try await inFlight.value
+                #expect(slow.text == "slow")  // finished during the GOAWAY
+                #expect(await eventually { server.counters.connections == 0 })
+                // The client saw the GOAWAY / close and opens a new connection.
+                let two = try await client.unary(Echotest.Echo.get, request("two"))
+                #expect(two.text == "two")
+                #expect(server.counters.connectionsAccepted == 2)
+            }
+        }
+    }
+
     @Test func keepalivePingsAreAcknowledged() async throws {
         try await withEchoServer(configure: { $0.http2.keepaliveInterval = .milliseconds(50) }) { server, _ in
             try await withClient(server, configure: { $0.http2.keepaliveInterval = .milliseconds(50) }) { client in
