@@ -506,9 +506,14 @@ final class H2Connection: ChannelInboundHandler {
     private func teardown() {
         guard !closed else { return }
         closed = true
+        // Cancel and drop the timers: the repeated keepalive task's closure holds this handler,
+        // so keeping the RepeatedTask would be a reference cycle.
         keepaliveTask?.cancel()
+        keepaliveTask = nil
         pingOutstanding?.cancel()
+        pingOutstanding = nil
         finalGoAwayTimer?.cancel()
+        finalGoAwayTimer = nil
         counters.openConnections.add(-1, ordering: .relaxed)
         let all = streams
         streams.removeAll()
@@ -523,6 +528,7 @@ final class H2Connection: ChannelInboundHandler {
             session = nil
             nghttp2_session_del(s)
         }
+        onGoAway = nil  // may capture the owner of this handler (a cycle otherwise)
         let cbs = onClose
         onClose.removeAll()
         for cb in cbs { cb() }
