@@ -58,7 +58,9 @@ let package = Package(
                     exclude: ["Protos"], plugins: ["ProtoGenPlugin"]),
         .testTarget(name: "KeelAPITests", dependencies: ["KeelAPI", "ProtoWire"]),
         .testTarget(name: "RaftTests", dependencies: ["Raft"]),
-        .testTarget(name: "StorageTests", dependencies: ["Storage"]),
+        .testTarget(name: "StorageTests", dependencies: ["Storage", "storage-crash-helper"]),
+        // Child process for StorageTests' SIGKILL crash and full-disk tests.
+        .executableTarget(name: "storage-crash-helper", dependencies: ["Storage"], path: "Tests/StorageCrashHelper"),
         .testTarget(name: "GRPCTests", dependencies: ["GRPC", "ProtoWire", "CNGHTTP2", nio, nioPosix],
                     exclude: ["echo.proto", "python"], plugins: ["ProtoGenPlugin"]),
     ],
