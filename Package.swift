@@ -61,6 +61,8 @@ let package = Package(
         .testTarget(name: "StorageTests", dependencies: ["Storage", "storage-crash-helper"]),
         // Child process for StorageTests' SIGKILL crash and full-disk tests.
         .executableTarget(name: "storage-crash-helper", dependencies: ["Storage"], path: "Tests/StorageCrashHelper"),
+        // Storage benchmark (not a test): see Benchmarks/RESULTS.md.
+        .executableTarget(name: "storage-bench", dependencies: ["Storage"], path: "Benchmarks/StorageBench"),
         .testTarget(name: "GRPCTests", dependencies: ["GRPC", "ProtoWire", "CNGHTTP2", nio, nioPosix],
                     exclude: ["echo.proto", "python"], plugins: ["ProtoGenPlugin"]),
     ],
