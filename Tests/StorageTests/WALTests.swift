@@ -17,7 +17,10 @@ func segmentFiles(_ dir: String) -> [String] {
     ((try? FileIO.listDir(dir)) ?? []).filter { $0.hasSuffix(".wal") }
 }
 
-@Suite struct WALTests {
+// Serialized: the crash tests spawn children, and a child briefly holds copies of all of this
+// process's fds between fork and exec (O_CLOEXEC closes them only at exec), including another
+// test's LOCK fd, whose flock would then outlive that test's close() for a moment.
+@Suite(.serialized) struct WALTests {
     @Test func appendAndReplay() throws {
         let d = TempDir(); defer { d.cleanup() }
         do {
