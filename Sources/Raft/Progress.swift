@@ -1,0 +1,59 @@
+/// The leader's view of one follower's log.
+struct Progress: Sendable {
+    enum State: Sendable, Hashable { case probe, replicate }
+    var match: UInt64 = 0
+    var next: UInt64
+    var state: State = .probe
+    /// In probe state: an append was sent and no answer arrived yet (one probe at a time).
+    var probeSent = false
+    /// Last index of each append in flight (replicate state), oldest first; bounded by the window.
+    var inflights: [UInt64] = []
+    /// Heard from since the last check-quorum round.
+    var recentActive = false
+
+    init(next: UInt64) { self.next = next }
+
+    func isPaused(window: Int) -> Bool {
+        switch state {
+        case .probe: return probeSent
+        case .replicate: return inflights.count >= window
+        }
+    }
+
+    mutating func becomeProbe() {
+        state = .probe; next = match + 1; probeSent = false; inflights.removeAll()
+    }
+
+    mutating func becomeReplicate() {
+        state = .replicate; next = match + 1; probeSent = false; inflights.removeAll()
+    }
+
+    /// An accepted append up to `index`. Returns whether `match` moved.
+    mutating func maybeUpdate(_ index: UInt64) -> Bool {
+        var updated = false
+        if match < index { match = index; updated = true; probeSent = false }
+        next = max(next, index + 1)
+        return updated
+    }
+
+    /// A rejection of the append whose preceding index was `rejected`; `hint` is the highest
+    /// index that may still match. Returns false if the rejection is stale.
+    mutating func maybeDecrTo(rejected: UInt64, hint: UInt64) -> Bool {
+        if state == .replicate {
+            if rejected <= match { return false }
+            becomeProbe()
+            next = max(min(rejected, hint + 1), match + 1)
+            return true
+        }
+        if next == 0 || next - 1 != rejected { return false }
+        next = max(min(rejected, hint + 1), match + 1)
+        probeSent = false
+        return true
+    }
+
+    mutating func freeInflights(upTo index: UInt64) {
+        var k = 0
+        while k < inflights.count, inflights[k] <= index { k += 1 }
+        if k > 0 { inflights.removeFirst(k) }
+    }
+}

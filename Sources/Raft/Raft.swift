@@ -1,1 +1,0 @@
-// Raft module. See README.md for the architecture.

@@ -1,0 +1,532 @@
+/// A Raft node as a pure state machine. The host drives it with `tick()`, `step(_:)` and
+/// `propose(_:)`, and drains its output with `ready()` / `advance()`.
+///
+/// Durability contract (the "synchronous storage" variant of etcd-io/raft): the host persists a
+/// Ready's hard state and entries before sending its messages, and calls `advance()` once that
+/// write is durable. The leader sends its new entries to followers in the same Ready that
+/// persists them (parallel write), but counts its own copy toward commit only after `advance()`.
+public struct RaftNode: Sendable {
+    public let id: NodeID
+    let config: Config
+    let voters: [NodeID]
+    let quorum: Int
+
+    public private(set) var term: UInt64 = 0
+    public private(set) var vote: NodeID = noNode
+    public private(set) var leader: NodeID = noNode
+    public private(set) var role: Role = .follower
+    public private(set) var commitIndex: UInt64 = 0
+
+    /// log[i] has index i; log[0] is a sentinel with term 0.
+    private var log: [Entry] = [Entry(term: 0, index: 0)]
+    /// First index not yet handed to the host for persistence.
+    private var unstableFrom: UInt64 = 1
+    /// Last index the host has made durable (advance()).
+    private var persistedIndex: UInt64 = 0
+    /// Last entry handed out in the latest Ready, made durable at the next advance().
+    private var pendingPersist: (index: UInt64, term: UInt64)?
+    /// Highest index handed to the host for applying.
+    public private(set) var appliedIndex: UInt64
+
+    private var electionElapsed = 0
+    private var heartbeatElapsed = 0
+    private var randomizedElectionTimeout = 0
+    private var rng: SplitMix64
+
+    private var votes: [NodeID: Bool] = [:]
+    private var progress: [NodeID: Progress] = [:]
+    /// Proposals accepted since the last Ready; they become one append at the next Ready.
+    private var proposalBuffer: [[UInt8]] = []
+    private var msgs: [Message] = []
+    private var prevHardState: HardState
+    private var prevSoftState: SoftState
+
+    /// Starts (or restarts) a node from durable state.
+    public init(config: Config, storage: some LogStorage) throws(ConfigError) {
+        try config.validate()
+        self.id = config.id
+        self.config = config
+        self.voters = config.peers.sorted()
+        self.quorum = config.peers.count / 2 + 1
+        self.rng = SplitMix64(seed: config.seed ^ (config.id &* 0x9E37_79B9_7F4A_7C15))
+        let hs = storage.hardState
+        let last = storage.lastIndex
+        if last > 0 { log.append(contentsOf: storage.entries(1, last)) }
+        term = hs.term
+        vote = hs.vote
+        commitIndex = min(hs.commit, last)
+        unstableFrom = last + 1
+        persistedIndex = last
+        appliedIndex = min(config.applied, commitIndex)
+        prevHardState = hs
+        prevSoftState = SoftState(leader: noNode, role: .follower)
+        resetRandomizedElectionTimeout()
+    }
+
+    // MARK: - Log accessors
+
+    public var lastIndex: UInt64 { UInt64(log.count - 1) }
+    public var lastTerm: UInt64 { log[log.count - 1].term }
+    public var hardState: HardState { HardState(term: term, vote: vote, commit: commitIndex) }
+    public var softState: SoftState { SoftState(leader: leader, role: role) }
+
+    public func term(at index: UInt64) -> UInt64? {
+        index <= lastIndex ? log[Int(index)].term : nil
+    }
+
+    public func entry(at index: UInt64) -> Entry? {
+        index >= 1 && index <= lastIndex ? log[Int(index)] : nil
+    }
+
+    private func matchTerm(_ index: UInt64, _ t: UInt64) -> Bool { term(at: index) == t }
+
+    private func isUpToDate(lastIndex li: UInt64, lastTerm lt: UInt64) -> Bool {
+        lt > lastTerm || (lt == lastTerm && li >= lastIndex)
+    }
+
+    /// The largest index <= `index` whose term is <= `t` (etcd's findConflictByTerm).
+    private func lastIndex(atOrBefore index: UInt64, withTermAtMost t: UInt64) -> UInt64 {
+        var i = min(index, lastIndex)
+        while i > 0, log[Int(i)].term > t { i -= 1 }
+        return i
+    }
+
+    private func slice(from lo: UInt64, maxBytes: Int) -> [Entry] {
+        guard lo <= lastIndex else { return [] }
+        var out: [Entry] = []
+        var bytes = 0
+        var i = Int(lo)
+        while i < log.count {
+            let e = log[i]
+            if !out.isEmpty && bytes + e.byteSize > maxBytes { break }
+            out.append(e); bytes += e.byteSize; i += 1
+        }
+        return out
+    }
+
+    /// Appends or overwrites from `entries.first.index`; never touches committed entries.
+    private mutating func appendToLog(_ entries: [Entry]) {
+        guard let first = entries.first else { return }
+        let at = Int(first.index)
+        if at < log.count { log.removeSubrange(at...) }
+        log.append(contentsOf: entries)
+        unstableFrom = min(unstableFrom, first.index)
+        if persistedIndex >= first.index { persistedIndex = first.index - 1 }
+    }
+
+    // MARK: - Host API
+
+    /// Advances logical time by one tick.
+    public mutating func tick() {
+        switch role {
+        case .leader: tickLeader()
+        case .follower, .preCandidate, .candidate: tickElection()
+        }
+    }
+
+    /// Proposes `data` for replication. On a follower the proposal is forwarded to the leader.
+    /// Accepted proposals can still be lost if leadership changes before they commit.
+    public mutating func propose(_ data: [UInt8]) throws(ProposalError) {
+        if data.count > config.maxProposalBytes {
+            throw .tooLarge(size: data.count, limit: config.maxProposalBytes)
+        }
+        switch role {
+        case .leader:
+            proposalBuffer.append(data)
+        case .follower where leader != noNode:
+            send(Message(type: .propose, from: id, to: leader,
+                         entries: [Entry(term: 0, index: 0, data: data)]))
+        default:
+            throw .noLeader
+        }
+    }
+
+    public var hasReady: Bool {
+        (role == .leader && !proposalBuffer.isEmpty) || !msgs.isEmpty || unstableFrom <= lastIndex
+            || hardState != prevHardState || softState != prevSoftState
+            || min(commitIndex, lastIndex) > appliedIndex
+    }
+
+    /// Collects everything the host must do now. Call `advance()` after handling it.
+    public mutating func ready() -> Ready {
+        flushProposals()
+        let ss = softState
+        let hs = hardState
+        let unstable = unstableFrom <= lastIndex ? Array(log[Int(unstableFrom)...]) : []
+        let committed = commitIndex > appliedIndex
+            ? Array(log[Int(appliedIndex + 1)...Int(commitIndex)]) : []
+        let rd = Ready(softState: ss == prevSoftState ? nil : ss,
+                       hardState: hs == prevHardState ? nil : hs,
+                       entries: unstable, messages: msgs, committedEntries: committed)
+        msgs = []
+        prevSoftState = ss
+        prevHardState = hs
+        if let last = unstable.last {
+            pendingPersist = (last.index, last.term)
+            unstableFrom = last.index + 1
+        }
+        appliedIndex = max(appliedIndex, commitIndex)
+        return rd
+    }
+
+    /// Acknowledges that the last Ready was persisted, sent and applied.
+    public mutating func advance() {
+        if let p = pendingPersist {
+            pendingPersist = nil
+            if matchTerm(p.index, p.term), p.index < unstableFrom {
+                persistedIndex = max(persistedIndex, p.index)
+            }
+        }
+        if role == .leader {
+            if progress[id]!.maybeUpdate(persistedIndex), maybeCommit() { broadcastAppend() }
+        }
+    }
+
+    private mutating func flushProposals() {
+        guard role == .leader, !proposalBuffer.isEmpty else { return }
+        var next = lastIndex + 1
+        var batch: [Entry] = []
+        batch.reserveCapacity(proposalBuffer.count)
+        for d in proposalBuffer { batch.append(Entry(term: term, index: next, data: d)); next += 1 }
+        proposalBuffer.removeAll()
+        appendToLog(batch)
+        broadcastAppend()
+    }
+
+    // MARK: - Role changes
+
+    private mutating func resetRandomizedElectionTimeout() {
+        randomizedElectionTimeout = config.electionTick
+            + Int(rng.next() % UInt64(config.electionTick))
+    }
+
+    private mutating func reset(term newTerm: UInt64) {
+        if term != newTerm { term = newTerm; vote = noNode }
+        leader = noNode
+        electionElapsed = 0
+        heartbeatElapsed = 0
+        resetRandomizedElectionTimeout()
+        votes = [:]
+        proposalBuffer.removeAll()
+    }
+
+    private mutating func becomeFollower(term t: UInt64, leader l: NodeID) {
+        reset(term: t)
+        leader = l
+        role = .follower
+    }
+
+    private mutating func becomePreCandidate() {
+        // Pre-vote changes neither the term nor the vote.
+        votes = [:]
+        leader = noNode
+        role = .preCandidate
+        electionElapsed = 0
+        resetRandomizedElectionTimeout()
+    }
+
+    private mutating func becomeCandidate() {
+        reset(term: term + 1)
+        vote = id
+        role = .candidate
+    }
+
+    private mutating func becomeLeader() {
+        reset(term: term)
+        leader = id
+        role = .leader
+        progress = [:]
+        for p in voters {
+            var pr = Progress(next: lastIndex + 1)
+            if p == id { pr.match = persistedIndex; pr.recentActive = true }
+            progress[p] = pr
+        }
+        appendToLog([Entry(term: term, index: lastIndex + 1)])  // the no-op of this term
+        broadcastAppend()
+    }
+
+    private mutating func campaign(preVote: Bool) {
+        let type: MessageType
+        let voteTerm: UInt64
+        if preVote {
+            becomePreCandidate(); type = .preVote; voteTerm = term + 1
+        } else {
+            becomeCandidate(); type = .vote; voteTerm = term
+        }
+        if poll(id, granted: true) == .won {
+            if preVote { campaign(preVote: false) } else { becomeLeader() }
+            return
+        }
+        for p in voters where p != id {
+            send(Message(type: type, from: id, to: p, term: voteTerm, logTerm: lastTerm,
+                         index: lastIndex))
+        }
+    }
+
+    private enum VoteResult { case pending, won, lost }
+
+    private mutating func poll(_ from: NodeID, granted: Bool) -> VoteResult {
+        if votes[from] == nil { votes[from] = granted }
+        let yes = votes.values.filter { $0 }.count
+        let no = votes.count - yes
+        if yes >= quorum { return .won }
+        if no >= quorum { return .lost }
+        return .pending
+    }
+
+    // MARK: - Ticks
+
+    private var inLease: Bool {
+        config.checkQuorum && leader != noNode && electionElapsed < config.electionTick
+    }
+
+    private mutating func tickElection() {
+        electionElapsed += 1
+        if electionElapsed >= randomizedElectionTimeout {
+            electionElapsed = 0
+            campaign(preVote: config.preVote)
+        }
+    }
+
+    private mutating func tickLeader() {
+        heartbeatElapsed += 1
+        electionElapsed += 1
+        if electionElapsed >= config.electionTick {
+            electionElapsed = 0
+            if config.checkQuorum {
+                let active = voters.filter { $0 == id || progress[$0]!.recentActive }.count
+                if active < quorum {
+                    becomeFollower(term: term, leader: noNode)
+                    return
+                }
+                for p in voters where p != id { progress[p]!.recentActive = false }
+            }
+        }
+        if heartbeatElapsed >= config.heartbeatTick {
+            heartbeatElapsed = 0
+            for p in voters where p != id {
+                let pr = progress[p]!
+                send(Message(type: .heartbeat, from: id, to: p, term: term,
+                             commit: min(pr.match, commitIndex)))
+            }
+        }
+    }
+
+    // MARK: - Messages
+
+    private mutating func send(_ m: Message) { msgs.append(m) }
+
+    /// Feeds one received message to the node. Messages from non-members are ignored.
+    public mutating func step(_ m: Message) {
+        guard m.to == id, m.from != id, voters.contains(m.from) else { return }
+        if m.type == .propose {
+            // Forwarded proposals are term-less (term 0), like etcd's local MsgProp.
+            switch role {
+            case .leader: stepLeader(m)
+            case .follower: stepFollower(m)
+            case .preCandidate, .candidate: break
+            }
+            return
+        }
+        if m.term > term {
+            switch m.type {
+            case .preVote:
+                if inLease { return }  // leader stickiness: a live leader is not disrupted
+            case .preVoteResponse where !m.reject:
+                break  // granted pre-votes carry the future term; never adopt it
+            case .vote:
+                if inLease { return }
+                becomeFollower(term: m.term, leader: noNode)
+            case .append, .heartbeat:
+                becomeFollower(term: m.term, leader: m.from)
+            default:
+                becomeFollower(term: m.term, leader: noNode)
+            }
+        } else if m.term < term {
+            switch m.type {
+            case .append, .heartbeat:
+                // A stale leader (e.g. after a partition healed): tell it the newer term so it
+                // steps down; with check-quorum/pre-vote it would not otherwise learn it.
+                send(Message(type: .appendResponse, from: id, to: m.from, term: term))
+            case .preVote:
+                send(Message(type: .preVoteResponse, from: id, to: m.from, term: term, reject: true))
+            default:
+                break
+            }
+            return
+        }
+
+        switch m.type {
+        case .preVote, .vote:
+            let canVote = vote == m.from || (vote == noNode && leader == noNode)
+                || (m.type == .preVote && m.term > term)
+            let grant = canVote && isUpToDate(lastIndex: m.index, lastTerm: m.logTerm)
+            let respType: MessageType = m.type == .vote ? .voteResponse : .preVoteResponse
+            if grant {
+                send(Message(type: respType, from: id, to: m.from, term: m.term))
+                if m.type == .vote { vote = m.from; electionElapsed = 0 }
+            } else {
+                send(Message(type: respType, from: id, to: m.from, term: term, reject: true))
+            }
+            return
+        default:
+            break
+        }
+
+        switch role {
+        case .leader: stepLeader(m)
+        case .preCandidate, .candidate: stepCandidate(m)
+        case .follower: stepFollower(m)
+        }
+    }
+
+    private mutating func stepFollower(_ m: Message) {
+        switch m.type {
+        case .append:
+            electionElapsed = 0; leader = m.from
+            handleAppend(m)
+        case .heartbeat:
+            electionElapsed = 0; leader = m.from
+            commitIndex = max(commitIndex, min(m.commit, lastIndex))
+            send(Message(type: .heartbeatResponse, from: id, to: m.from, term: term))
+        case .propose:
+            if leader != noNode {
+                var f = m; f.from = id; f.to = leader; f.term = 0
+                send(f)
+            }
+        default:
+            break
+        }
+    }
+
+    private mutating func stepCandidate(_ m: Message) {
+        switch m.type {
+        case .append, .heartbeat:
+            // Someone won this term.
+            becomeFollower(term: m.term, leader: m.from)
+            stepFollower(m)
+        case .preVoteResponse where role == .preCandidate,
+             .voteResponse where role == .candidate:
+            switch poll(m.from, granted: !m.reject) {
+            case .won:
+                if role == .preCandidate { campaign(preVote: false) } else { becomeLeader() }
+            case .lost:
+                becomeFollower(term: term, leader: noNode)
+            case .pending:
+                break
+            }
+        default:
+            break
+        }
+    }
+
+    private mutating func stepLeader(_ m: Message) {
+        switch m.type {
+        case .propose:
+            for e in m.entries where e.data.count <= config.maxProposalBytes {
+                proposalBuffer.append(e.data)
+            }
+        case .appendResponse:
+            guard var pr = progress[m.from] else { return }
+            pr.recentActive = true
+            if m.reject {
+                var hint = m.rejectHint
+                if m.logTerm > 0 { hint = lastIndex(atOrBefore: hint, withTermAtMost: m.logTerm) }
+                let changed = pr.maybeDecrTo(rejected: m.index, hint: hint)
+                progress[m.from] = pr
+                if changed { _ = sendAppend(to: m.from, sendIfEmpty: true) }
+                return
+            }
+            let updated = pr.maybeUpdate(m.index)
+            if updated || pr.state == .replicate {
+                if pr.state == .probe { pr.becomeReplicate() } else { pr.freeInflights(upTo: m.index) }
+            }
+            progress[m.from] = pr
+            if updated, maybeCommit() {
+                broadcastAppend()
+            } else {
+                while sendAppend(to: m.from, sendIfEmpty: false) {}
+            }
+        case .heartbeatResponse:
+            guard var pr = progress[m.from] else { return }
+            pr.recentActive = true
+            pr.probeSent = false
+            // A full window may hold only lost appends: free one slot so the follower can
+            // be probed again (an empty append reveals a gap by being rejected).
+            if pr.state == .replicate && pr.inflights.count >= config.maxInflightMsgs {
+                pr.inflights.removeFirst()
+            }
+            progress[m.from] = pr
+            if pr.match < lastIndex { _ = sendAppend(to: m.from, sendIfEmpty: true) }
+        default:
+            break
+        }
+    }
+
+    private mutating func handleAppend(_ m: Message) {
+        if m.index < commitIndex {
+            send(Message(type: .appendResponse, from: id, to: m.from, term: term, index: commitIndex))
+            return
+        }
+        if matchTerm(m.index, m.logTerm) {
+            // Skip entries we already have; truncate at the first conflict.
+            var k = 0
+            while k < m.entries.count, matchTerm(m.entries[k].index, m.entries[k].term) { k += 1 }
+            if k < m.entries.count {
+                if m.entries[k].index <= commitIndex { return }  // never rewrite committed entries
+                appendToLog(Array(m.entries[k...]))
+            }
+            let lastNew = m.index + UInt64(m.entries.count)
+            commitIndex = max(commitIndex, min(m.commit, lastNew))
+            send(Message(type: .appendResponse, from: id, to: m.from, term: term, index: lastNew))
+        } else {
+            let hint = lastIndex(atOrBefore: min(m.index, lastIndex), withTermAtMost: m.logTerm)
+            send(Message(type: .appendResponse, from: id, to: m.from, term: term,
+                         logTerm: term(at: hint) ?? 0, index: m.index, reject: true,
+                         rejectHint: hint))
+        }
+    }
+
+    /// Commits the highest index stored on a quorum, if it belongs to the current term
+    /// (§5.4.2: older-term entries are committed only indirectly). Returns whether it moved.
+    private mutating func maybeCommit() -> Bool {
+        let matches = voters.map { progress[$0]!.match }.sorted(by: >)
+        let candidate = matches[quorum - 1]
+        if candidate > commitIndex, term(at: candidate) == term {
+            commitIndex = candidate
+            return true
+        }
+        return false
+    }
+
+    private mutating func broadcastAppend() {
+        for p in voters where p != id {
+            // One append even if empty (it carries the commit index), then pipeline the rest.
+            if sendAppend(to: p, sendIfEmpty: true) {
+                while sendAppend(to: p, sendIfEmpty: false) {}
+            }
+        }
+    }
+
+    /// Sends one append to `to` if its progress allows. Returns whether one was sent.
+    private mutating func sendAppend(to: NodeID, sendIfEmpty: Bool) -> Bool {
+        guard var pr = progress[to], !pr.isPaused(window: config.maxInflightMsgs) else { return false }
+        let ents = slice(from: pr.next, maxBytes: config.maxSizePerMsg)
+        if ents.isEmpty && !sendIfEmpty { return false }
+        let prev = pr.next - 1
+        guard let prevTerm = term(at: prev) else { return false }
+        send(Message(type: .append, from: id, to: to, term: term, logTerm: prevTerm, index: prev,
+                     entries: ents, commit: commitIndex))
+        switch pr.state {
+        case .probe:
+            pr.probeSent = true
+        case .replicate:
+            if let last = ents.last {
+                pr.next = last.index + 1
+                pr.inflights.append(last.index)
+            }
+        }
+        progress[to] = pr
+        return true
+    }
+}
