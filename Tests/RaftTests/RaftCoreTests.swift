@@ -178,6 +178,43 @@ struct RaftCoreTests {
         #expect(n.commitIndex == 3)
     }
 
+    @Test("§5.4.2 Figure 8: an old-term entry on a majority is not committed and can be safely overwritten")
+    func figureEight() throws {
+        // (b)/(c) of Figure 8: S1 led term 2 and stored index 2 (term 2) on S1, S2; S5 led term 3
+        // and stored index 2 (term 3) only on itself.
+        let disks: [NodeID: MemoryStorage] = [
+            1: try storage(terms: [1, 2], hardTerm: 3, commit: 1),
+            2: try storage(terms: [1, 2], hardTerm: 3, commit: 1),
+            3: try storage(terms: [1], hardTerm: 3, commit: 1),
+            4: try storage(terms: [1], hardTerm: 3, commit: 1),
+            5: try storage(terms: [1, 3], hardTerm: 3, commit: 1),
+        ]
+        var c = try TestCluster(ids: [1, 2, 3, 4, 5], disks: disks) { $0.checkQuorum = false }
+        // S1 wins term 4 and gets index 2 (term 2) onto S3, but its term-4 entry reaches no one.
+        c.transform = { m in
+            if m.to == 4 || m.to == 5 { return nil }
+            var m = m
+            if m.type == .append { m.entries.removeAll { $0.index >= 3 } }
+            return m
+        }
+        try c.elect(1)
+        #expect(c.nodes[1]!.role == .leader)
+        #expect(c.nodes[1]!.term == 4)
+        #expect(c.nodes[3]!.entry(at: 2)?.term == 2)   // index 2 (term 2) is on S1, S2, S3
+        #expect(c.nodes[1]!.commitIndex == 1)          // ...but not committed by counting
+        // (d): S1 crashes; S5 is elected with votes from S2, S3, S4 and overwrites index 2.
+        c.transform = { $0.from == 1 || $0.to == 1 ? nil : $0 }
+        // S5's first pre-vote (for term 4) is refused and teaches it term 4; the next one wins.
+        for _ in 0..<3 where c.nodes[5]!.role != .leader { try c.elect(5) }
+        #expect(c.nodes[5]!.role == .leader)
+        for id: NodeID in [2, 3, 4, 5] { #expect(c.nodes[id]!.entry(at: 2)?.term == 3) }
+        // No node ever applied the overwritten entry.
+        for id: NodeID in [1, 2, 3, 4, 5] {
+            #expect(!c.applied[id]!.contains { $0.index == 2 && $0.term == 2 })
+        }
+        #expect(c.applied[5]!.contains { $0.index == 2 && $0.term == 3 })
+    }
+
     @Test("the leader counts its own copy toward commit only after the host made it durable")
     func leaderCountsOwnVoteAfterPersist() throws {
         var c = try TestCluster(ids: [1])

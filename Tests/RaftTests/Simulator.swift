@@ -17,6 +17,9 @@ struct Simulator {
         var partitionPerMille = 2
         var healPerMille = 4
         var proposePercent = 15
+        /// Entry bytes per append; small values split the log across many messages.
+        var maxSizePerMsg = 256
+        var maxInflightMsgs = 8
         var livenessBudget = 4000   // ms after healing in which a new proposal must commit everywhere
     }
 
@@ -62,8 +65,8 @@ struct Simulator {
     private mutating func start(_ id: NodeID) throws {
         incarnation[id, default: 0] += 1
         var c = Config(id: id, peers: ids, seed: seed &+ id &* 1000 &+ incarnation[id]!)
-        c.maxSizePerMsg = 256
-        c.maxInflightMsgs = 8
+        c.maxSizePerMsg = options.maxSizePerMsg
+        c.maxInflightMsgs = options.maxInflightMsgs
         nodes[id] = try RaftNode(config: c, storage: disks[id]!)
         lastApplied[id] = 0     // the state machine is in memory: replayed from the log
     }

@@ -12,6 +12,8 @@ struct TestCluster {
     var sent: [Message] = []
     /// Messages for which this returns true are dropped.
     var drop: (Message) -> Bool = { _ in false }
+    /// Rewrites (or, returning nil, drops) each message before `drop` is consulted.
+    var transform: (Message) -> Message? = { $0 }
     var configure: (inout Config) -> Void
 
     init(ids: [NodeID] = [1, 2, 3], seed: UInt64 = 1, disks: [NodeID: MemoryStorage] = [:],
@@ -35,7 +37,7 @@ struct TestCluster {
         try disks[id]!.append(rd.entries)
         for m in rd.messages {
             sent.append(m)
-            if !drop(m) { inFlight.append(m) }
+            if let t = transform(m), !drop(t) { inFlight.append(t) }
         }
         applied[id]!.append(contentsOf: rd.committedEntries)
         n.advance()
