@@ -215,6 +215,50 @@ struct RaftCoreTests {
         #expect(c.applied[5]!.contains { $0.index == 2 && $0.term == 3 })
     }
 
+    @Test("a stale leader steps down when a follower answers with a higher term")
+    func staleLeaderStepsDown() throws {
+        var c = try TestCluster()
+        try c.elect(1)
+        var n = c.nodes[1]!
+        n.step(Message(type: .appendResponse, from: 2, to: 1, term: 7))
+        #expect(n.role == .follower)
+        #expect(n.term == 7)
+        #expect(n.leader == noNode)
+        #expect(throws: ProposalError.noLeader) { try n.propose([1]) }
+    }
+
+    @Test("a follower answers an append of an older term with its own term and ignores its entries")
+    func oldTermAppendRefused() throws {
+        var c = try TestCluster()
+        try c.elect(1)
+        var n = c.nodes[2]!
+        _ = n.ready(); n.advance()
+        n.step(Message(type: .append, from: 3, to: 2, term: 0, logTerm: 0, index: 0,
+                       entries: [Entry(term: 0, index: 1, data: [9])]))
+        let out = n.ready().messages
+        #expect(out.count == 1)
+        #expect(out.first?.type == .appendResponse)
+        #expect(out.first?.term == 1)
+        #expect(n.entry(at: 1)?.term == 1)
+    }
+
+    @Test("duplicated and reordered append responses do not move a follower's progress backwards")
+    func staleResponses() throws {
+        var c = try TestCluster()
+        try c.elect(1)
+        for i in 0..<3 { try c.propose(1, [UInt8(i)]); try c.stabilize() }
+        var n = c.nodes[1]!
+        #expect(n.commitIndex == 4)
+        // Replays of old acknowledgements and an old rejection.
+        n.step(Message(type: .appendResponse, from: 2, to: 1, term: 1, index: 1))
+        n.step(Message(type: .appendResponse, from: 2, to: 1, term: 1, index: 2, reject: true, rejectHint: 0))
+        #expect(n.commitIndex == 4)
+        try n.propose([99])
+        let appends = n.ready().messages.filter { $0.type == .append && $0.to == 2 }
+        #expect(appends.count == 1)
+        #expect(appends.first?.index == 4)   // still replicating from index 5 on
+    }
+
     @Test("the leader counts its own copy toward commit only after the host made it durable")
     func leaderCountsOwnVoteAfterPersist() throws {
         var c = try TestCluster(ids: [1])

@@ -58,26 +58,27 @@ struct SimulationTests {
             commits += sim.stats.committedEntries
             elections += sim.stats.elections
         }
+        print("raft sim: \(nodes) nodes, seeds \(base)..<\(base + UInt64(env("RAFT_SIM_SEEDS").map(Int.init) ?? count)): \(commits) entries committed, \(elections) leaders elected, \(failures.count) failures")
         return (failures, commits, elections)
     }
 
     @Test("3-node clusters under loss, delay, reordering, duplication, partitions and crashes stay safe and live",
           arguments: [0, 1, 2, 3])
     func threeNodes(shard: Int) throws {
-        let r = try Self.runSeeds(nodes: 3, count: 75, base: 1000 + UInt64(shard) * 75)
+        let r = try Self.runSeeds(nodes: 3, count: 125, base: 1000 + UInt64(shard) * 125)
         for f in r.failures { Issue.record("\(f)") }
         #expect(r.failures.isEmpty)
-        #expect(r.commits > 75 * 20)     // the runs made real progress
-        #expect(r.elections >= 75)
+        #expect(r.commits > 125 * 20)     // the runs made real progress
+        #expect(r.elections >= 125)
     }
 
     @Test("5-node clusters under loss, delay, reordering, duplication, partitions and crashes stay safe and live",
           arguments: [0, 1, 2, 3])
     func fiveNodes(shard: Int) throws {
-        let r = try Self.runSeeds(nodes: 5, count: 40, base: 5000 + UInt64(shard) * 40)
+        let r = try Self.runSeeds(nodes: 5, count: 60, base: 5000 + UInt64(shard) * 60)
         for f in r.failures { Issue.record("\(f)") }
         #expect(r.failures.isEmpty)
-        #expect(r.commits > 40 * 20)
-        #expect(r.elections >= 40)
+        #expect(r.commits > 60 * 20)
+        #expect(r.elections >= 60)
     }
 }
