@@ -259,6 +259,21 @@ struct RaftCoreTests {
         #expect(appends.first?.index == 4)   // still replicating from index 5 on
     }
 
+    @Test("§5.3 a follower commits only up to the last entry an append verified, not a stale suffix")
+    func commitOnlyVerifiedPrefix() throws {
+        let disks = [NodeID(2): try storage(terms: [1, 1, 2, 2], hardTerm: 2)]
+        let c = try TestCluster(disks: disks)
+        var n = c.nodes[2]!
+        // Leader 1 of term 3 (whose log differs from index 3 on) sends index 2 with commit 4.
+        n.step(Message(type: .append, from: 1, to: 2, term: 3, logTerm: 1, index: 1,
+                       entries: [Entry(term: 1, index: 2, data: [1])], commit: 4))
+        #expect(n.commitIndex == 2)
+        let rd = n.ready()
+        #expect(rd.committedEntries.map(\.index) == [1, 2])
+        #expect(rd.messages.first?.index == 2)
+        #expect(n.entry(at: 3)?.term == 2)   // kept until a conflicting entry arrives
+    }
+
     @Test("the leader counts its own copy toward commit only after the host made it durable")
     func leaderCountsOwnVoteAfterPersist() throws {
         var c = try TestCluster(ids: [1])
