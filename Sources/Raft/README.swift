@@ -35,5 +35,5 @@
 // ## Not implemented yet (issue 4)
 // Log compaction and snapshots (MemoryStorage keeps the whole log, the node holds the log in
 // memory), ReadIndex, learners and membership change, leadership transfer, async storage
-// (messages that may go before the local write are not split out), inflight byte limits,
-// proposal-size limits beyond one entry, the linearizability checker, benchmarks.
+// (messages that may go before the local write are not split out), inflight byte limits
+// (the window counts messages only), the linearizability checker, benchmarks.

@@ -62,6 +62,15 @@ struct SimulationTests {
         return (failures, commits, elections)
     }
 
+    @Test("1-node clusters under crashes and restarts stay safe and live")
+    func oneNode() throws {
+        let r = try Self.runSeeds(nodes: 1, count: 60, base: 100)
+        for f in r.failures { Issue.record("\(f)") }
+        #expect(r.failures.isEmpty)
+        #expect(r.commits > 60 * 20)
+        #expect(r.elections >= 60)
+    }
+
     @Test("3-node clusters under loss, delay, reordering, duplication, partitions and crashes stay safe and live",
           arguments: [0, 1, 2, 3])
     func threeNodes(shard: Int) throws {
