@@ -53,12 +53,15 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
+        // Helpers shared by the test targets (the seeded PRNG every fuzz/model test replays from).
+        .target(name: "KeelTestSupport", path: "Tests/KeelTestSupport"),
+
         .testTarget(name: "ProtoWireTests", dependencies: ["ProtoWire"]),
-        .testTarget(name: "ProtoGenTests", dependencies: ["ProtoGenCore", "ProtoWire"],
+        .testTarget(name: "ProtoGenTests", dependencies: ["ProtoGenCore", "ProtoWire", "KeelTestSupport"],
                     exclude: ["Protos"], plugins: ["ProtoGenPlugin"]),
-        .testTarget(name: "KeelAPITests", dependencies: ["KeelAPI", "ProtoWire"]),
+        .testTarget(name: "KeelAPITests", dependencies: ["KeelAPI", "ProtoWire", "KeelTestSupport"]),
         .testTarget(name: "RaftTests", dependencies: ["Raft"]),
-        .testTarget(name: "StorageTests", dependencies: ["Storage", "storage-crash-helper"]),
+        .testTarget(name: "StorageTests", dependencies: ["Storage", "storage-crash-helper", "KeelTestSupport"]),
         // Child process for StorageTests' SIGKILL crash and full-disk tests.
         .executableTarget(name: "storage-crash-helper", dependencies: ["Storage"], path: "Tests/StorageCrashHelper"),
         // Storage benchmark (not a test): see Benchmarks/RESULTS.md.

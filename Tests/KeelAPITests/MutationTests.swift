@@ -1,19 +1,6 @@
 import KeelAPI
 import Testing
-
-/// SplitMix64: small, fast, deterministic; the seed is printed with every failure.
-struct SplitMix64 {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func below(_ n: Int) -> Int { Int(next() % UInt64(max(n, 1))) }
-    mutating func byte() -> UInt8 { UInt8(truncatingIfNeeded: next()) }
-}
+import KeelTestSupport
 
 enum Mutator {
     static let kinds = 9
@@ -84,7 +71,7 @@ enum Mutator {
     func mutatedFixturesThrowTypedErrorsOrRoundTrip(seed: UInt64) throws {
         // The 1 MiB fixture is mutated less often to keep the run short; its small neighbours cover the same code.
         let fixtures = try Fixtures.all()
-        var rng = SplitMix64(state: seed)
+        var rng = SplitMix64(seed: seed)
         var rejected = 0, accepted = 0, total = 0
         var rejectedKinds: [ProtoDecodingError: Int] = [:]
         for fixture in fixtures {

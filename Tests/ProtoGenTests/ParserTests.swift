@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import KeelTestSupport
 @testable import ProtoGenCore
 
 func parse(_ src: String, file: String = "t.proto") throws(ProtoError) -> ProtoFile {

@@ -1,4 +1,5 @@
 import Testing
+import KeelTestSupport
 import ProtoWire
 
 /// Random messages (fixed seed) checked against protoc in one batch: protoc must decode our

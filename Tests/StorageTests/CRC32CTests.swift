@@ -1,4 +1,5 @@
 import Testing
+import KeelTestSupport
 @testable import Storage
 
 @Suite struct CRC32CTests {

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Testing
+import KeelTestSupport
 @testable import Storage
 
 func walData(_ index: UInt64) -> [UInt8] {
