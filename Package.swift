@@ -37,7 +37,7 @@ let package = Package(
 
         // Storage: WAL, snapshots, MVCC on LMDB.
         .systemLibrary(name: "CLMDB", pkgConfig: "lmdb", providers: [.apt(["liblmdb-dev"])]),
-        .target(name: "Storage", dependencies: ["CLMDB", "ProtoWire"]),
+        .target(name: "Storage", dependencies: ["CLMDB", "ProtoWire", "KeelAPI"]),
 
         // gRPC over HTTP/2 (nghttp2 in memory mode) on SwiftNIO, gzip through zlib.
         .systemLibrary(name: "CNGHTTP2", pkgConfig: "libnghttp2", providers: [.apt(["libnghttp2-dev"])]),
@@ -61,11 +61,11 @@ let package = Package(
                     exclude: ["Protos"], plugins: ["ProtoGenPlugin"]),
         .testTarget(name: "KeelAPITests", dependencies: ["KeelAPI", "ProtoWire", "KeelTestSupport"]),
         .testTarget(name: "RaftTests", dependencies: ["Raft"]),
-        .testTarget(name: "StorageTests", dependencies: ["Storage", "storage-crash-helper", "KeelTestSupport"]),
+        .testTarget(name: "StorageTests", dependencies: ["Storage", "KeelAPI", "storage-crash-helper", "KeelTestSupport"]),
         // Child process for StorageTests' SIGKILL crash and full-disk tests.
-        .executableTarget(name: "storage-crash-helper", dependencies: ["Storage"], path: "Tests/StorageCrashHelper"),
+        .executableTarget(name: "storage-crash-helper", dependencies: ["Storage", "KeelAPI"], path: "Tests/StorageCrashHelper"),
         // Storage benchmark (not a test): see Benchmarks/RESULTS.md.
-        .executableTarget(name: "storage-bench", dependencies: ["Storage"], path: "Benchmarks/StorageBench"),
+        .executableTarget(name: "storage-bench", dependencies: ["Storage", "KeelAPI"], path: "Benchmarks/StorageBench"),
         .testTarget(name: "GRPCTests", dependencies: ["GRPC", "ProtoWire", "CNGHTTP2", nio, nioPosix],
                     exclude: ["echo.proto", "python"], plugins: ["ProtoGenPlugin"]),
     ],

@@ -1,0 +1,228 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import CLMDB
+import Synchronization
+
+// A thin layer over Debian's liblmdb 0.9: one environment (file) with the MVCC tables, read and
+// write transactions, and cursors. Everything returned by a cursor points into LMDB's pages and is
+// valid only inside its transaction (and, in a write transaction, until the next write).
+
+/// The LMDB environment and its tables. Sendable because LMDB itself makes an environment safe to
+/// use from any thread: it is opened with MDB_NOTLS (read transactions are not tied to a thread,
+/// so a read may run on any executor), write transactions are serialized by LMDB's writer mutex,
+/// and the handles below never change after `open`. The environment is closed when the last
+/// reference goes away (the store swaps in a new one after `defragment`, while readers that still
+/// hold the old one finish on it).
+final class LMDBEnv: Sendable {
+    nonisolated(unsafe) let env: OpaquePointer
+    let path: String
+    let pageSize: Int
+    /// key ‖ main(8 BE) ‖ sub(8 BE) -> record (custom comparator: key bytes first, then revision).
+    let keys: MDB_dbi
+    /// main(8 BE) ‖ sub(8 BE) -> flag(1) ‖ key.
+    let revs: MDB_dbi
+    /// Store-internal values: revision, compacted revision, applied index.
+    let sys: MDB_dbi
+    /// Caller's meta records (members, cluster id ...): UTF-8 name -> bytes.
+    let meta: MDB_dbi
+    /// lease id (8 BE, as UInt64 bit pattern) -> ttl(8 LE) ‖ remainingTTL(8 LE).
+    let leases: MDB_dbi
+    /// lease id (8 BE) ‖ key -> empty: the keys attached to a lease.
+    let leaseKeys: MDB_dbi
+    /// Delete the file when this environment closes (set on the old file after defragment).
+    let removeOnClose = Atomic<Bool>(false)
+
+    static let maxKeySize = 511
+
+    init(path: String, mapSize: Int, readOnly: Bool = false) throws(MVCCError) {
+        var e: OpaquePointer?
+        try LMDB.check(mdb_env_create(&e))
+        guard let env = e else { throw .storage("mdb_env_create returned no environment") }
+        do throws(MVCCError) {
+            try LMDB.check(mdb_env_set_maxdbs(env, 8))
+            try LMDB.check(mdb_env_set_maxreaders(env, 1024))
+            try LMDB.check(mdb_env_set_mapsize(env, mapSize))
+            var flags = UInt32(MDB_NOTLS | MDB_NOSUBDIR | MDB_NOMETASYNC | MDB_NORDAHEAD)
+            if readOnly { flags |= UInt32(MDB_RDONLY) }
+            try LMDB.check(mdb_env_open(env, path, flags, 0o644), path)
+        } catch {
+            mdb_env_close(env)
+            throw error
+        }
+        self.env = env
+        self.path = path
+        var st = MDB_stat()
+        mdb_env_stat(env, &st)
+        pageSize = Int(st.ms_psize)
+        // Open (create) the tables in one write transaction and register the comparator.
+        var txn: OpaquePointer?
+        var handles: [MDB_dbi] = []
+        do throws(MVCCError) {
+            try LMDB.check(mdb_txn_begin(env, nil, readOnly ? UInt32(MDB_RDONLY) : 0, &txn))
+            for name in ["keys", "revs", "sys", "meta", "leases", "leaseKeys"] {
+                var dbi: MDB_dbi = 0
+                try LMDB.check(mdb_dbi_open(txn, name, readOnly ? 0 : UInt32(MDB_CREATE), &dbi), "open table \(name)")
+                handles.append(dbi)
+            }
+            try LMDB.check(mdb_set_compare(txn, handles[0], keyTableCompare))
+            try LMDB.check(mdb_txn_commit(txn))
+        } catch {
+            if txn != nil { mdb_txn_abort(txn) }
+            mdb_env_close(env)
+            throw error
+        }
+        keys = handles[0]; revs = handles[1]; sys = handles[2]
+        meta = handles[3]; leases = handles[4]; leaseKeys = handles[5]
+    }
+
+    deinit {
+        mdb_env_close(env)
+        if removeOnClose.load(ordering: .acquiring) {
+            unlink(path)
+            unlink(path + "-lock")
+        }
+    }
+
+    /// Runs `body` in a read-only transaction (one consistent snapshot).
+    func read<T>(_ body: (borrowing LMDBTxn) throws(MVCCError) -> T) throws(MVCCError) -> T {
+        var t: OpaquePointer?
+        try LMDB.check(mdb_txn_begin(env, nil, UInt32(MDB_RDONLY), &t))
+        let txn = LMDBTxn(env: self, txn: t!)
+        defer { mdb_txn_abort(t) }
+        return try body(txn)
+    }
+
+    /// (file size in bytes as LMDB's last used page says, page size)
+    var info: (lastPage: Int, mapSize: Int) {
+        var i = MDB_envinfo()
+        mdb_env_info(env, &i)
+        return (Int(i.me_last_pgno), Int(i.me_mapsize))
+    }
+}
+
+/// Comparator of the key-major table: LMDB key = user key ‖ 16 revision bytes. Orders by user key
+/// (bytewise, shorter prefix first), then by revision, so that all versions of one key are adjacent
+/// and in revision order, and keys are in etcd's order.
+let keyTableCompare: @convention(c) (UnsafePointer<MDB_val>?, UnsafePointer<MDB_val>?) -> Int32 = { a, b in
+    let an = a!.pointee.mv_size, bn = b!.pointee.mv_size
+    let ap = a!.pointee.mv_data!, bp = b!.pointee.mv_data!
+    let ak = an >= 16 ? an - 16 : 0, bk = bn >= 16 ? bn - 16 : 0
+    let c = memcmp(ap, bp, min(ak, bk))
+    if c != 0 { return c }
+    if ak != bk { return ak < bk ? -1 : 1 }
+    let r = memcmp(ap + ak, bp + bk, min(an - ak, bn - bk))
+    if r != 0 { return r }
+    return an == bn ? 0 : (an < bn ? -1 : 1)
+}
+
+/// A transaction handle (read or write); the owner begins and ends it.
+struct LMDBTxn: ~Copyable {
+    let env: LMDBEnv
+    let txn: OpaquePointer
+
+    func get(_ dbi: MDB_dbi, _ key: [UInt8]) throws(MVCCError) -> [UInt8]? {
+        var k = MDB_val(), v = MDB_val()
+        let rc = key.withUnsafeBytes { kb in
+            k = MDB_val(mv_size: kb.count, mv_data: UnsafeMutableRawPointer(mutating: kb.baseAddress))
+            return mdb_get(txn, dbi, &k, &v)
+        }
+        if rc == MDB_NOTFOUND { return nil }
+        try LMDB.check(rc)
+        return Array(UnsafeRawBufferPointer(start: v.mv_data, count: v.mv_size))
+    }
+
+    func put(_ dbi: MDB_dbi, _ key: [UInt8], _ value: [UInt8]) throws(MVCCError) {
+        let rc = key.withUnsafeBytes { kb in
+            value.withUnsafeBytes { vb in
+                var k = MDB_val(mv_size: kb.count, mv_data: UnsafeMutableRawPointer(mutating: kb.baseAddress))
+                var v = MDB_val(mv_size: vb.count, mv_data: UnsafeMutableRawPointer(mutating: vb.baseAddress))
+                return mdb_put(txn, dbi, &k, &v, 0)
+            }
+        }
+        try LMDB.check(rc)
+    }
+
+    /// Deletes a key; false when it was not there.
+    @discardableResult
+    func del(_ dbi: MDB_dbi, _ key: [UInt8]) throws(MVCCError) -> Bool {
+        let rc = key.withUnsafeBytes { kb in
+            var k = MDB_val(mv_size: kb.count, mv_data: UnsafeMutableRawPointer(mutating: kb.baseAddress))
+            return mdb_del(txn, dbi, &k, nil)
+        }
+        if rc == MDB_NOTFOUND { return false }
+        try LMDB.check(rc)
+        return true
+    }
+
+    func cursor(_ dbi: MDB_dbi) throws(MVCCError) -> LMDBCursor {
+        var c: OpaquePointer?
+        try LMDB.check(mdb_cursor_open(txn, dbi, &c))
+        return LMDBCursor(c: c!)
+    }
+
+    func entries(_ dbi: MDB_dbi) throws(MVCCError) -> Int {
+        var st = MDB_stat()
+        try LMDB.check(mdb_stat(txn, dbi, &st))
+        return Int(st.ms_entries)
+    }
+}
+
+/// A cursor; closed on deinit (before its transaction ends: cursors are local to one call).
+struct LMDBCursor: ~Copyable {
+    let c: OpaquePointer
+    deinit { mdb_cursor_close(c) }
+
+    typealias Entry = (key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer)
+
+    func op(_ o: MDB_cursor_op) throws(MVCCError) -> Entry? {
+        var k = MDB_val(), v = MDB_val()
+        let rc = mdb_cursor_get(c, &k, &v, o)
+        if rc == MDB_NOTFOUND { return nil }
+        try LMDB.check(rc)
+        return (UnsafeRawBufferPointer(start: k.mv_data, count: k.mv_size),
+                UnsafeRawBufferPointer(start: v.mv_data, count: v.mv_size))
+    }
+
+    /// First entry >= key.
+    func seek(_ key: UnsafeRawBufferPointer) throws(MVCCError) -> Entry? {
+        var k = MDB_val(mv_size: key.count, mv_data: UnsafeMutableRawPointer(mutating: key.baseAddress))
+        var v = MDB_val()
+        let rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE)
+        if rc == MDB_NOTFOUND { return nil }
+        try LMDB.check(rc)
+        return (UnsafeRawBufferPointer(start: k.mv_data, count: k.mv_size),
+                UnsafeRawBufferPointer(start: v.mv_data, count: v.mv_size))
+    }
+
+    func seek(_ key: [UInt8]) throws(MVCCError) -> Entry? {
+        var k = MDB_val(), v = MDB_val()
+        let rc = key.withUnsafeBytes { kb in
+            k = MDB_val(mv_size: kb.count, mv_data: UnsafeMutableRawPointer(mutating: kb.baseAddress))
+            return mdb_cursor_get(c, &k, &v, MDB_SET_RANGE)   // on success k points into LMDB's page
+        }
+        if rc == MDB_NOTFOUND { return nil }
+        try LMDB.check(rc)
+        return (UnsafeRawBufferPointer(start: k.mv_data, count: k.mv_size),
+                UnsafeRawBufferPointer(start: v.mv_data, count: v.mv_size))
+    }
+
+    func next() throws(MVCCError) -> Entry? { try op(MDB_NEXT) }
+    func prev() throws(MVCCError) -> Entry? { try op(MDB_PREV) }
+    func last() throws(MVCCError) -> Entry? { try op(MDB_LAST) }
+    func first() throws(MVCCError) -> Entry? { try op(MDB_FIRST) }
+
+    /// Deletes the current entry; `next()` then returns the entry that followed it.
+    func deleteCurrent() throws(MVCCError) { try LMDB.check(mdb_cursor_del(c, 0)) }
+}
+
+enum LMDB {
+    static func check(_ rc: Int32, _ context: String = "") throws(MVCCError) {
+        if rc == 0 { return }
+        if rc == MDB_MAP_FULL || rc == ENOSPC || rc == EFBIG || rc == EDQUOT { throw .noSpace }
+        let text = String(cString: mdb_strerror(rc))
+        throw .storage(context.isEmpty ? "lmdb: \(text)" : "lmdb: \(context): \(text)")
+    }
+}

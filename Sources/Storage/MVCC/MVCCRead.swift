@@ -1,0 +1,252 @@
+import KeelAPI
+
+// Reads over one LMDB transaction (a read snapshot, or the write transaction, which sees its own
+// writes). `atRev` bounds the revisions seen: the newest version of a key with main revision <=
+// atRev is its state at atRev; a tombstone there means "not present".
+
+extension LMDBTxn {
+    // MARK: internal values
+
+    func sysInt(_ name: String) throws(MVCCError) -> Int64? {
+        guard let b = try get(env.sys, Array(name.utf8)), b.count == 8 else { return nil }
+        return b.withUnsafeBytes { Rec.le($0, 0) }
+    }
+
+    /// (current revision, compacted revision) of this snapshot.
+    func revisions() throws(MVCCError) -> (current: Int64, compacted: Int64) {
+        (try sysInt("rev") ?? 1, try sysInt("compact") ?? 0)
+    }
+
+    // MARK: point and range walks
+
+    /// Positions `c` at the first key-table entry whose user key is >= `key`.
+    func seekStart(_ c: borrowing LMDBCursor, _ key: [UInt8]) throws(MVCCError) -> LMDBCursor.Entry? {
+        if key.count <= Rec.maxUserKey {
+            return try c.seek(Rec.keyTableKey(key, 0, 0))
+        }
+        // Longer than any stored key: seek to its prefix, then skip the (shorter) keys below it.
+        var e = try c.seek(Rec.keyTableKey(Array(key[..<Rec.maxUserKey]), 0, 0))
+        while let cur = e, Rec.compare(Rec.splitKey(cur.key).key, key) < 0 { e = try c.next() }
+        return e
+    }
+
+    /// A search key just after every revision <= atRev of `key`.
+    static func boundKey(_ key: UnsafeRawBufferPointer, _ atRev: Int64) -> [UInt8] {
+        var b = Array(key)
+        Rec.appendBE(UInt64(bitPattern: atRev) &+ 1, to: &b)
+        Rec.appendBE(0, to: &b)
+        return b
+    }
+
+    /// The newest version of `key` at `atRev` if it is a live (put) entry: calls `visit` with the
+    /// user key, its mod revision and record bytes.
+    func latest<T>(_ key: [UInt8], atRev: Int64,
+                   _ visit: (UnsafeRawBufferPointer, Int64, UnsafeRawBufferPointer) throws(MVCCError) -> T)
+        throws(MVCCError) -> T? {
+        guard key.count <= Rec.maxUserKey else { return nil }
+        let c = try cursor(env.keys)
+        let bound = key.withUnsafeBytes { Self.boundKey($0, atRev) }
+        let e: LMDBCursor.Entry? = try c.seek(bound) == nil ? try c.last() : try c.prev()
+        guard let x = e else { return nil }
+        let s = Rec.splitKey(x.key)
+        guard Rec.compare(s.key, key) == 0, !Rec.isTombstone(x.value) else { return nil }
+        return try visit(s.key, s.main, x.value)
+    }
+
+    func latestKV(_ key: [UInt8], atRev: Int64) throws(MVCCError) -> Mvccpb.KeyValue? {
+        try latest(key, atRev: atRev) { (k, mod, v) throws(MVCCError) in try Rec.decode(key: k, mod: mod, value: v) }
+    }
+
+    /// Calls `visit(userKey, modRevision, record)` for every key in [start, end) whose newest version
+    /// at `atRev` is a put, in key order; stops when `visit` returns false.
+    func walkLive(_ start: [UInt8], _ end: RangeEnd, atRev: Int64,
+                  _ visit: (UnsafeRawBufferPointer, Int64, UnsafeRawBufferPointer) throws(MVCCError) -> Bool)
+        throws(MVCCError) {
+        if end == .single {
+            _ = try latest(start, atRev: atRev, visit)
+            return
+        }
+        if case .before(let e) = end, !start.lexicographicallyPrecedes(e) { return }   // empty interval
+        let c = try cursor(env.keys)
+        var e = try seekStart(c, start)
+        while let cur = e {
+            let s = Rec.splitKey(cur.key)
+            if case .before(let endKey) = end, Rec.compare(s.key, endKey) >= 0 { break }
+            if s.main > atRev {                       // created after atRev: not there
+                e = try c.seek(Rec.pastKey(s.key))
+                continue
+            }
+            let n = try c.next()
+            guard let nx = n, Rec.equal(Rec.splitKey(nx.key).key, s.key) else {
+                // the only version of this key: the common case, one step per key
+                if !Rec.isTombstone(cur.value), try !visit(s.key, s.main, cur.value) { return }
+                e = n
+                continue
+            }
+            if Rec.splitKey(nx.key).main > atRev {
+                if !Rec.isTombstone(cur.value), try !visit(s.key, s.main, cur.value) { return }
+            } else {
+                // several versions <= atRev: jump to the newest of them
+                let l = try c.seek(Self.boundKey(s.key, atRev)) == nil ? try c.last() : try c.prev()
+                if let l {
+                    let ls = Rec.splitKey(l.key)
+                    if !Rec.isTombstone(l.value), try !visit(ls.key, ls.main, l.value) { return }
+                }
+            }
+            e = try c.seek(Rec.pastKey(s.key))
+        }
+    }
+
+    // MARK: Range (etcd's applierV3backend.Range + mvcc rangeKeys)
+
+    func range(_ r: Etcdserverpb.RangeRequest, curRev: Int64, compactRev: Int64) throws(MVCCError)
+        -> Etcdserverpb.RangeResponse {
+        if r.revision > curRev { throw .futureRevision }
+        let rev = r.revision <= 0 ? curRev : r.revision
+        if rev < compactRev { throw .compacted(compactRevision: compactRev) }
+
+        var limit = r.limit
+        let filtered = r.minModRevision != 0 || r.maxModRevision != 0
+            || r.minCreateRevision != 0 || r.maxCreateRevision != 0
+        if r.sortOrder != .none || filtered { limit = 0 }   // fetch everything; sort and cut after
+        if limit > 0 { limit += 1 }                         // one extra for `more`
+        let needValues = !r.keysOnly || r.sortTarget == .value
+        var kvs: [Mvccpb.KeyValue] = []
+        var total: Int64 = 0
+        try walkLive(r.key, RangeEnd(r.rangeEnd), atRev: rev) { (k, mod, v) throws(MVCCError) in
+            total += 1
+            if !r.countOnly && (limit <= 0 || Int64(kvs.count) < limit) {
+                kvs.append(try Rec.decode(key: k, mod: mod, value: v, keysOnly: !needValues))
+            }
+            return true
+        }
+        if r.maxModRevision != 0 { kvs.removeAll { $0.modRevision > r.maxModRevision } }
+        if r.minModRevision != 0 { kvs.removeAll { $0.modRevision < r.minModRevision } }
+        if r.maxCreateRevision != 0 { kvs.removeAll { $0.createRevision > r.maxCreateRevision } }
+        if r.minCreateRevision != 0 { kvs.removeAll { $0.createRevision < r.minCreateRevision } }
+
+        var order = r.sortOrder
+        if r.sortTarget != .key && order == .none { order = .ascend }
+        if order == .ascend || order == .descend {
+            let less: ((Mvccpb.KeyValue, Mvccpb.KeyValue) -> Bool)?
+            switch r.sortTarget {
+            case .key: less = { $0.key.lexicographicallyPrecedes($1.key) }
+            case .version: less = { $0.version < $1.version }
+            case .create: less = { $0.createRevision < $1.createRevision }
+            case .mod: less = { $0.modRevision < $1.modRevision }
+            case .value: less = { $0.value.lexicographicallyPrecedes($1.value) }
+            default: less = nil
+            }
+            if let less {
+                // Stable (ties stay in key order); etcd's sort is unstable, so ties may differ from it.
+                let desc = order == .descend
+                kvs = kvs.enumerated().sorted { a, b in
+                    if desc ? less(b.element, a.element) : less(a.element, b.element) { return true }
+                    if desc ? less(a.element, b.element) : less(b.element, a.element) { return false }
+                    return a.offset < b.offset
+                }.map(\.element)
+            }
+        }
+        var resp = Etcdserverpb.RangeResponse()
+        if r.limit > 0 && kvs.count > Int(r.limit) {
+            kvs.removeLast(kvs.count - Int(r.limit))
+            resp.more = true
+        }
+        if r.keysOnly { for i in kvs.indices { kvs[i].value = [] } }
+        var h = Etcdserverpb.ResponseHeader()
+        h.revision = curRev
+        resp.header = h
+        resp.count = total
+        resp.kvs = kvs
+        return resp
+    }
+
+    // MARK: history
+
+    static func inRange(_ k: UnsafeRawBufferPointer, _ key: [UInt8], _ end: RangeEnd) -> Bool {
+        switch end {
+        case .single: return Rec.compare(k, key) == 0
+        case .unbounded: return Rec.compare(k, key) >= 0
+        case .before(let e): return Rec.compare(k, key) >= 0 && Rec.compare(k, e) < 0
+        }
+    }
+
+    /// Events with start <= main revision <= end in [key, rangeEnd), in revision order. Stops after
+    /// `limit` events (if > 0) at the end of a main revision, so a revision is never split.
+    func events(from start: Int64, to end: Int64, key: [UInt8], rangeEnd: [UInt8], prevKV: Bool,
+                limit: Int) throws(MVCCError) -> [Mvccpb.Event] {
+        let re = RangeEnd(rangeEnd)
+        let rc = try cursor(env.revs)
+        let kc = try cursor(env.keys)
+        var out: [Mvccpb.Event] = []
+        var e = try rc.seek(Rec.revKey(max(start, 0), 0))
+        var lastMain: Int64 = -1
+        while let cur = e {
+            let main = Int64(bitPattern: Rec.be(cur.key, 0)), sub = Int64(bitPattern: Rec.be(cur.key, 8))
+            if main > end { break }
+            if limit > 0 && out.count >= limit && main != lastMain { break }
+            let uk = UnsafeRawBufferPointer(rebasing: cur.value[1...])
+            if Self.inRange(uk, key, re) {
+                let ukey = Array(uk)
+                guard let rec = try kc.seek(Rec.keyTableKey(ukey, main, sub)),
+                      Rec.splitKey(rec.key).main == main, Rec.equal(Rec.splitKey(rec.key).key, uk) else {
+                    throw .storage("mvcc: revision \(main).\(sub) missing from the key table")
+                }
+                var ev = Mvccpb.Event()
+                if Rec.isTombstone(rec.value) {
+                    ev.type = .delete
+                    var kv = Mvccpb.KeyValue()
+                    kv.key = ukey
+                    kv.modRevision = main
+                    ev.kv = kv
+                } else {
+                    ev.type = .put
+                    ev.kv = try Rec.decode(key: uk, mod: main, value: rec.value)
+                }
+                if prevKV, let p = try kc.prev() {
+                    let ps = Rec.splitKey(p.key)
+                    if Rec.equal(ps.key, uk), !Rec.isTombstone(p.value) {
+                        ev.prevKv = try Rec.decode(key: ps.key, mod: ps.main, value: p.value)
+                    }
+                }
+                out.append(ev)
+                lastMain = main
+            }
+            e = try rc.next()
+        }
+        return out
+    }
+
+    // MARK: leases
+
+    func lease(_ id: Int64) throws(MVCCError) -> LeaseRecord? {
+        guard let v = try get(env.leases, Rec.leaseKey(id)), v.count == 16 else { return nil }
+        return v.withUnsafeBytes { LeaseRecord(id: id, ttl: Rec.le($0, 0), remainingTTL: Rec.le($0, 8)) }
+    }
+
+    func allLeases() throws(MVCCError) -> [LeaseRecord] {
+        let c = try cursor(env.leases)
+        var out: [LeaseRecord] = []
+        var e = try c.first()
+        while let cur = e {
+            if cur.key.count == 8 && cur.value.count == 16 {
+                out.append(LeaseRecord(id: Int64(bitPattern: Rec.be(cur.key, 0)),
+                                       ttl: Rec.le(cur.value, 0), remainingTTL: Rec.le(cur.value, 8)))
+            }
+            e = try c.next()
+        }
+        return out
+    }
+
+    func leaseKeys(_ id: Int64) throws(MVCCError) -> [[UInt8]] {
+        let c = try cursor(env.leaseKeys)
+        let prefix = Rec.leaseKey(id)
+        var out: [[UInt8]] = []
+        var e = try c.seek(prefix)
+        while let cur = e, cur.key.count >= 8, Rec.be(cur.key, 0) == UInt64(bitPattern: id) {
+            out.append(Array(cur.key[8...]))
+            e = try c.next()
+        }
+        return out
+    }
+}

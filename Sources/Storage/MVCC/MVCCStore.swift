@@ -1,0 +1,206 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import CLMDB
+import KeelAPI
+import Synchronization
+
+// The MVCC store: etcd's data model (revisions, versions, history, compaction, leases) on LMDB.
+//
+// Files in the store directory: `LOCK` (flock: one process per directory), `db-<gen>.mdb` and its
+// `db-<gen>.mdb-lock` (LMDB). `gen` changes only in `defragment`.
+//
+// Tables (one LMDB environment, see LMDB.swift):
+//   keys       user key ‖ main ‖ sub (BE) -> put record (create, version, lease LE; value) or tombstone
+//   revs       main ‖ sub (BE)            -> flag ‖ user key       (history in revision order, compaction)
+//   sys        "rev", "compact", "applied" -> Int64/UInt64 LE
+//   meta       caller's records
+//   leases     id (BE) -> ttl ‖ remaining TTL (LE);  leaseKeys  id (BE) ‖ key -> ""
+// Nothing is held in memory about keys: opening a store reads three integers.
+//
+// Durability: LMDB with MDB_NOMETASYNC: every write{} is one LMDB commit with one fdatasync of the
+// data pages; the meta page is synced by the next commit (or sync()). An OS crash can lose the last
+// commit but never corrupts the file; the applied Raft index is in the same commit as the data, so
+// the server replays the WAL from `appliedIndex` + 1 idempotently. A process crash (SIGKILL) loses
+// nothing that was committed. Call `sync()` before releasing WAL entries <= appliedIndex.
+//
+// Concurrency: reads from any thread (each call reads one LMDB snapshot); ONE writer at a time (the
+// apply loop; a second concurrent write{} blocks in LMDB until the first ends; write{} must not be
+// nested on one thread).
+
+public final class MVCCStore: Sendable {
+    public let directory: String
+    public let options: MVCCOptions
+
+    struct State: ~Copyable {
+        var env: LMDBEnv?
+        var lock: DirectoryLock?
+        var generation: UInt64
+    }
+    // Holds the current environment. A mutex, not an actor: reads are synchronous calls from any
+    // thread by contract; the critical section is a pointer copy (+retain), and it is what lets
+    // `defragment` swap the file while readers finish on the old one.
+    private let state: Mutex<State>
+    private let cachedRev: Atomic<Int64>
+    private let cachedCompact: Atomic<Int64>
+    private let cachedApplied: Atomic<UInt64>
+
+    private init(directory: String, options: MVCCOptions, env: LMDBEnv, lock: sending DirectoryLock, generation: UInt64,
+                 rev: Int64, compact: Int64, applied: UInt64) {
+        self.directory = directory
+        self.options = options
+        state = Mutex(State(env: env, lock: lock, generation: generation))
+        cachedRev = Atomic(rev)
+        cachedCompact = Atomic(compact)
+        cachedApplied = Atomic(applied)
+    }
+
+    static func dbName(_ gen: UInt64) -> String { "db-" + WAL.hex16(gen) + ".mdb" }
+
+    /// Opens (creating if needed) the store in `directory`.
+    public static func open(directory: String, options: MVCCOptions = MVCCOptions()) throws(MVCCError) -> MVCCStore {
+        let lock: DirectoryLock
+        do { lock = try DirectoryLock(directory: directory) } catch { throw .storage("\(error)") }
+        let names: [String]
+        do { names = try FileIO.listDir(directory) } catch { throw .storage("\(error)") }
+        // The newest generation wins; older ones are leftovers of an interrupted defragment.
+        var gens: [UInt64] = []
+        for n in names where n.hasPrefix("db-") && n.hasSuffix(".mdb") && n.count == 23 {
+            if let g = UInt64(n.dropFirst(3).prefix(16), radix: 16) { gens.append(g) }
+        }
+        gens.sort()
+        let gen = gens.last ?? 1
+        for g in gens.dropLast() {
+            unlink(directory + "/" + dbName(g)); unlink(directory + "/" + dbName(g) + "-lock")
+        }
+        for n in names where n.hasSuffix(".tmp") { unlink(directory + "/" + n) }
+        let env = try LMDBEnv(path: directory + "/" + dbName(gen), mapSize: options.effectiveMapSize)
+        let (rev, compact, applied) = try env.read { (t) throws(MVCCError) in
+            let r = try t.revisions()
+            return (r.current, r.compacted, UInt64(bitPattern: try t.sysInt("applied") ?? 0))
+        }
+        return MVCCStore(directory: directory, options: options, env: env, lock: lock, generation: gen,
+                         rev: rev, compact: compact, applied: applied)
+    }
+
+    /// Closes the store. Calls after close throw `.storage("mvcc: store is closed")`; reads still
+    /// running finish on their snapshot (the environment closes when the last of them ends).
+    public func close() {
+        let (env, lock) = state.withLock { s in
+            let r = (s.env, s.lock)
+            s.env = nil; s.lock = nil
+            return r
+        }
+        _ = env
+        lock?.release()
+    }
+
+    func currentEnv() throws(MVCCError) -> LMDBEnv {
+        guard let e = state.withLock({ $0.env }) else { throw .storage("mvcc: store is closed") }
+        return e
+    }
+
+    // MARK: cached counters (updated after each commit)
+
+    /// Current store revision: a new store is at 1, the first change makes 2.
+    public var revision: Int64 { cachedRev.load(ordering: .acquiring) }
+    /// The last compaction's revision; 0 when never compacted.
+    public var compactedRevision: Int64 { cachedCompact.load(ordering: .acquiring) }
+    /// The last applied Raft index (written in the same LMDB transaction as the data).
+    public var appliedIndex: UInt64 { cachedApplied.load(ordering: .acquiring) }
+
+    // MARK: reads
+
+    /// etcd's Range on one consistent snapshot; header.revision = the snapshot's store revision.
+    public func range(_ r: Etcdserverpb.RangeRequest) throws(MVCCError) -> Etcdserverpb.RangeResponse {
+        try currentEnv().read { (t) throws(MVCCError) in
+            let (cur, compact) = try t.revisions()
+            return try t.range(r, curRev: cur, compactRev: compact)
+        }
+    }
+
+    /// Watch history: events with start <= revision <= end (nil: current) for `key` / [key, rangeEnd)
+    /// (etcd's range_end conventions), in revision order, prevKv filled when asked (absent when the
+    /// previous version was compacted away, as in etcd). `limit` > 0 stops after that many events at
+    /// the end of a revision (a revision is never split). Throws `.compacted` when start < the
+    /// compacted revision (etcd's watcher rule `minRev < compactRev`: history at the compacted
+    /// revision itself is complete) and `.futureRevision` when `end` is beyond the current revision.
+    public func events(from start: Int64, to end: Int64? = nil, key: [UInt8], rangeEnd: [UInt8] = [],
+                       prevKV: Bool = false, limit: Int = 0) throws(MVCCError) -> [Mvccpb.Event] {
+        try currentEnv().read { (t) throws(MVCCError) in
+            let (cur, compact) = try t.revisions()
+            if start < compact { throw .compacted(compactRevision: compact) }
+            if let end, end > cur { throw .futureRevision }
+            return try t.events(from: start, to: end ?? cur, key: key, rangeEnd: rangeEnd, prevKV: prevKV, limit: limit)
+        }
+    }
+
+    public func lease(id: Int64) throws(MVCCError) -> LeaseRecord? {
+        try currentEnv().read { (t) throws(MVCCError) in try t.lease(id) }
+    }
+
+    public func leases() throws(MVCCError) -> [LeaseRecord] {
+        try currentEnv().read { (t) throws(MVCCError) in try t.allLeases() }
+    }
+
+    /// Keys attached to a lease, in key order.
+    public func leaseKeys(id: Int64) throws(MVCCError) -> [[UInt8]] {
+        try currentEnv().read { (t) throws(MVCCError) in try t.leaseKeys(id) }
+    }
+
+    /// A record written with `setMeta` (nil when absent).
+    public func meta(_ key: String) throws(MVCCError) -> [UInt8]? {
+        try currentEnv().read { (t) throws(MVCCError) in try t.get(t.env.meta, Array(key.utf8)) }
+    }
+
+    // MARK: writes
+
+    /// One LMDB write transaction: `body` runs the batch's operations; when it returns, everything
+    /// commits at once (one fdatasync) with the revision and applied index. If `body` throws, or an
+    /// LMDB failure broke the transaction, nothing of the batch is committed and the error is thrown.
+    public func write<T>(_ body: (inout MVCCWriteTxn) throws(MVCCError) -> T) throws(MVCCError) -> T {
+        let env = try currentEnv()
+        var t: OpaquePointer?
+        try LMDB.check(mdb_txn_begin(env.env, nil, 0, &t))
+        guard let txn = t else { throw .storage("mdb_txn_begin returned no transaction") }
+        let ctx: WriteContext
+        do throws(MVCCError) {
+            let lt = LMDBTxn(env: env, txn: txn)
+            let (cur, compact) = try lt.revisions()
+            let applied = UInt64(bitPattern: try lt.sysInt("applied") ?? 0)
+            let info = env.info
+            ctx = WriteContext(env: env, txn: txn, rev: cur, compactRev: compact, applied: applied,
+                               sizeAtBegin: Int64((info.lastPage + 1) * env.pageSize),
+                               quota: options.quotaBackendBytes)
+        } catch {
+            mdb_txn_abort(txn)
+            throw error
+        }
+        var w = MVCCWriteTxn(ctx)
+        let result: T
+        do throws(MVCCError) {
+            result = try body(&w)
+            if let broken = ctx.broken { throw broken }
+            try ctx.persistCounters()
+        } catch {
+            mdb_txn_abort(txn)
+            throw error
+        }
+        ctx.finished = true
+        try LMDB.check(mdb_txn_commit(txn), "commit")
+        cachedRev.store(ctx.rev, ordering: .releasing)
+        cachedCompact.store(ctx.compactRev, ordering: .releasing)
+        cachedApplied.store(ctx.applied, ordering: .releasing)
+        return result
+    }
+
+    // MARK: maintenance
+
+    /// Forces everything committed to disk (the meta page too). Call before releasing WAL segments
+    /// or Raft log entries covering `appliedIndex`.
+    public func sync() throws(MVCCError) {
+        try LMDB.check(mdb_env_sync(try currentEnv().env, 1), "sync")
+    }
+}

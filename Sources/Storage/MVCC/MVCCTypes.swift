@@ -1,0 +1,188 @@
+import KeelAPI
+
+/// Options of an MVCC store.
+public struct MVCCOptions: Sendable {
+    /// etcd's --quota-backend-bytes (default 2 GiB). A Put / Txn with puts / LeaseGrant that would
+    /// take the DB file beyond it is applied (as etcd does, so every member stays identical) and
+    /// then throws `.noSpace`; the server raises the NOSPACE alarm.
+    public var quotaBackendBytes: Int64 = 2 << 30
+    /// LMDB map size: the most the DB file can ever grow to (virtual address space only, the file is
+    /// sparse). Must be >= quotaBackendBytes; default: 4x the quota, at least 1 GiB. When it is
+    /// really full, the whole write{} throws `.noSpace` and commits nothing.
+    public var mapSize: Int = 0
+    public init(quotaBackendBytes: Int64 = 2 << 30, mapSize: Int = 0) {
+        self.quotaBackendBytes = quotaBackendBytes
+        self.mapSize = mapSize
+    }
+    var effectiveMapSize: Int {
+        if mapSize > 0 { return mapSize }
+        return max(Int(quotaBackendBytes) * 4, 1 << 30)
+    }
+}
+
+/// Errors of the MVCC store. `message` is etcd's exact text.
+public enum MVCCError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// "etcdserver: mvcc: required revision has been compacted" (gRPC OutOfRange)
+    case compacted(compactRevision: Int64)
+    /// "etcdserver: mvcc: required revision is a future revision" (OutOfRange)
+    case futureRevision
+    /// "etcdserver: key not found" (InvalidArgument): put with ignore_value / ignore_lease on a missing key
+    case keyNotFound
+    /// "etcdserver: requested lease not found" (NotFound)
+    case leaseNotFound
+    /// "etcdserver: lease already exists" (FailedPrecondition)
+    case leaseExists
+    /// "etcdserver: duplicate key given in txn request" (InvalidArgument)
+    case duplicateKey
+    /// "etcdserver: mvcc: database space exceeded" (ResourceExhausted)
+    case noSpace
+    /// LMDB / I/O failure, with the library's text (also: a key longer than this store supports).
+    case storage(String)
+
+    public var message: String {
+        switch self {
+        case .compacted: "etcdserver: mvcc: required revision has been compacted"
+        case .futureRevision: "etcdserver: mvcc: required revision is a future revision"
+        case .keyNotFound: "etcdserver: key not found"
+        case .leaseNotFound: "etcdserver: requested lease not found"
+        case .leaseExists: "etcdserver: lease already exists"
+        case .duplicateKey: "etcdserver: duplicate key given in txn request"
+        case .noSpace: "etcdserver: mvcc: database space exceeded"
+        case .storage(let s): s
+        }
+    }
+    public var description: String { message }
+}
+
+public struct LeaseRecord: Sendable, Hashable {
+    public var id: Int64
+    public var ttl: Int64
+    /// Remaining TTL from the last checkpoint (0 = none recorded).
+    public var remainingTTL: Int64
+    public init(id: Int64, ttl: Int64, remainingTTL: Int64 = 0) {
+        self.id = id; self.ttl = ttl; self.remainingTTL = remainingTTL
+    }
+}
+
+/// Where a range ends, with etcd's conventions for range_end.
+enum RangeEnd: Equatable {
+    case single                 // range_end empty: just `key`
+    case unbounded              // range_end "\0": every key >= key
+    case before([UInt8])        // [key, range_end)
+
+    init(_ rangeEnd: [UInt8]) {
+        if rangeEnd.isEmpty { self = .single }
+        else if rangeEnd == [0] { self = .unbounded }
+        else { self = .before(rangeEnd) }
+    }
+}
+
+/// Record encodings (all integers big endian where they are part of an LMDB key, so that byte
+/// order is revision order; little endian inside values).
+enum Rec {
+    static let put: UInt8 = 0
+    static let tombstone: UInt8 = 1
+
+    /// The longest user key the key-major table can hold (LMDB's key limit minus 16 revision bytes).
+    static let maxUserKey = LMDBEnv.maxKeySize - 16
+
+    @inline(__always)
+    static func appendBE(_ v: UInt64, to b: inout [UInt8]) {
+        withUnsafeBytes(of: v.bigEndian) { b.append(contentsOf: $0) }
+    }
+    @inline(__always)
+    static func appendLE(_ v: Int64, to b: inout [UInt8]) {
+        withUnsafeBytes(of: v.littleEndian) { b.append(contentsOf: $0) }
+    }
+    @inline(__always)
+    static func be(_ p: UnsafeRawBufferPointer, _ o: Int) -> UInt64 {
+        UInt64(bigEndian: p.loadUnaligned(fromByteOffset: o, as: UInt64.self))
+    }
+    @inline(__always)
+    static func le(_ p: UnsafeRawBufferPointer, _ o: Int) -> Int64 {
+        Int64(littleEndian: p.loadUnaligned(fromByteOffset: o, as: Int64.self))
+    }
+
+    static func keyTableKey(_ key: [UInt8], _ main: Int64, _ sub: Int64) -> [UInt8] {
+        var b = key
+        b.reserveCapacity(key.count + 16)
+        appendBE(UInt64(bitPattern: main), to: &b)
+        appendBE(UInt64(bitPattern: sub), to: &b)
+        return b
+    }
+    /// A search key after every revision of `key`.
+    static func pastKey(_ key: UnsafeRawBufferPointer) -> [UInt8] {
+        var b = Array(key)
+        b.append(contentsOf: repeatElement(0xFF, count: 16))
+        return b
+    }
+    static func revKey(_ main: Int64, _ sub: Int64) -> [UInt8] {
+        var b: [UInt8] = []
+        b.reserveCapacity(16)
+        appendBE(UInt64(bitPattern: main), to: &b)
+        appendBE(UInt64(bitPattern: sub), to: &b)
+        return b
+    }
+    static func leaseKey(_ id: Int64) -> [UInt8] {
+        var b: [UInt8] = []
+        appendBE(UInt64(bitPattern: id), to: &b)
+        return b
+    }
+
+    /// Value of the key-major table: flag(1) ‖ create(8) ‖ version(8) ‖ lease(8) ‖ value, or [tombstone].
+    static func putValue(create: Int64, version: Int64, lease: Int64, value: [UInt8]) -> [UInt8] {
+        var b: [UInt8] = []
+        b.reserveCapacity(25 + value.count)
+        b.append(put)
+        appendLE(create, to: &b); appendLE(version, to: &b); appendLE(lease, to: &b)
+        b.append(contentsOf: value)
+        return b
+    }
+
+    /// Splits a key-table LMDB key into (user key, main, sub).
+    @inline(__always)
+    static func splitKey(_ k: UnsafeRawBufferPointer) -> (key: UnsafeRawBufferPointer, main: Int64, sub: Int64) {
+        let n = k.count - 16
+        return (UnsafeRawBufferPointer(rebasing: k[0..<n]),
+                Int64(bitPattern: be(k, n)), Int64(bitPattern: be(k, n + 8)))
+    }
+
+    static func isTombstone(_ v: UnsafeRawBufferPointer) -> Bool { v.first == tombstone }
+
+    /// Decodes a put record into a KeyValue (keysOnly: no value bytes copied).
+    static func decode(key: UnsafeRawBufferPointer, mod: Int64, value v: UnsafeRawBufferPointer,
+                       keysOnly: Bool = false) throws(MVCCError) -> Mvccpb.KeyValue {
+        guard v.count >= 25, v[0] == put else { throw .storage("mvcc: corrupt record for key \(Array(key))") }
+        var kv = Mvccpb.KeyValue()
+        kv.key = Array(key)
+        kv.modRevision = mod
+        kv.createRevision = le(v, 1)
+        kv.version = le(v, 9)
+        kv.lease = le(v, 17)
+        if !keysOnly && v.count > 25 { kv.value = Array(UnsafeRawBufferPointer(rebasing: v[25...])) }
+        return kv
+    }
+
+    /// Bytewise compare of a stored key with a bound.
+    @inline(__always)
+    static func compare(_ a: UnsafeRawBufferPointer, _ b: [UInt8]) -> Int {
+        b.withUnsafeBytes { bb in
+            let n = min(a.count, bb.count)
+            if n > 0 {
+                let c = memcmp(a.baseAddress!, bb.baseAddress!, n)
+                if c != 0 { return Int(c) }
+            }
+            return a.count == bb.count ? 0 : (a.count < bb.count ? -1 : 1)
+        }
+    }
+
+    static func equal(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> Bool {
+        a.count == b.count && (a.count == 0 || memcmp(a.baseAddress!, b.baseAddress!, a.count) == 0)
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
