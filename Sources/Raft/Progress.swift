@@ -1,6 +1,6 @@
 /// The leader's view of one follower's log.
 struct Progress: Sendable {
-    enum State: Sendable, Hashable { case probe, replicate }
+    enum State: Sendable, Hashable { case probe, replicate, snapshot }
     var match: UInt64 = 0
     var next: UInt64
     var state: State = .probe
@@ -10,6 +10,8 @@ struct Progress: Sendable {
     var inflights: [UInt64] = []
     /// Heard from since the last check-quorum round.
     var recentActive = false
+    /// In snapshot state: the index of the snapshot sent.
+    var pendingSnapshot: UInt64 = 0
 
     init(next: UInt64) { self.next = next }
 
@@ -17,11 +19,18 @@ struct Progress: Sendable {
         switch state {
         case .probe: return probeSent
         case .replicate: return inflights.count >= window
+        case .snapshot: return true
         }
     }
 
     mutating func becomeProbe() {
-        state = .probe; next = match + 1; probeSent = false; inflights.removeAll()
+        // After a snapshot the follower continues after it (or is re-probed after a failure).
+        next = state == .snapshot ? max(match + 1, pendingSnapshot + 1) : match + 1
+        state = .probe; probeSent = false; inflights.removeAll(); pendingSnapshot = 0
+    }
+
+    mutating func becomeSnapshot(_ index: UInt64) {
+        state = .snapshot; pendingSnapshot = index; probeSent = false; inflights.removeAll()
     }
 
     mutating func becomeReplicate() {
@@ -39,6 +48,7 @@ struct Progress: Sendable {
     /// A rejection of the append whose preceding index was `rejected`; `hint` is the highest
     /// index that may still match. Returns false if the rejection is stale.
     mutating func maybeDecrTo(rejected: UInt64, hint: UInt64) -> Bool {
+        if state == .snapshot { return false }
         if state == .replicate {
             if rejected <= match { return false }
             becomeProbe()

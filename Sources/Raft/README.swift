@@ -8,15 +8,28 @@
 //     node.tick()                   // every tick interval
 //     node.step(message)            // every received message
 //     try node.propose(bytes)       // throws ProposalError.noLeader / .tooLarge
+//     try node.readIndex(context: requestID)   // linearizable read; throws .noLeader
 //     while node.hasReady {
 //         let rd = node.ready()
+//         if let s = rd.snapshot { storage.applySnapshot(s); restore the state machine from s }
 //         persist rd.hardState (if non-nil) and rd.entries (overwrite from rd.entries.first.index)
 //         send rd.messages          // only after the write above is durable
 //         apply rd.committedEntries
+//         for rs in rd.readStates { serve the read rs.context once applied >= rs.index }
 //         node.advance()            // the leader counts its own entries toward commit only now
 //     }
 // Restart: `RaftNode(config:storage:)` with any `LogStorage` (MemoryStorage is the in-memory
-// implementation); `Config.applied` tells it what the state machine already applied.
+// implementation): the node starts from `storage.snapshot` (membership from its ConfState,
+// unless `Config.confState` is given) plus the log after it; `Config.applied` tells it what the
+// state machine already applied (at least the snapshot index: restore older state from it).
+//
+// Snapshots / compaction (host-driven, e.g. every `--snapshot-count` applied entries):
+//     let snap = try node.createSnapshot(index: applied, confState: cs, data: stateMachineBytes)
+//     try storage.createSnapshot(snap)          // durable first
+//     try node.compact(to: applied - keep); try storage.compact(to: applied - keep)
+// A follower whose next entry is compacted gets `.snapshot` (Message.snapshot; `data` is opaque:
+// the transport may stream the real state instead) and the leader stops appending to it until
+// the host calls `node.reportSnapshot(to:failed:)` with the transport's outcome.
 //
 // ## Implemented
 // - Election: randomized timeout in [electionTick, 2*electionTick), pre-vote (no term bump
@@ -31,9 +44,18 @@
 //   `maxSizePerMsg` bytes (at least one entry), and the leader keeps sending while its window
 //   allows. Followers forward proposals to a known leader (term-less `.propose`).
 // - Commit: §5.4.2 (only current-term entries by counting; earlier ones indirectly).
+// - ReadIndex: reads requested between two Readys share one heartbeat round (the heartbeats
+//   carry the round id in `context`, an ack of round n confirms every round <= n); the leader
+//   answers only after it has committed an entry of its term; followers forward to the leader
+//   (term-less `.readIndex`) and get `.readIndexResponse`; a single voter answers at once.
+//   Unanswered reads are dropped on leadership loss: the host times out and retries.
+//
+// - Snapshots: progress state .snapshot (paused until the follower acknowledges the snapshot
+//   index or reportSnapshot), follower restore (Ready.snapshot, log reset, membership from the
+//   snapshot) or fast-forward when its log already holds the snapshot's entry.
+//   The node keeps the log since the last compaction in memory.
 //
 // ## Not implemented yet (issue 4)
-// Log compaction and snapshots (MemoryStorage keeps the whole log, the node holds the log in
-// memory), ReadIndex, learners and membership change, leadership transfer, async storage
+// Learners and membership change, leadership transfer, async storage
 // (messages that may go before the local write are not split out), inflight byte limits
 // (the window counts messages only), the linearizability checker, benchmarks.

@@ -8,8 +8,10 @@
 public struct RaftNode: Sendable {
     public let id: NodeID
     let config: Config
-    let voters: [NodeID]
-    let quorum: Int
+    /// Current membership (sorted). Changes only through `applyConfChange` or a snapshot.
+    private(set) var voters: [NodeID]
+    private(set) var learners: [NodeID]
+    var quorum: Int { voters.count / 2 + 1 }
 
     public private(set) var term: UInt64 = 0
     public private(set) var vote: NodeID = noNode
@@ -17,8 +19,15 @@ public struct RaftNode: Sendable {
     public private(set) var role: Role = .follower
     public private(set) var commitIndex: UInt64 = 0
 
-    /// log[i] has index i; log[0] is a sentinel with term 0.
+    /// log[k] has index offset + k; log[0] is a sentinel for the last compacted (or snapshot)
+    /// entry, index 0 / term 0 when nothing was compacted.
     private var log: [Entry] = [Entry(term: 0, index: 0)]
+    private var offset: UInt64 { log[0].index }
+    /// The latest snapshot (made by the host or received), sent to followers that need
+    /// compacted entries.
+    private var latestSnapshot: Snapshot?
+    /// A snapshot received from the leader and not yet handed to the host.
+    private var pendingSnapshot: Snapshot?
     /// First index not yet handed to the host for persistence.
     private var unstableFrom: UInt64 = 1
     /// Last index the host has made durable (advance()).
@@ -41,23 +50,45 @@ public struct RaftNode: Sendable {
     private var prevHardState: HardState
     private var prevSoftState: SoftState
 
+    // ReadIndex. A request waits in `pendingReads` until the next Ready (so every read queued
+    // meanwhile shares one heartbeat round) and until the leader has committed an entry of its
+    // term; then a round records the commit index and is confirmed by a quorum of heartbeat
+    // acknowledgements carrying its id. An acknowledgement of round n also confirms rounds < n.
+    private struct ReadRequest { var context: [UInt8]; var from: NodeID }
+    private struct ReadRound { var id: UInt64; var index: UInt64; var requests: [ReadRequest]; var acks: Set<NodeID> }
+    private var pendingReads: [ReadRequest] = []
+    private var readRounds: [ReadRound] = []
+    private var readRoundSeq: UInt64 = 0
+    private var readStates: [ReadState] = []
+
     /// Starts (or restarts) a node from durable state.
     public init(config: Config, storage: some LogStorage) throws(ConfigError) {
         try config.validate()
         self.id = config.id
         self.config = config
-        self.voters = config.peers.sorted()
-        self.quorum = config.peers.count / 2 + 1
         self.rng = SplitMix64(seed: config.seed ^ (config.id &* 0x9E37_79B9_7F4A_7C15))
         let hs = storage.hardState
         let last = storage.lastIndex
-        if last > 0 { log.append(contentsOf: storage.entries(1, last)) }
+        let snap = storage.snapshot
+        let snapIndex = snap?.metadata.index ?? 0
+        if storage.firstIndex > snapIndex + 1 || last < snapIndex {
+            throw .inconsistentStorage(firstIndex: storage.firstIndex, snapshotIndex: snapIndex)
+        }
+        let conf = config.confState ?? snap?.metadata.confState
+            ?? ConfState(voters: config.peers, learners: config.learners)
+        self.voters = conf.voters.sorted()
+        self.learners = conf.learners.sorted()
+        if let snap {
+            log = [Entry(term: snap.metadata.term, index: snapIndex)]
+            latestSnapshot = snap
+        }
+        if last > snapIndex { log.append(contentsOf: storage.entries(snapIndex + 1, last)) }
         term = hs.term
         vote = hs.vote
-        commitIndex = min(hs.commit, last)
+        commitIndex = max(min(hs.commit, last), snapIndex)
         unstableFrom = last + 1
         persistedIndex = last
-        appliedIndex = min(config.applied, commitIndex)
+        appliedIndex = max(min(config.applied, commitIndex), snapIndex)
         prevHardState = hs
         prevSoftState = SoftState(leader: noNode, role: .follower)
         resetRandomizedElectionTimeout()
@@ -65,17 +96,23 @@ public struct RaftNode: Sendable {
 
     // MARK: - Log accessors
 
-    public var lastIndex: UInt64 { UInt64(log.count - 1) }
+    public var lastIndex: UInt64 { offset + UInt64(log.count - 1) }
+    /// The first index still in the in-memory log (earlier ones are compacted).
+    public var firstIndex: UInt64 { offset + 1 }
+    /// The membership as last applied (or restored from a snapshot).
+    public var confState: ConfState { ConfState(voters: voters, learners: learners) }
     public var lastTerm: UInt64 { log[log.count - 1].term }
     public var hardState: HardState { HardState(term: term, vote: vote, commit: commitIndex) }
     public var softState: SoftState { SoftState(leader: leader, role: role) }
 
+    /// The term of the entry at `index`; nil when compacted or beyond the log.
     public func term(at index: UInt64) -> UInt64? {
-        index <= lastIndex ? log[Int(index)].term : nil
+        index >= offset && index <= lastIndex ? log[Int(index - offset)].term : nil
     }
 
+    /// The entry at `index`; nil when compacted or beyond the log.
     public func entry(at index: UInt64) -> Entry? {
-        index >= 1 && index <= lastIndex ? log[Int(index)] : nil
+        index > offset && index <= lastIndex ? log[Int(index - offset)] : nil
     }
 
     private func matchTerm(_ index: UInt64, _ t: UInt64) -> Bool { term(at: index) == t }
@@ -87,15 +124,15 @@ public struct RaftNode: Sendable {
     /// The largest index <= `index` whose term is <= `t` (etcd's findConflictByTerm).
     private func lastIndex(atOrBefore index: UInt64, withTermAtMost t: UInt64) -> UInt64 {
         var i = min(index, lastIndex)
-        while i > 0, log[Int(i)].term > t { i -= 1 }
+        while i > offset, log[Int(i - offset)].term > t { i -= 1 }
         return i
     }
 
     private func slice(from lo: UInt64, maxBytes: Int) -> [Entry] {
-        guard lo <= lastIndex else { return [] }
+        guard lo > offset, lo <= lastIndex else { return [] }
         var out: [Entry] = []
         var bytes = 0
-        var i = Int(lo)
+        var i = Int(lo - offset)
         while i < log.count {
             let e = log[i]
             if !out.isEmpty && bytes + e.byteSize > maxBytes { break }
@@ -106,10 +143,10 @@ public struct RaftNode: Sendable {
 
     /// Appends or overwrites from `entries.first.index`; never touches committed entries.
     private mutating func appendToLog(_ entries: [Entry]) {
-        guard let first = entries.first else { return }
-        let at = Int(first.index)
+        guard let first = entries.first(where: { $0.index > offset }) else { return }
+        let at = Int(first.index - offset)
         if at < log.count { log.removeSubrange(at...) }
-        log.append(contentsOf: entries)
+        log.append(contentsOf: entries.drop { $0.index <= offset })
         unstableFrom = min(unstableFrom, first.index)
         if persistedIndex >= first.index { persistedIndex = first.index - 1 }
     }
@@ -141,8 +178,76 @@ public struct RaftNode: Sendable {
         }
     }
 
+    /// Requests a linearizable read point for `context` (e.g. a request id). The answer comes
+    /// later as `Ready.readStates` (on this node, also when it is a follower: the request is
+    /// forwarded to the leader). The leader answers once it has committed an entry of its term
+    /// and a quorum acknowledged one heartbeat round started after the request; a single-voter
+    /// leader answers at once. Requests are dropped without answer when leadership is lost or
+    /// a message is lost: the host times out and retries.
+    public mutating func readIndex(context: [UInt8]) throws(ProposalError) {
+        switch role {
+        case .leader:
+            pendingReads.append(ReadRequest(context: context, from: id))
+        case .follower where leader != noNode:
+            send(Message(type: .readIndex, from: id, to: leader, context: context))
+        default:
+            throw .noLeader
+        }
+    }
+
+    private var committedInCurrentTerm: Bool { term(at: commitIndex) == term }
+
+    /// Starts one ReadIndex round for every pending read (called while building a Ready).
+    private mutating func flushReads() {
+        guard role == .leader, !pendingReads.isEmpty, committedInCurrentTerm else { return }
+        let requests = pendingReads
+        pendingReads = []
+        if quorum == 1 {
+            answer(requests, index: commitIndex)
+            return
+        }
+        readRoundSeq += 1
+        readRounds.append(ReadRound(id: readRoundSeq, index: commitIndex, requests: requests, acks: [id]))
+        let ctx = encodeRound(readRoundSeq)
+        for p in voters where p != id {
+            send(Message(type: .heartbeat, from: id, to: p, term: term,
+                         commit: min(progress[p]!.match, commitIndex), context: ctx))
+        }
+    }
+
+    private mutating func answer(_ requests: [ReadRequest], index: UInt64) {
+        for r in requests {
+            if r.from == id {
+                readStates.append(ReadState(index: index, context: r.context))
+            } else {
+                send(Message(type: .readIndexResponse, from: id, to: r.from, term: term, index: index,
+                             context: r.context))
+            }
+        }
+    }
+
+    private func encodeRound(_ n: UInt64) -> [UInt8] {
+        (0..<8).map { UInt8(truncatingIfNeeded: n >> ($0 * 8)) }
+    }
+
+    private func decodeRound(_ b: [UInt8]) -> UInt64? {
+        guard b.count == 8 else { return nil }
+        return b.reversed().reduce(0) { $0 << 8 | UInt64($1) }
+    }
+
+    /// A heartbeat acknowledgement of ReadIndex round `round` from voter `from`.
+    private mutating func ackReadRound(_ round: UInt64, from: NodeID) {
+        guard let k = readRounds.firstIndex(where: { $0.id == round }) else { return }
+        readRounds[k].acks.insert(from)
+        guard readRounds[k].acks.count >= quorum else { return }
+        let done = readRounds[...k]
+        readRounds.removeFirst(k + 1)
+        for r in done { answer(r.requests, index: r.index) }
+    }
+
     public var hasReady: Bool {
         (role == .leader && !proposalBuffer.isEmpty) || !msgs.isEmpty || unstableFrom <= lastIndex
+            || !readStates.isEmpty || pendingSnapshot != nil || (role == .leader && !pendingReads.isEmpty && committedInCurrentTerm)
             || hardState != prevHardState || softState != prevSoftState
             || min(commitIndex, lastIndex) > appliedIndex
     }
@@ -150,20 +255,28 @@ public struct RaftNode: Sendable {
     /// Collects everything the host must do now. Call `advance()` after handling it.
     public mutating func ready() -> Ready {
         flushProposals()
+        flushReads()
         let ss = softState
         let hs = hardState
-        let unstable = unstableFrom <= lastIndex ? Array(log[Int(unstableFrom)...]) : []
+        let snap = pendingSnapshot
+        pendingSnapshot = nil
+        if let snap { appliedIndex = max(appliedIndex, snap.metadata.index) }
+        let unstable = unstableFrom <= lastIndex ? Array(log[Int(unstableFrom - offset)...]) : []
         let committed = commitIndex > appliedIndex
-            ? Array(log[Int(appliedIndex + 1)...Int(commitIndex)]) : []
+            ? Array(log[Int(appliedIndex + 1 - offset)...Int(commitIndex - offset)]) : []
         let rd = Ready(softState: ss == prevSoftState ? nil : ss,
                        hardState: hs == prevHardState ? nil : hs,
-                       entries: unstable, messages: msgs, committedEntries: committed)
+                       entries: unstable, messages: msgs, committedEntries: committed,
+                       readStates: readStates, snapshot: snap)
         msgs = []
+        readStates = []
         prevSoftState = ss
         prevHardState = hs
         if let last = unstable.last {
             pendingPersist = (last.index, last.term)
             unstableFrom = last.index + 1
+        } else if let snap {
+            pendingPersist = (snap.metadata.index, snap.metadata.term)
         }
         appliedIndex = max(appliedIndex, commitIndex)
         return rd
@@ -173,7 +286,7 @@ public struct RaftNode: Sendable {
     public mutating func advance() {
         if let p = pendingPersist {
             pendingPersist = nil
-            if matchTerm(p.index, p.term), p.index < unstableFrom {
+            if matchTerm(p.index, p.term), p.index < unstableFrom, p.index >= offset {
                 persistedIndex = max(persistedIndex, p.index)
             }
         }
@@ -208,6 +321,8 @@ public struct RaftNode: Sendable {
         resetRandomizedElectionTimeout()
         votes = [:]
         proposalBuffer.removeAll()
+        pendingReads.removeAll()
+        readRounds.removeAll()
     }
 
     private mutating func becomeFollower(term t: UInt64, leader l: NodeID) {
@@ -266,7 +381,7 @@ public struct RaftNode: Sendable {
     private enum VoteResult { case pending, won, lost }
 
     private mutating func poll(_ from: NodeID, granted: Bool) -> VoteResult {
-        if votes[from] == nil { votes[from] = granted }
+        if votes[from] == nil, voters.contains(from) { votes[from] = granted }
         let yes = votes.values.filter { $0 }.count
         let no = votes.count - yes
         if yes >= quorum { return .won }
@@ -318,9 +433,12 @@ public struct RaftNode: Sendable {
 
     /// Feeds one received message to the node. Messages from non-members are ignored.
     public mutating func step(_ m: Message) {
-        guard m.to == id, m.from != id, voters.contains(m.from) else { return }
-        if m.type == .propose {
-            // Forwarded proposals are term-less (term 0), like etcd's local MsgProp.
+        // Messages from non-members are processed (a node joining by snapshot does not know
+        // its leader's membership yet); votes count only from voters, and a leader tracks
+        // only members.
+        guard m.to == id, m.from != id, m.from != noNode else { return }
+        if m.type == .propose || m.type == .readIndex {
+            // Forwarded proposals and reads are term-less (term 0), like etcd's local MsgProp.
             switch role {
             case .leader: stepLeader(m)
             case .follower: stepFollower(m)
@@ -337,7 +455,7 @@ public struct RaftNode: Sendable {
             case .vote:
                 if inLease { return }
                 becomeFollower(term: m.term, leader: noNode)
-            case .append, .heartbeat:
+            case .append, .heartbeat, .snapshot:
                 becomeFollower(term: m.term, leader: m.from)
             default:
                 becomeFollower(term: m.term, leader: noNode)
@@ -388,12 +506,17 @@ public struct RaftNode: Sendable {
         case .heartbeat:
             electionElapsed = 0; leader = m.from
             commitIndex = max(commitIndex, min(m.commit, lastIndex))
-            send(Message(type: .heartbeatResponse, from: id, to: m.from, term: term))
-        case .propose:
+            send(Message(type: .heartbeatResponse, from: id, to: m.from, term: term, context: m.context))
+        case .propose, .readIndex:
             if leader != noNode {
                 var f = m; f.from = id; f.to = leader; f.term = 0
                 send(f)
             }
+        case .readIndexResponse:
+            readStates.append(ReadState(index: m.index, context: m.context))
+        case .snapshot:
+            electionElapsed = 0; leader = m.from
+            handleSnapshot(m)
         default:
             break
         }
@@ -401,7 +524,7 @@ public struct RaftNode: Sendable {
 
     private mutating func stepCandidate(_ m: Message) {
         switch m.type {
-        case .append, .heartbeat:
+        case .append, .heartbeat, .snapshot:
             // Someone won this term.
             becomeFollower(term: m.term, leader: m.from)
             stepFollower(m)
@@ -426,6 +549,8 @@ public struct RaftNode: Sendable {
             for e in m.entries where e.data.count <= config.maxProposalBytes {
                 proposalBuffer.append(e.data)
             }
+        case .readIndex:
+            pendingReads.append(ReadRequest(context: m.context, from: m.from))
         case .appendResponse:
             guard var pr = progress[m.from] else { return }
             pr.recentActive = true
@@ -438,7 +563,9 @@ public struct RaftNode: Sendable {
                 return
             }
             let updated = pr.maybeUpdate(m.index)
-            if updated || pr.state == .replicate {
+            if pr.state == .snapshot {
+                if pr.match >= pr.pendingSnapshot { pr.becomeProbe(); pr.becomeReplicate() }
+            } else if updated || pr.state == .replicate {
                 if pr.state == .probe { pr.becomeReplicate() } else { pr.freeInflights(upTo: m.index) }
             }
             progress[m.from] = pr
@@ -449,6 +576,7 @@ public struct RaftNode: Sendable {
             }
         case .heartbeatResponse:
             guard var pr = progress[m.from] else { return }
+            if let round = decodeRound(m.context) { ackReadRound(round, from: m.from) }
             pr.recentActive = true
             pr.probeSent = false
             // A full window may hold only lost appends: free one slot so the follower can
@@ -487,6 +615,69 @@ public struct RaftNode: Sendable {
         }
     }
 
+    private mutating func handleSnapshot(_ m: Message) {
+        guard let snap = m.snapshot else { return }
+        let si = snap.metadata.index
+        if si <= commitIndex || matchTerm(si, snap.metadata.term) {
+            // Nothing to restore: the log already holds the snapshot's last entry.
+            commitIndex = max(commitIndex, si)
+            send(Message(type: .appendResponse, from: id, to: m.from, term: term, index: commitIndex))
+            return
+        }
+        log = [Entry(term: snap.metadata.term, index: si)]
+        unstableFrom = si + 1
+        persistedIndex = min(persistedIndex, si)
+        pendingPersist = nil
+        commitIndex = si
+        voters = snap.metadata.confState.voters
+        learners = snap.metadata.confState.learners
+        latestSnapshot = snap
+        pendingSnapshot = snap
+        send(Message(type: .appendResponse, from: id, to: m.from, term: term, index: si))
+    }
+
+    // MARK: - Snapshots and compaction
+
+    /// Makes a snapshot at `index` (already handed out for applying; the host has applied it)
+    /// with the membership `confState` as of that index (default: the current one) and the
+    /// host's state-machine `data`. The node keeps it to send to followers that need
+    /// compacted entries. Store it too (`MemoryStorage.createSnapshot`).
+    public mutating func createSnapshot(index: UInt64, confState: ConfState? = nil,
+                                        data: [UInt8]) throws(CompactionError) -> Snapshot {
+        if index > appliedIndex { throw .notApplied(index: index, applied: appliedIndex) }
+        let current = latestSnapshot?.metadata.index ?? 0
+        guard index > current, let t = term(at: index) else {
+            throw .outOfDate(index: index, first: max(current + 1, firstIndex))
+        }
+        let snap = Snapshot(metadata: SnapshotMetadata(index: index, term: t, confState: confState ?? self.confState),
+                            data: data)
+        latestSnapshot = snap
+        return snap
+    }
+
+    /// Drops the in-memory log up to and including `index`, which must be covered by the
+    /// latest snapshot. Compact the storage to the same (or a lower) index.
+    public mutating func compact(to index: UInt64) throws(CompactionError) {
+        if index <= offset { throw .outOfDate(index: index, first: firstIndex) }
+        let si = latestSnapshot?.metadata.index ?? 0
+        if index > si { throw .notCoveredBySnapshot(index: index, snapshotIndex: si) }
+        if index > appliedIndex || index > persistedIndex {
+            throw .notApplied(index: index, applied: min(appliedIndex, persistedIndex))
+        }
+        log.removeFirst(Int(index - offset))
+        log[0] = Entry(term: log[0].term, index: index)   // the new sentinel keeps index and term
+    }
+
+    /// Tells the leader whether sending the snapshot to `to` succeeded. After a failure the
+    /// follower is probed again at the next heartbeat answer (and gets a new snapshot if needed).
+    public mutating func reportSnapshot(to: NodeID, failed: Bool) {
+        guard role == .leader, var pr = progress[to], pr.state == .snapshot else { return }
+        if failed { pr.pendingSnapshot = 0 }
+        pr.becomeProbe()
+        pr.probeSent = true   // wait for an answer (heartbeat) before the next append
+        progress[to] = pr
+    }
+
     /// Commits the highest index stored on a quorum, if it belongs to the current term
     /// (§5.4.2: older-term entries are committed only indirectly). Returns whether it moved.
     private mutating func maybeCommit() -> Bool {
@@ -511,14 +702,21 @@ public struct RaftNode: Sendable {
     /// Sends one append to `to` if its progress allows. Returns whether one was sent.
     private mutating func sendAppend(to: NodeID, sendIfEmpty: Bool) -> Bool {
         guard var pr = progress[to], !pr.isPaused(window: config.maxInflightMsgs) else { return false }
+        let prev = pr.next - 1
+        guard let prevTerm = term(at: prev) else {
+            // The entries it needs are compacted: send the latest snapshot instead.
+            guard let snap = latestSnapshot else { return false }
+            send(Message(type: .snapshot, from: id, to: to, term: term, snapshot: snap))
+            pr.becomeSnapshot(snap.metadata.index)
+            progress[to] = pr
+            return true
+        }
         let ents = slice(from: pr.next, maxBytes: config.maxSizePerMsg)
         if ents.isEmpty && !sendIfEmpty { return false }
-        let prev = pr.next - 1
-        guard let prevTerm = term(at: prev) else { return false }
         send(Message(type: .append, from: id, to: to, term: term, logTerm: prevTerm, index: prev,
                      entries: ents, commit: commitIndex))
         switch pr.state {
-        case .probe:
+        case .probe, .snapshot:
             pr.probeSent = true
         case .replicate:
             if let last = ents.last {

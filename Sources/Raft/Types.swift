@@ -5,16 +5,55 @@
 public typealias NodeID = UInt64
 public let noNode: NodeID = 0
 
+public enum EntryType: Sendable, Hashable {
+    /// `data` is the host's request (empty `data`: a new leader's no-op).
+    case normal
+    /// `data` is an encoded `ConfChange` (see `ConfChange(decoding:)`); the host applies it
+    /// with `RaftNode.applyConfChange(_:)` when the entry is committed.
+    case confChange
+}
+
 /// One log entry. An entry with empty `data` appended by a new leader is its no-op.
 public struct Entry: Sendable, Hashable {
     public var term: UInt64
     public var index: UInt64
     public var data: [UInt8]
-    public init(term: UInt64, index: UInt64, data: [UInt8] = []) {
-        self.term = term; self.index = index; self.data = data
+    public var type: EntryType
+    public init(term: UInt64, index: UInt64, data: [UInt8] = [], type: EntryType = .normal) {
+        self.term = term; self.index = index; self.data = data; self.type = type
     }
     /// Approximate encoded size used for message byte limits.
     public var byteSize: Int { data.count + 16 }
+}
+
+/// The membership: voters decide elections and commits; learners only receive the log.
+public struct ConfState: Sendable, Hashable {
+    public var voters: [NodeID]
+    public var learners: [NodeID]
+    public init(voters: [NodeID], learners: [NodeID] = []) {
+        self.voters = voters.sorted(); self.learners = learners.sorted()
+    }
+}
+
+public struct SnapshotMetadata: Sendable, Hashable {
+    /// The snapshot covers the log up to and including `index`, whose term is `term`.
+    public var index: UInt64
+    public var term: UInt64
+    /// The membership as of `index`.
+    public var confState: ConfState
+    public init(index: UInt64, term: UInt64, confState: ConfState) {
+        self.index = index; self.term = term; self.confState = confState
+    }
+}
+
+/// A state-machine snapshot. `data` is opaque to Raft: the host may put the state machine
+/// itself there, or leave it empty and stream its state out of band when sending `.snapshot`.
+public struct Snapshot: Sendable, Hashable {
+    public var metadata: SnapshotMetadata
+    public var data: [UInt8]
+    public init(metadata: SnapshotMetadata, data: [UInt8] = []) {
+        self.metadata = metadata; self.data = data
+    }
 }
 
 /// The state that must be durable before messages of the same Ready are sent.
@@ -34,6 +73,12 @@ public enum MessageType: Sendable, Hashable, CaseIterable {
     case vote, voteResponse
     case append, appendResponse
     case heartbeat, heartbeatResponse
+    /// A linearizable read request (term-less when a follower forwards it to the leader) and
+    /// the leader's answer (`index` = read index, `context` echoed).
+    case readIndex, readIndexResponse
+    /// The leader sends its latest snapshot (`snapshot`) to a follower whose next entry it
+    /// has compacted. The follower answers with an `.appendResponse`.
+    case snapshot
 }
 
 public struct Message: Sendable, Hashable {
@@ -53,12 +98,17 @@ public struct Message: Sendable, Hashable {
     public var reject: Bool
     /// rejected appendResponse: the follower's suggestion for the highest index that may match.
     public var rejectHint: UInt64
+    /// readIndex/readIndexResponse: the caller's request context; heartbeat/heartbeatResponse:
+    /// the leader's ReadIndex round it confirms (empty for plain heartbeats).
+    public var context: [UInt8]
+    /// snapshot: the snapshot to install.
+    public var snapshot: Snapshot?
     public init(type: MessageType, from: NodeID, to: NodeID, term: UInt64 = 0, logTerm: UInt64 = 0,
                 index: UInt64 = 0, entries: [Entry] = [], commit: UInt64 = 0, reject: Bool = false,
-                rejectHint: UInt64 = 0) {
+                rejectHint: UInt64 = 0, context: [UInt8] = [], snapshot: Snapshot? = nil) {
         self.type = type; self.from = from; self.to = to; self.term = term; self.logTerm = logTerm
         self.index = index; self.entries = entries; self.commit = commit; self.reject = reject
-        self.rejectHint = rejectHint
+        self.rejectHint = rejectHint; self.context = context; self.snapshot = snapshot
     }
 }
 
@@ -78,6 +128,19 @@ public struct Ready: Sendable {
     public var entries: [Entry]
     public var messages: [Message]
     public var committedEntries: [Entry]
+    /// Answers to `readIndex(context:)` calls: once the state machine has applied up to
+    /// `index`, a read for `context` sees every write acknowledged before the call.
+    public var readStates: [ReadState] = []
+    /// A snapshot received from the leader: persist it (`MemoryStorage.applySnapshot`) before
+    /// `entries`, and restore the state machine from it before applying `committedEntries`.
+    public var snapshot: Snapshot? = nil
+}
+
+/// A confirmed linearizable read point (see `RaftNode.readIndex(context:)`).
+public struct ReadState: Sendable, Hashable {
+    public var index: UInt64
+    public var context: [UInt8]
+    public init(index: UInt64, context: [UInt8]) { self.index = index; self.context = context }
 }
 
 /// Why a proposal was refused.
@@ -94,6 +157,20 @@ public enum ConfigError: Error, Sendable, Hashable {
     case duplicatePeer(NodeID)
     case invalidTicks(election: Int, heartbeat: Int)
     case invalidLimit(String)
+    /// The storage's first entry is not right after its snapshot (or after index 0).
+    case inconsistentStorage(firstIndex: UInt64, snapshotIndex: UInt64)
+}
+
+/// Why `createSnapshot` / `compact` refused.
+public enum CompactionError: Error, Sendable, Hashable {
+    /// The index has not been handed out for applying yet.
+    case notApplied(index: UInt64, applied: UInt64)
+    /// The index is at or below the start of the in-memory log (already compacted) or is
+    /// older than the latest snapshot.
+    case outOfDate(index: UInt64, first: UInt64)
+    /// Compaction must not go beyond the latest snapshot (a lagging follower could then be
+    /// served neither entries nor a snapshot).
+    case notCoveredBySnapshot(index: UInt64, snapshotIndex: UInt64)
 }
 
 public struct Config: Sendable {
@@ -111,8 +188,16 @@ public struct Config: Sendable {
     public var checkQuorum: Bool = true
     /// Seed of the generator used for randomized election timeouts.
     public var seed: UInt64
-    /// Index the host's state machine has already applied (on restart).
+    /// Index the host's state machine has already applied (on restart). At least the storage
+    /// snapshot's index is taken as applied: the host restores its state machine from that
+    /// snapshot when its own state is older.
     public var applied: UInt64 = 0
+    /// Learners of the initial membership (used with `peers` when neither `confState` nor a
+    /// stored snapshot gives the membership).
+    public var learners: [NodeID] = []
+    /// The membership as of `applied` when the host keeps it (on restart after membership
+    /// changes); nil: the stored snapshot's, else `peers`/`learners`.
+    public var confState: ConfState? = nil
 
     public init(id: NodeID, peers: [NodeID], seed: UInt64) {
         self.id = id; self.peers = peers; self.seed = seed
@@ -120,9 +205,12 @@ public struct Config: Sendable {
 
     func validate() throws(ConfigError) {
         if id == noNode { throw .invalidID }
-        if !peers.contains(id) { throw .selfNotInPeers }
+        // A node joining an existing cluster may start without any membership (it learns it
+        // from the leader's snapshot or log); otherwise it must be a voter or a learner.
+        let members = confState.map { $0.voters + $0.learners } ?? (peers + learners)
+        if !members.isEmpty && !members.contains(id) { throw .selfNotInPeers }
         var seen = Set<NodeID>()
-        for p in peers {
+        for p in members {
             if p == noNode { throw .invalidID }
             if !seen.insert(p).inserted { throw .duplicatePeer(p) }
         }

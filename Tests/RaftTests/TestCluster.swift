@@ -6,6 +6,9 @@ struct TestCluster {
     var nodes: [NodeID: RaftNode] = [:]
     var disks: [NodeID: MemoryStorage] = [:]
     var applied: [NodeID: [Entry]] = [:]
+    var readStates: [NodeID: [ReadState]] = [:]
+    /// Snapshots each node installed from its leader.
+    var installed: [NodeID: [Snapshot]] = [:]
     /// Messages sent and not yet delivered, in order.
     var inFlight: [Message] = []
     /// Every message ever sent (for assertions).
@@ -33,13 +36,22 @@ struct TestCluster {
     mutating func handleReady(_ id: NodeID) throws {
         guard var n = nodes[id], n.hasReady else { return }
         let rd = n.ready()
+        if let snap = rd.snapshot {
+            try disks[id]!.applySnapshot(snap)
+            installed[id, default: []].append(snap)
+        }
         if let hs = rd.hardState { disks[id]!.setHardState(hs) }
         try disks[id]!.append(rd.entries)
         for m in rd.messages {
             sent.append(m)
-            if let t = transform(m), !drop(t) { inFlight.append(t) }
+            if let t = transform(m), !drop(t) {
+                inFlight.append(t)
+            } else if m.type == .snapshot {
+                n.reportSnapshot(to: m.to, failed: true)
+            }
         }
         applied[id]!.append(contentsOf: rd.committedEntries)
+        readStates[id, default: []].append(contentsOf: rd.readStates)
         n.advance()
         nodes[id] = n
     }
@@ -61,6 +73,11 @@ struct TestCluster {
         while !inFlight.isEmpty && rounds < maxRounds {
             let m = inFlight.removeFirst()
             nodes[m.to]?.step(m)
+            // The transport reports the outcome of a snapshot send.
+            if m.type == .snapshot {
+                let failed = nodes[m.to] == nil
+                nodes[m.from]?.reportSnapshot(to: m.to, failed: failed)
+            }
             try handleAllReadies()
             rounds += 1
         }
