@@ -6,8 +6,10 @@ struct Progress: Sendable {
     var state: State = .probe
     /// In probe state: an append was sent and no answer arrived yet (one probe at a time).
     var probeSent = false
-    /// Last index of each append in flight (replicate state), oldest first; bounded by the window.
-    var inflights: [UInt64] = []
+    /// Last index and entry bytes of each append in flight (replicate state), oldest first;
+    /// bounded by the window (count and bytes).
+    var inflights: [(index: UInt64, bytes: Int)] = []
+    var inflightBytes = 0
     /// Heard from since the last check-quorum round.
     var recentActive = false
     /// In snapshot state: the index of the snapshot sent.
@@ -15,10 +17,10 @@ struct Progress: Sendable {
 
     init(next: UInt64) { self.next = next }
 
-    func isPaused(window: Int) -> Bool {
+    func isPaused(window: Int, maxBytes: Int) -> Bool {
         switch state {
         case .probe: return probeSent
-        case .replicate: return inflights.count >= window
+        case .replicate: return inflightsFull(window: window, maxBytes: maxBytes)
         case .snapshot: return true
         }
     }
@@ -26,15 +28,29 @@ struct Progress: Sendable {
     mutating func becomeProbe() {
         // After a snapshot the follower continues after it (or is re-probed after a failure).
         next = state == .snapshot ? max(match + 1, pendingSnapshot + 1) : match + 1
-        state = .probe; probeSent = false; inflights.removeAll(); pendingSnapshot = 0
+        state = .probe; probeSent = false; inflights.removeAll(); inflightBytes = 0; pendingSnapshot = 0
     }
 
     mutating func becomeSnapshot(_ index: UInt64) {
         state = .snapshot; pendingSnapshot = index; probeSent = false; inflights.removeAll()
+        inflightBytes = 0
+    }
+
+    func inflightsFull(window: Int, maxBytes: Int) -> Bool {
+        inflights.count >= window || (maxBytes > 0 && inflightBytes >= maxBytes)
+    }
+
+    mutating func addInflight(_ index: UInt64, bytes: Int) {
+        inflights.append((index, bytes)); inflightBytes += bytes
+    }
+
+    mutating func freeFirstInflight() {
+        guard !inflights.isEmpty else { return }
+        inflightBytes -= inflights.removeFirst().bytes
     }
 
     mutating func becomeReplicate() {
-        state = .replicate; next = match + 1; probeSent = false; inflights.removeAll()
+        state = .replicate; next = match + 1; probeSent = false; inflights.removeAll(); inflightBytes = 0
     }
 
     /// An accepted append up to `index`. Returns whether `match` moved.
@@ -63,7 +79,7 @@ struct Progress: Sendable {
 
     mutating func freeInflights(upTo index: UInt64) {
         var k = 0
-        while k < inflights.count, inflights[k] <= index { k += 1 }
+        while k < inflights.count, inflights[k].index <= index { inflightBytes -= inflights[k].bytes; k += 1 }
         if k > 0 { inflights.removeFirst(k) }
     }
 }

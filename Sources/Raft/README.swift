@@ -11,9 +11,11 @@
 //     try node.readIndex(context: requestID)   // linearizable read; throws .noLeader
 //     while node.hasReady {
 //         let rd = node.ready()
+//         send rd.immediateMessages // at once: leader appends/heartbeats/snapshots, pre-votes, ...
 //         if let s = rd.snapshot { storage.applySnapshot(s); restore the state machine from s }
 //         persist rd.hardState (if non-nil) and rd.entries (overwrite from rd.entries.first.index)
-//         send rd.messages          // only after the write above is durable
+//         send rd.messages          // only after the write above is durable (votes, vote and
+//                                   // pre-vote answers, append acknowledgements)
 //         apply rd.committedEntries
 //         for rs in rd.readStates { serve the read rs.context once applied >= rs.index }
 //         node.advance()            // the leader counts its own entries toward commit only now
@@ -55,7 +57,10 @@
 //   snapshot) or fast-forward when its log already holds the snapshot's entry.
 //   The node keeps the log since the last compaction in memory.
 //
+// - Messages are split: `Ready.immediateMessages` may go before the local write (the leader
+//   persists in parallel with replicating), `Ready.messages` must wait for it. NOTE for hosts:
+//   BOTH lists must be sent; sending both after the write is correct but slower.
+// - Inflight window per follower bounded by `maxInflightMsgs` and `maxInflightBytes`.
+//
 // ## Not implemented yet (issue 4)
-// Learners and membership change, leadership transfer, async storage
-// (messages that may go before the local write are not split out), inflight byte limits
-// (the window counts messages only), the linearizability checker, benchmarks.
+// Learners and membership change, leadership transfer, the linearizability checker, benchmarks.

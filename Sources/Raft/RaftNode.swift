@@ -46,7 +46,9 @@ public struct RaftNode: Sendable {
     private var progress: [NodeID: Progress] = [:]
     /// Proposals accepted since the last Ready; they become one append at the next Ready.
     private var proposalBuffer: [[UInt8]] = []
+    /// Messages to send after the Ready's write is durable, and those that may go at once.
     private var msgs: [Message] = []
+    private var immediateMsgs: [Message] = []
     private var prevHardState: HardState
     private var prevSoftState: SoftState
 
@@ -246,7 +248,8 @@ public struct RaftNode: Sendable {
     }
 
     public var hasReady: Bool {
-        (role == .leader && !proposalBuffer.isEmpty) || !msgs.isEmpty || unstableFrom <= lastIndex
+        (role == .leader && !proposalBuffer.isEmpty) || !msgs.isEmpty || !immediateMsgs.isEmpty
+            || unstableFrom <= lastIndex
             || !readStates.isEmpty || pendingSnapshot != nil || (role == .leader && !pendingReads.isEmpty && committedInCurrentTerm)
             || hardState != prevHardState || softState != prevSoftState
             || min(commitIndex, lastIndex) > appliedIndex
@@ -267,8 +270,9 @@ public struct RaftNode: Sendable {
         let rd = Ready(softState: ss == prevSoftState ? nil : ss,
                        hardState: hs == prevHardState ? nil : hs,
                        entries: unstable, messages: msgs, committedEntries: committed,
-                       readStates: readStates, snapshot: snap)
+                       readStates: readStates, snapshot: snap, immediateMessages: immediateMsgs)
         msgs = []
+        immediateMsgs = []
         readStates = []
         prevSoftState = ss
         prevHardState = hs
@@ -429,7 +433,14 @@ public struct RaftNode: Sendable {
 
     // MARK: - Messages
 
-    private mutating func send(_ m: Message) { msgs.append(m) }
+    /// Messages that vouch for local durable state wait for the write: a vote (this node
+    /// counts its own vote at once), vote and pre-vote answers, append acknowledgements.
+    private mutating func send(_ m: Message) {
+        switch m.type {
+        case .vote, .voteResponse, .preVoteResponse, .appendResponse: msgs.append(m)
+        default: immediateMsgs.append(m)
+        }
+    }
 
     /// Feeds one received message to the node. Messages from non-members are ignored.
     public mutating func step(_ m: Message) {
@@ -581,8 +592,9 @@ public struct RaftNode: Sendable {
             pr.probeSent = false
             // A full window may hold only lost appends: free one slot so the follower can
             // be probed again (an empty append reveals a gap by being rejected).
-            if pr.state == .replicate && pr.inflights.count >= config.maxInflightMsgs {
-                pr.inflights.removeFirst()
+            if pr.state == .replicate
+                && pr.inflightsFull(window: config.maxInflightMsgs, maxBytes: config.maxInflightBytes) {
+                pr.freeFirstInflight()
             }
             progress[m.from] = pr
             if pr.match < lastIndex { _ = sendAppend(to: m.from, sendIfEmpty: true) }
@@ -701,7 +713,8 @@ public struct RaftNode: Sendable {
 
     /// Sends one append to `to` if its progress allows. Returns whether one was sent.
     private mutating func sendAppend(to: NodeID, sendIfEmpty: Bool) -> Bool {
-        guard var pr = progress[to], !pr.isPaused(window: config.maxInflightMsgs) else { return false }
+        guard var pr = progress[to],
+              !pr.isPaused(window: config.maxInflightMsgs, maxBytes: config.maxInflightBytes) else { return false }
         let prev = pr.next - 1
         guard let prevTerm = term(at: prev) else {
             // The entries it needs are compacted: send the latest snapshot instead.
@@ -721,7 +734,7 @@ public struct RaftNode: Sendable {
         case .replicate:
             if let last = ents.last {
                 pr.next = last.index + 1
-                pr.inflights.append(last.index)
+                pr.addInflight(last.index, bytes: ents.reduce(0) { $0 + $1.byteSize })
             }
         }
         progress[to] = pr

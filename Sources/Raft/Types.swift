@@ -119,13 +119,16 @@ public struct SoftState: Sendable, Hashable {
     public var role: Role
 }
 
-/// What the host must do, in order: persist `hardState` (if non-nil) and `entries`
-/// (which replace any stored entries from `entries.first.index` on), then send `messages`,
-/// then apply `committedEntries`, then call `advance()`.
+/// What the host must do: send `immediateMessages` (at once, in parallel with the write);
+/// persist `snapshot`, `hardState` (if non-nil) and `entries` (which replace any stored entries
+/// from `entries.first.index` on); once that is durable send `messages`; apply
+/// `committedEntries`; then call `advance()`.
 public struct Ready: Sendable {
     public var softState: SoftState?
     public var hardState: HardState?
     public var entries: [Entry]
+    /// Messages that must wait until this Ready's snapshot/hardState/entries are durable:
+    /// votes, vote and pre-vote answers, append acknowledgements (they vouch for local state).
     public var messages: [Message]
     public var committedEntries: [Entry]
     /// Answers to `readIndex(context:)` calls: once the state machine has applied up to
@@ -134,6 +137,10 @@ public struct Ready: Sendable {
     /// A snapshot received from the leader: persist it (`MemoryStorage.applySnapshot`) before
     /// `entries`, and restore the state machine from it before applying `committedEntries`.
     public var snapshot: Snapshot? = nil
+    /// Messages that may be sent before (in parallel with) the local write: the leader's appends,
+    /// heartbeats and snapshots, pre-votes, forwarded proposals and reads, read answers,
+    /// TimeoutNow. A host that sends everything after the write stays correct, only slower.
+    public var immediateMessages: [Message] = []
 }
 
 /// A confirmed linearizable read point (see `RaftNode.readIndex(context:)`).
@@ -183,6 +190,9 @@ public struct Config: Sendable {
     public var maxSizePerMsg: Int = 64 * 1024
     /// Max append messages in flight per follower in replicate state.
     public var maxInflightMsgs: Int = 256
+    /// Max bytes of entries in flight per follower (the window closes once this is reached;
+    /// 0: no byte limit). Bounds the memory a slow follower can pin.
+    public var maxInflightBytes: Int = 32 << 20
     public var maxProposalBytes: Int = 1 << 20
     public var preVote: Bool = true
     public var checkQuorum: Bool = true
@@ -219,6 +229,7 @@ public struct Config: Sendable {
         }
         if maxInflightMsgs <= 0 { throw .invalidLimit("maxInflightMsgs") }
         if maxSizePerMsg <= 0 { throw .invalidLimit("maxSizePerMsg") }
+        if maxInflightBytes < 0 { throw .invalidLimit("maxInflightBytes") }
     }
 }
 

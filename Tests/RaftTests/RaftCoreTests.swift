@@ -254,7 +254,7 @@ struct RaftCoreTests {
         n.step(Message(type: .appendResponse, from: 2, to: 1, term: 1, index: 2, reject: true, rejectHint: 0))
         #expect(n.commitIndex == 4)
         try n.propose([99])
-        let appends = n.ready().messages.filter { $0.type == .append && $0.to == 2 }
+        let appends = n.ready().immediateMessages.filter { $0.type == .append && $0.to == 2 }
         #expect(appends.count == 1)
         #expect(appends.first?.index == 4)   // still replicating from index 5 on
     }
@@ -298,7 +298,7 @@ struct RaftCoreTests {
         var n = c.nodes[1]!
         let rd = n.ready()
         #expect(rd.entries.count == 50)
-        let appends = rd.messages.filter { $0.type == .append }
+        let appends = rd.immediateMessages.filter { $0.type == .append }
         #expect(appends.count == 2)
         #expect(appends.allSatisfy { $0.entries.count == 50 })
     }

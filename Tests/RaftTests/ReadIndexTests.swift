@@ -78,7 +78,7 @@ struct ReadIndexTests {
         #expect(n.hasReady)
         let rd = n.ready()
         #expect(rd.readStates == [ReadState(index: 1, context: [5])])
-        #expect(rd.messages.isEmpty)
+        #expect(rd.messages.isEmpty && rd.immediateMessages.isEmpty)
     }
 
     @Test("a read without a known leader is refused with .noLeader; reads die with a lost leadership")

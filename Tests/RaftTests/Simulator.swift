@@ -205,7 +205,7 @@ struct Simulator {
                 }
             }
             // 3. Send.
-            for m in rd.messages {
+            for m in rd.immediateMessages + rd.messages {
                 stats.messages += 1
                 if Int(rng.next() % 100) < options.lossPercent { continue }
                 let copies = Int(rng.next() % 100) < options.duplicatePercent ? 2 : 1

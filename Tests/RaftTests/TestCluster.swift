@@ -42,7 +42,7 @@ struct TestCluster {
         }
         if let hs = rd.hardState { disks[id]!.setHardState(hs) }
         try disks[id]!.append(rd.entries)
-        for m in rd.messages {
+        for m in rd.immediateMessages + rd.messages {
             sent.append(m)
             if let t = transform(m), !drop(t) {
                 inFlight.append(t)
