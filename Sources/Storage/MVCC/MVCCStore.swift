@@ -97,6 +97,17 @@ public final class MVCCStore: Sendable {
         lock?.release()
     }
 
+    var generation: UInt64 { state.withLock { $0.generation } }
+
+    /// Switches to a new environment (defragment); the old one closes when its last user is done.
+    func swap(to env: LMDBEnv, generation: UInt64) {
+        state.withLock { s in
+            if s.env != nil { s.env = env; s.generation = generation }
+        }
+    }
+
+    func isCurrent(_ env: LMDBEnv) -> Bool { state.withLock { $0.env === env } }
+
     func currentEnv() throws(MVCCError) -> LMDBEnv {
         guard let e = state.withLock({ $0.env }) else { throw .storage("mvcc: store is closed") }
         return e
@@ -161,9 +172,15 @@ public final class MVCCStore: Sendable {
     /// commits at once (one fdatasync) with the revision and applied index. If `body` throws, or an
     /// LMDB failure broke the transaction, nothing of the batch is committed and the error is thrown.
     public func write<T>(_ body: (inout MVCCWriteTxn) throws(MVCCError) -> T) throws(MVCCError) -> T {
-        let env = try currentEnv()
+        var env = try currentEnv()
         var t: OpaquePointer?
-        try LMDB.check(mdb_txn_begin(env.env, nil, 0, &t))
+        while true {
+            try LMDB.check(mdb_txn_begin(env.env, nil, 0, &t))
+            // defragment may have switched files while we waited for LMDB's writer lock
+            if isCurrent(env) { break }
+            mdb_txn_abort(t)
+            env = try currentEnv()
+        }
         guard let txn = t else { throw .storage("mdb_txn_begin returned no transaction") }
         let ctx: WriteContext
         do throws(MVCCError) {

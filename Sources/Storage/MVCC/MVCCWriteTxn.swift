@@ -229,3 +229,295 @@ public struct MVCCWriteTxn {
         ctx.applied = index
     }
 }
+
+// MARK: - Txn, compaction, leases
+
+extension WriteContext {
+    /// The branch each (nested) txn takes, decided before anything is written (etcd's compareToPath).
+    struct Path {
+        var succeeded: Bool
+        var children: [Path]        // one per nested txn op in the chosen branch, in order
+    }
+
+    func comparePath(_ r: Etcdserverpb.TxnRequest) throws(MVCCError) -> Path {
+        var ok = true
+        for c in r.compare where try !compare(c) { ok = false; break }
+        var children: [Path] = []
+        for op in ok ? r.success : r.failure {
+            if case .requestTxn(let inner) = op.request { children.append(try comparePath(inner)) }
+        }
+        return Path(succeeded: ok, children: children)
+    }
+
+    /// etcd's applyCompare: every key in the compare's range must satisfy it; on no key, a VALUE
+    /// compare fails and the others compare against a zero KeyValue.
+    func compare(_ c: Etcdserverpb.Compare) throws(MVCCError) -> Bool {
+        let kvs = try liveKVs(c.key, c.rangeEnd)
+        if kvs.isEmpty {
+            if c.target == .value { return false }
+            return Self.compareKV(c, Mvccpb.KeyValue())
+        }
+        return kvs.allSatisfy { Self.compareKV(c, $0) }
+    }
+
+    static func compareKV(_ c: Etcdserverpb.Compare, _ kv: Mvccpb.KeyValue) -> Bool {
+        func cmp<T: Comparable>(_ a: T, _ b: T) -> Int { a < b ? -1 : (a > b ? 1 : 0) }
+        var result = 0
+        switch c.target {
+        case .value:
+            var v: [UInt8] = []
+            if case .value(let x) = c.targetUnion { v = x }
+            result = kv.value == v ? 0 : (kv.value.lexicographicallyPrecedes(v) ? -1 : 1)
+        case .create:
+            var x: Int64 = 0
+            if case .createRevision(let y) = c.targetUnion { x = y }
+            result = cmp(kv.createRevision, x)
+        case .mod:
+            var x: Int64 = 0
+            if case .modRevision(let y) = c.targetUnion { x = y }
+            result = cmp(kv.modRevision, x)
+        case .version:
+            var x: Int64 = 0
+            if case .version(let y) = c.targetUnion { x = y }
+            result = cmp(kv.version, x)
+        case .lease:
+            var x: Int64 = 0
+            if case .lease(let y) = c.targetUnion { x = y }
+            result = cmp(kv.lease, x)
+        default: break
+        }
+        switch c.result {
+        case .equal: return result == 0
+        case .notEqual: return result != 0
+        case .greater: return result > 0
+        case .less: return result < 0
+        default: return true
+        }
+    }
+
+    static func ops(_ r: Etcdserverpb.TxnRequest, _ p: Path) -> [Etcdserverpb.RequestOp] { p.succeeded ? r.success : r.failure }
+
+    static func isWrite(_ r: Etcdserverpb.TxnRequest) -> Bool {
+        for op in r.success + r.failure {
+            switch op.request {
+            case .requestPut, .requestDeleteRange: return true
+            case .requestTxn(let t): if isWrite(t) { return true }
+            default: break
+            }
+        }
+        return false
+    }
+
+    /// etcd's checkRequests: puts (when the txn writes), then ranges, along the chosen path.
+    func checkTxn(_ r: Etcdserverpb.TxnRequest, _ p: Path, puts: Bool) throws(MVCCError) {
+        var child = 0
+        for op in Self.ops(r, p) {
+            switch op.request {
+            case .requestTxn(let inner):
+                try checkTxn(inner, p.children[child], puts: puts); child += 1
+            case .requestPut(let put) where puts:
+                try checkPut(put)
+            case .requestRange(let rr) where !puts:
+                if rr.revision != 0 && rr.revision > beginRev { throw .futureRevision }
+                // etcd compares with its first revision, -1 until the first compaction
+                let first = compactRev == 0 ? -1 : compactRev
+                if rr.revision != 0 && rr.revision < first { throw .compacted(compactRevision: compactRev) }
+            default: break
+            }
+        }
+    }
+
+    func applyTxn(_ r: Etcdserverpb.TxnRequest, _ p: Path) throws(MVCCError) -> Etcdserverpb.TxnResponse {
+        var resp = Etcdserverpb.TxnResponse()
+        resp.succeeded = p.succeeded
+        var child = 0
+        for op in Self.ops(r, p) {
+            var ro = Etcdserverpb.ResponseOp()
+            switch op.request {
+            case .requestRange(let rr): ro.response = .responseRange(try doRange(rr))
+            case .requestPut(let put): ro.response = .responsePut(try doPut(put))
+            case .requestDeleteRange(let d): ro.response = .responseDeleteRange(try doDelete(d))
+            case .requestTxn(let inner):
+                ro.response = .responseTxn(try applyTxn(inner, p.children[child])); child += 1
+            case nil: break
+            }
+            resp.responses.append(ro)
+        }
+        var h = Etcdserverpb.ResponseHeader()
+        h.revision = opReadRev
+        resp.header = h
+        return resp
+    }
+
+    /// Quota cost of a txn: the larger of its two branches' puts (nested included).
+    static func putCost(_ ops: [Etcdserverpb.RequestOp]) -> Int64 {
+        var c: Int64 = 0
+        for op in ops {
+            switch op.request {
+            case .requestPut(let p): c += MVCCWriteTxn.kvOverhead + Int64(p.key.count + p.value.count)
+            case .requestTxn(let t): c += max(putCost(t.success), putCost(t.failure))
+            default: break
+            }
+        }
+        return c
+    }
+}
+
+/// etcd's checkIntervals (v3rpc): within one txn level, a key may be put once and not also fall in
+/// a delete range of that level or of nested txns; a nested txn's then/else branches may put the
+/// same key (only one runs). Deletes with range_end "\0" are intervals [key, "\0") there, which
+/// contain no key: etcd does not flag them, and neither does this.
+enum TxnIntervals {
+    struct Interval { var begin: [UInt8]; var end: [UInt8]? }   // end nil = single point
+
+    static func contains(_ dels: [Interval], _ k: [UInt8]) -> Bool {
+        for d in dels {
+            if let e = d.end {
+                if !k.lexicographicallyPrecedes(d.begin) && k.lexicographicallyPrecedes(e) { return true }
+            } else if d.begin == k { return true }
+        }
+        return false
+    }
+
+    static func check(_ reqs: [Etcdserverpb.RequestOp]) throws(MVCCError) -> (puts: Set<[UInt8]>, dels: [Interval]) {
+        var dels: [Interval] = []
+        for op in reqs {
+            if case .requestDeleteRange(let d) = op.request {
+                dels.append(Interval(begin: d.key, end: d.rangeEnd.isEmpty ? nil : d.rangeEnd))
+            }
+        }
+        var puts: Set<[UInt8]> = []
+        for op in reqs {
+            guard case .requestTxn(let t) = op.request else { continue }
+            let (putsThen, delsThen) = try check(t.success)
+            let (putsElse, delsElse) = try check(t.failure)
+            for k in putsThen {
+                if puts.contains(k) || contains(dels, k) { throw .duplicateKey }
+                puts.insert(k)
+            }
+            for k in putsElse {
+                if puts.contains(k) && !putsThen.contains(k) { throw .duplicateKey }
+                if contains(dels, k) { throw .duplicateKey }
+                puts.insert(k)
+            }
+            dels += delsThen + delsElse
+        }
+        for op in reqs {
+            guard case .requestPut(let p) = op.request else { continue }
+            if puts.contains(p.key) || contains(dels, p.key) { throw .duplicateKey }
+            puts.insert(p.key)
+        }
+        return (puts, dels)
+    }
+}
+
+extension MVCCWriteTxn {
+    /// etcd's Txn: duplicate-key check, compares (on the state before the txn), checks of the chosen
+    /// path (puts: ignore_value/ignore_lease need the key, lease must exist; ranges: revision), then
+    /// every op of the chosen path (nested txns included) in ONE revision, sub-revisions in order.
+    /// header.revision: the new revision if anything changed, else the current one.
+    public mutating func txn(_ r: Etcdserverpb.TxnRequest) throws(MVCCError) -> Etcdserverpb.TxnResponse {
+        try ctx.usable()
+        _ = try TxnIntervals.check(r.success)
+        _ = try TxnIntervals.check(r.failure)
+        ctx.beginOp()
+        let path = try ctx.comparePath(r)
+        if WriteContext.isWrite(r) { try ctx.checkTxn(r, path, puts: true) }
+        try ctx.checkTxn(r, path, puts: false)
+        let cost = max(WriteContext.putCost(r.success), WriteContext.putCost(r.failure))
+        let ok = cost == 0 || ctx.quotaAllows(cost)
+        let resp = try ctx.applyTxn(r, path)
+        ctx.endOp()
+        if !ok { throw .noSpace }
+        return resp
+    }
+
+    /// Compacts history to `revision` (etcd's rules): for each key, every version older than its
+    /// newest version at `revision` is removed; that newest version stays if it is a put, or a
+    /// tombstone exactly at `revision`; a key deleted before `revision` disappears entirely.
+    /// `.compacted` when revision <= the compacted revision, `.futureRevision` beyond the current one.
+    public mutating func compact(_ revision: Int64) throws(MVCCError) {
+        try ctx.usable()
+        if revision <= ctx.compactRev { throw .compacted(compactRevision: ctx.compactRev) }
+        if revision > ctx.rev { throw .futureRevision }
+        let c = ctx
+        try c.mutate { () throws(MVCCError) in
+            let t = c.t
+            let rc = try t.cursor(c.env.revs)
+            let kc = try t.cursor(c.env.keys)
+            var e = try rc.first()
+            while let cur = e {
+                let main = Int64(bitPattern: Rec.be(cur.key, 0)), sub = Int64(bitPattern: Rec.be(cur.key, 8))
+                if main > revision { break }
+                let key = Array(cur.value[1...])
+                let tomb = cur.value[0] == Rec.tombstone
+                let exact = Rec.keyTableKey(key, main, sub)
+                guard let here = try kc.seek(exact), Rec.splitKey(here.key).main == main else {
+                    throw .storage("mvcc: revision \(main).\(sub) missing from the key table")
+                }
+                var superseded = false
+                if let n = try kc.next() {
+                    let ns = Rec.splitKey(n.key)
+                    superseded = ns.main <= revision && Rec.compare(ns.key, key) == 0
+                }
+                if superseded || (tomb && main < revision) {
+                    _ = try kc.seek(exact)
+                    try kc.deleteCurrent()
+                    try rc.deleteCurrent()
+                    e = try rc.op(MDB_GET_CURRENT)
+                } else {
+                    e = try rc.next()
+                }
+            }
+            c.compactRev = revision
+        }
+    }
+
+    /// Grants a lease (the lessor chose id and TTL). `.leaseExists` if the id is taken;
+    /// `.leaseNotFound` for id 0 (etcd's NoLease).
+    public mutating func leaseGrant(id: Int64, ttl: Int64) throws(MVCCError) {
+        try ctx.usable()
+        if id == 0 { throw .leaseNotFound }
+        if try ctx.leaseExists(id) { throw .leaseExists }
+        let ok = ctx.quotaAllows(64)
+        let c = ctx
+        try c.mutate { () throws(MVCCError) in
+            var v: [UInt8] = []
+            Rec.appendLE(ttl, to: &v); Rec.appendLE(0, to: &v)
+            try c.t.put(c.env.leases, Rec.leaseKey(id), v)
+        }
+        if !ok { throw .noSpace }
+    }
+
+    /// Revokes a lease: its keys are deleted in ONE revision (key order), then the lease record.
+    public mutating func leaseRevoke(id: Int64) throws(MVCCError) {
+        try ctx.usable()
+        guard try ctx.leaseExists(id) else { throw .leaseNotFound }
+        let keys = try ctx.t.leaseKeys(id)
+        ctx.beginOp()
+        let c = ctx
+        try c.mutate { () throws(MVCCError) in
+            for k in keys {
+                if let kv = try c.current(k) { try c.applyDelete(kv) }
+                try c.t.del(c.env.leaseKeys, Rec.leaseKey(id) + k)
+            }
+            try c.t.del(c.env.leases, Rec.leaseKey(id))
+        }
+        ctx.endOp()
+    }
+
+    /// Records a lease's remaining TTL (etcd's checkpoint); an unknown lease is ignored, as in etcd.
+    public mutating func leaseCheckpoint(id: Int64, remainingTTL: Int64) throws(MVCCError) {
+        try ctx.usable()
+        guard let l = try ctx.t.lease(id) else { return }
+        let c = ctx
+        try c.mutate { () throws(MVCCError) in
+            var v: [UInt8] = []
+            Rec.appendLE(l.ttl, to: &v); Rec.appendLE(remainingTTL, to: &v)
+            try c.t.put(c.env.leases, Rec.leaseKey(id), v)
+        }
+    }
+
+    /// Leases as this batch sees them.
+    public func lease(id: Int64) throws(MVCCError) -> LeaseRecord? { try ctx.t.lease(id) }
+}
