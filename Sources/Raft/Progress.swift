@@ -1,6 +1,6 @@
 /// The leader's view of one follower's log.
 struct Progress: Sendable {
-    enum State: Sendable, Hashable { case probe, replicate, snapshot }
+    typealias State = ProgressState
     var match: UInt64 = 0
     var next: UInt64
     var state: State = .probe
@@ -14,6 +14,7 @@ struct Progress: Sendable {
     var recentActive = false
     /// In snapshot state: the index of the snapshot sent.
     var pendingSnapshot: UInt64 = 0
+    var isLearner = false
 
     init(next: UInt64) { self.next = next }
 

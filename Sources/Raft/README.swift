@@ -9,6 +9,10 @@
 //     node.step(message)            // every received message
 //     try node.propose(bytes)       // throws ProposalError.noLeader / .tooLarge
 //     try node.readIndex(context: requestID)   // linearizable read; throws .noLeader
+//     try node.proposeConfChange(cc)            // .confChangePending / .invalidConfChange
+//     try node.transferLeadership(to: id)       // TransferError.noLeader / .notVoter
+//     node.status                               // Maintenance.Status: term, leader, indexes, progress
+// propose/proposeConfChange also throw .leadershipTransferInProgress while a transfer runs.
 //     while node.hasReady {
 //         let rd = node.ready()
 //         send rd.immediateMessages // at once: leader appends/heartbeats/snapshots, pre-votes, ...
@@ -16,7 +20,8 @@
 //         persist rd.hardState (if non-nil) and rd.entries (overwrite from rd.entries.first.index)
 //         send rd.messages          // only after the write above is durable (votes, vote and
 //                                   // pre-vote answers, append acknowledgements)
-//         apply rd.committedEntries
+//         apply rd.committedEntries; for an entry of type .confChange:
+//             let cs = node.applyConfChange(try ConfChange(decoding: e.data))   // keep cs with applied
 //         for rs in rd.readStates { serve the read rs.context once applied >= rs.index }
 //         node.advance()            // the leader counts its own entries toward commit only now
 //     }
@@ -62,5 +67,21 @@
 //   BOTH lists must be sent; sending both after the write is correct but slower.
 // - Inflight window per follower bounded by `maxInflightMsgs` and `maxInflightBytes`.
 //
+// - Membership: ONE-AT-A-TIME (single-server) changes, not joint consensus: etcd's cluster API
+//   (MemberAdd/Remove/Promote) changes one member per call, any two majorities of configurations
+//   that differ by one voter overlap, and the code and its failure modes stay small. A change
+//   takes effect when applied (`applyConfChange`, on every node); the leader accepts the next one
+//   only after the previous one is applied, and a new leader only after its no-op is applied
+//   (so it has committed an entry of its term first: the known fix for single-server changes).
+//   Learners get the log and heartbeats, never vote, campaign or count (commit, check-quorum,
+//   ReadIndex). A node joining starts with the membership that includes itself (like etcd's
+//   --initial-cluster), e.g. `Config.learners = [self]`; `peers: []` is allowed when it will get a
+//   snapshot. A removed node never campaigns again (the host should stop it); a leader that
+//   removes itself steps down.
+// - Leadership transfer: the leader catches the transferee up, sends `.timeoutNow`; it campaigns
+//   at once without pre-vote, its vote requests carry `RaftNode.campaignTransferContext` so
+//   voters ignore their leader lease. Proposals are refused meanwhile; abandoned after an
+//   election timeout. Followers forward `transferLeader` (`from` = transferee).
+//
 // ## Not implemented yet (issue 4)
-// Learners and membership change, leadership transfer, the linearizability checker, benchmarks.
+// The linearizability checker, benchmarks.

@@ -45,7 +45,14 @@ public struct RaftNode: Sendable {
     private var votes: [NodeID: Bool] = [:]
     private var progress: [NodeID: Progress] = [:]
     /// Proposals accepted since the last Ready; they become one append at the next Ready.
-    private var proposalBuffer: [[UInt8]] = []
+    private var proposalBuffer: [Entry] = []
+    /// Index of the latest membership change appended by this leader (one change at a time:
+    /// none is accepted until it is handed out and applied).
+    private var pendingConfIndex: UInt64 = 0
+    private var confChangesHandedOut = 0
+    private var confChangesApplied = 0
+    /// Target of a leadership transfer in progress.
+    public private(set) var leadTransferee: NodeID = noNode
     /// Messages to send after the Ready's write is durable, and those that may go at once.
     private var msgs: [Message] = []
     private var immediateMsgs: [Message] = []
@@ -169,15 +176,148 @@ public struct RaftNode: Sendable {
         if data.count > config.maxProposalBytes {
             throw .tooLarge(size: data.count, limit: config.maxProposalBytes)
         }
+        try proposeEntry(Entry(term: 0, index: 0, data: data))
+    }
+
+    /// Proposes a membership change (one at a time: refused with `.confChangePending` until the
+    /// previous one is applied). When the entry is committed, the host calls `applyConfChange`.
+    public mutating func proposeConfChange(_ cc: ConfChange) throws(ProposalError) {
+        if role == .leader { try checkConfChange(cc) }
+        try proposeEntry(Entry(term: 0, index: 0, data: cc.encoded(), type: .confChange))
+    }
+
+    private mutating func proposeEntry(_ e: Entry) throws(ProposalError) {
         switch role {
         case .leader:
-            proposalBuffer.append(data)
+            if leadTransferee != noNode { throw .leadershipTransferInProgress }
+            proposalBuffer.append(e)
         case .follower where leader != noNode:
-            send(Message(type: .propose, from: id, to: leader,
-                         entries: [Entry(term: 0, index: 0, data: data)]))
+            send(Message(type: .propose, from: id, to: leader, entries: [e]))
         default:
             throw .noLeader
         }
+    }
+
+    private var confChangePending: Bool {
+        pendingConfIndex > appliedIndex || confChangesHandedOut > confChangesApplied
+            || proposalBuffer.contains { $0.type == .confChange }
+    }
+
+    /// The leader's check of a membership change before appending it.
+    private func checkConfChange(_ cc: ConfChange) throws(ProposalError) {
+        if confChangePending { throw .confChangePending }
+        let n = cc.nodeID
+        if n == noNode { throw .invalidConfChange("node id 0") }
+        switch cc.type {
+        case .addNode:
+            if voters.contains(n) { throw .invalidConfChange("\(n) is already a voter") }
+        case .addLearner:
+            if voters.contains(n) { throw .invalidConfChange("\(n) is a voter; remove it first") }
+            if learners.contains(n) { throw .invalidConfChange("\(n) is already a learner") }
+        case .promoteLearner:
+            if !learners.contains(n) { throw .invalidConfChange("\(n) is not a learner") }
+        case .removeNode:
+            if !voters.contains(n) && !learners.contains(n) { throw .invalidConfChange("\(n) is not a member") }
+            if voters == [n] { throw .invalidConfChange("cannot remove the last voter") }
+        }
+    }
+
+    /// Applies a committed membership change (deterministically on every node; a change that
+    /// does not fit the membership is ignored) and returns the new membership.
+    @discardableResult
+    public mutating func applyConfChange(_ cc: ConfChange) -> ConfState {
+        confChangesApplied += 1
+        let n = cc.nodeID
+        switch cc.type {
+        case .addNode, .promoteLearner:
+            if n != noNode && !voters.contains(n) {
+                learners.removeAll { $0 == n }
+                voters.append(n); voters.sort()
+            }
+        case .addLearner:
+            if n != noNode && !voters.contains(n) && !learners.contains(n) {
+                learners.append(n); learners.sort()
+            }
+        case .removeNode:
+            if voters != [n] {
+                voters.removeAll { $0 == n }
+                learners.removeAll { $0 == n }
+            }
+        }
+        if role == .leader { leaderMembershipChanged() }
+        return confState
+    }
+
+    private var members: [NodeID] { voters + learners }
+    /// Whether this node may campaign (a voter; learners and removed nodes never do).
+    public var isPromotable: Bool { voters.contains(id) }
+
+    private mutating func leaderMembershipChanged() {
+        if !voters.contains(id) {
+            // Removed (or no longer a voter): step down; the others elect a new leader.
+            becomeFollower(term: term, leader: noNode)
+            return
+        }
+        for p in Array(progress.keys) where !members.contains(p) { progress[p] = nil }
+        for p in members {
+            if progress[p] == nil {
+                var pr = Progress(next: lastIndex + 1)
+                pr.recentActive = true
+                progress[p] = pr
+            }
+            progress[p]!.isLearner = learners.contains(p)
+        }
+        if leadTransferee != noNode && !voters.contains(leadTransferee) { leadTransferee = noNode }
+        // A smaller quorum may already be reached for commits and pending reads.
+        for r in readRounds.map(\.id) { ackReadRound(r, from: id) }
+        if maybeCommit() { broadcastAppend() } else {
+            for p in members where p != id { _ = sendAppend(to: p, sendIfEmpty: false) }
+        }
+    }
+
+    // MARK: - Leadership transfer
+
+    /// Asks the leader to hand leadership to voter `to`: once `to` has the whole log the leader
+    /// sends it `.timeoutNow` and it campaigns at once. Proposals are refused meanwhile; the
+    /// transfer is abandoned after an election timeout. On a follower the request is forwarded.
+    public mutating func transferLeadership(to target: NodeID) throws(TransferError) {
+        switch role {
+        case .leader:
+            if !voters.contains(target) { throw .notVoter(target) }
+            startTransfer(to: target)
+        case .follower where leader != noNode:
+            send(Message(type: .transferLeader, from: target, to: leader))
+        default:
+            throw .noLeader
+        }
+    }
+
+    private mutating func startTransfer(to target: NodeID) {
+        guard target != id, voters.contains(target), leadTransferee != target else { return }
+        leadTransferee = target
+        electionElapsed = 0   // the transfer is abandoned after one election timeout
+        if progress[target]!.match == lastIndex {
+            send(Message(type: .timeoutNow, from: id, to: target, term: term))
+        } else {
+            _ = sendAppend(to: target, sendIfEmpty: true)
+        }
+    }
+
+    /// Marks vote requests of a transfer campaign: voters answer them even within a leader lease.
+    public static let campaignTransferContext: [UInt8] = Array("CampaignTransfer".utf8)
+
+    public var status: Status {
+        var ps: [NodeID: ProgressStatus] = [:]
+        if role == .leader {
+            for (p, pr) in progress {
+                ps[p] = ProgressStatus(match: pr.match, next: pr.next, state: pr.state, isLearner: pr.isLearner,
+                                       recentActive: pr.recentActive, inflights: pr.inflights.count,
+                                       inflightBytes: pr.inflightBytes, pendingSnapshot: pr.pendingSnapshot)
+            }
+        }
+        return Status(id: id, term: term, vote: vote, leader: leader, role: role, commit: commitIndex,
+                      applied: appliedIndex, firstIndex: firstIndex, lastIndex: lastIndex, confState: confState,
+                      leadTransferee: leadTransferee, progress: ps)
     }
 
     /// Requests a linearizable read point for `context` (e.g. a request id). The answer comes
@@ -240,8 +380,8 @@ public struct RaftNode: Sendable {
     /// A heartbeat acknowledgement of ReadIndex round `round` from voter `from`.
     private mutating func ackReadRound(_ round: UInt64, from: NodeID) {
         guard let k = readRounds.firstIndex(where: { $0.id == round }) else { return }
-        readRounds[k].acks.insert(from)
-        guard readRounds[k].acks.count >= quorum else { return }
+        if voters.contains(from) { readRounds[k].acks.insert(from) }
+        guard readRounds[k].acks.filter({ voters.contains($0) }).count >= quorum else { return }
         let done = readRounds[...k]
         readRounds.removeFirst(k + 1)
         for r in done { answer(r.requests, index: r.index) }
@@ -267,6 +407,7 @@ public struct RaftNode: Sendable {
         let unstable = unstableFrom <= lastIndex ? Array(log[Int(unstableFrom - offset)...]) : []
         let committed = commitIndex > appliedIndex
             ? Array(log[Int(appliedIndex + 1 - offset)...Int(commitIndex - offset)]) : []
+        for e in committed where e.type == .confChange { confChangesHandedOut += 1 }
         let rd = Ready(softState: ss == prevSoftState ? nil : ss,
                        hardState: hs == prevHardState ? nil : hs,
                        entries: unstable, messages: msgs, committedEntries: committed,
@@ -294,8 +435,8 @@ public struct RaftNode: Sendable {
                 persistedIndex = max(persistedIndex, p.index)
             }
         }
-        if role == .leader {
-            if progress[id]!.maybeUpdate(persistedIndex), maybeCommit() { broadcastAppend() }
+        if role == .leader, progress[id]?.maybeUpdate(persistedIndex) == true, maybeCommit() {
+            broadcastAppend()
         }
     }
 
@@ -304,7 +445,11 @@ public struct RaftNode: Sendable {
         var next = lastIndex + 1
         var batch: [Entry] = []
         batch.reserveCapacity(proposalBuffer.count)
-        for d in proposalBuffer { batch.append(Entry(term: term, index: next, data: d)); next += 1 }
+        for var e in proposalBuffer {
+            e.term = term; e.index = next
+            if e.type == .confChange { pendingConfIndex = next }
+            batch.append(e); next += 1
+        }
         proposalBuffer.removeAll()
         appendToLog(batch)
         broadcastAppend()
@@ -327,6 +472,7 @@ public struct RaftNode: Sendable {
         proposalBuffer.removeAll()
         pendingReads.removeAll()
         readRounds.removeAll()
+        leadTransferee = noNode
     }
 
     private mutating func becomeFollower(term t: UInt64, leader l: NodeID) {
@@ -355,16 +501,21 @@ public struct RaftNode: Sendable {
         leader = id
         role = .leader
         progress = [:]
-        for p in voters {
+        for p in members {
             var pr = Progress(next: lastIndex + 1)
             if p == id { pr.match = persistedIndex; pr.recentActive = true }
+            pr.isLearner = learners.contains(p)
             progress[p] = pr
         }
         appendToLog([Entry(term: term, index: lastIndex + 1)])  // the no-op of this term
+        // No membership change until everything up to the no-op is applied (which also means
+        // an entry of this term is committed: the fix for single-server changes).
+        pendingConfIndex = lastIndex
         broadcastAppend()
     }
 
-    private mutating func campaign(preVote: Bool) {
+    private mutating func campaign(preVote: Bool, transfer: Bool = false) {
+        guard isPromotable else { return }
         let type: MessageType
         let voteTerm: UInt64
         if preVote {
@@ -378,7 +529,7 @@ public struct RaftNode: Sendable {
         }
         for p in voters where p != id {
             send(Message(type: type, from: id, to: p, term: voteTerm, logTerm: lastTerm,
-                         index: lastIndex))
+                         index: lastIndex, context: transfer ? Self.campaignTransferContext : []))
         }
     }
 
@@ -401,7 +552,7 @@ public struct RaftNode: Sendable {
 
     private mutating func tickElection() {
         electionElapsed += 1
-        if electionElapsed >= randomizedElectionTimeout {
+        if electionElapsed >= randomizedElectionTimeout && isPromotable {
             electionElapsed = 0
             campaign(preVote: config.preVote)
         }
@@ -412,18 +563,19 @@ public struct RaftNode: Sendable {
         electionElapsed += 1
         if electionElapsed >= config.electionTick {
             electionElapsed = 0
+            leadTransferee = noNode   // a transfer that did not finish in an election timeout
             if config.checkQuorum {
-                let active = voters.filter { $0 == id || progress[$0]!.recentActive }.count
+                let active = voters.filter { $0 == id || progress[$0]?.recentActive == true }.count
                 if active < quorum {
                     becomeFollower(term: term, leader: noNode)
                     return
                 }
-                for p in voters where p != id { progress[p]!.recentActive = false }
+                for p in members where p != id { progress[p]!.recentActive = false }
             }
         }
         if heartbeatElapsed >= config.heartbeatTick {
             heartbeatElapsed = 0
-            for p in voters where p != id {
+            for p in members where p != id {
                 let pr = progress[p]!
                 send(Message(type: .heartbeat, from: id, to: p, term: term,
                              commit: min(pr.match, commitIndex)))
@@ -448,7 +600,7 @@ public struct RaftNode: Sendable {
         // its leader's membership yet); votes count only from voters, and a leader tracks
         // only members.
         guard m.to == id, m.from != id, m.from != noNode else { return }
-        if m.type == .propose || m.type == .readIndex {
+        if m.type == .propose || m.type == .readIndex || m.type == .transferLeader {
             // Forwarded proposals and reads are term-less (term 0), like etcd's local MsgProp.
             switch role {
             case .leader: stepLeader(m)
@@ -461,6 +613,8 @@ public struct RaftNode: Sendable {
             switch m.type {
             case .preVote:
                 if inLease { return }  // leader stickiness: a live leader is not disrupted
+            case .vote where m.context == Self.campaignTransferContext:
+                becomeFollower(term: m.term, leader: noNode)   // the leader asked for it
             case .preVoteResponse where !m.reject:
                 break  // granted pre-votes carry the future term; never adopt it
             case .vote:
@@ -523,6 +677,11 @@ public struct RaftNode: Sendable {
                 var f = m; f.from = id; f.to = leader; f.term = 0
                 send(f)
             }
+        case .transferLeader:
+            if leader != noNode { var f = m; f.to = leader; send(f) }   // `from` stays the transferee
+        case .timeoutNow:
+            // Our leader hands over: campaign now, skipping pre-vote and the leases of others.
+            if isPromotable { campaign(preVote: false, transfer: true) }
         case .readIndexResponse:
             readStates.append(ReadState(index: m.index, context: m.context))
         case .snapshot:
@@ -557,9 +716,15 @@ public struct RaftNode: Sendable {
     private mutating func stepLeader(_ m: Message) {
         switch m.type {
         case .propose:
+            if leadTransferee != noNode { return }
             for e in m.entries where e.data.count <= config.maxProposalBytes {
-                proposalBuffer.append(e.data)
+                if e.type == .confChange {
+                    guard let cc = try? ConfChange(decoding: e.data), (try? checkConfChange(cc)) != nil else { continue }
+                }
+                proposalBuffer.append(Entry(term: 0, index: 0, data: e.data, type: e.type))
             }
+        case .transferLeader:
+            startTransfer(to: m.from)
         case .readIndex:
             pendingReads.append(ReadRequest(context: m.context, from: m.from))
         case .appendResponse:
@@ -584,6 +749,9 @@ public struct RaftNode: Sendable {
                 broadcastAppend()
             } else {
                 while sendAppend(to: m.from, sendIfEmpty: false) {}
+            }
+            if m.from == leadTransferee, progress[m.from]?.match == lastIndex {
+                send(Message(type: .timeoutNow, from: id, to: m.from, term: term))
             }
         case .heartbeatResponse:
             guard var pr = progress[m.from] else { return }
@@ -693,7 +861,8 @@ public struct RaftNode: Sendable {
     /// Commits the highest index stored on a quorum, if it belongs to the current term
     /// (§5.4.2: older-term entries are committed only indirectly). Returns whether it moved.
     private mutating func maybeCommit() -> Bool {
-        let matches = voters.map { progress[$0]!.match }.sorted(by: >)
+        guard !voters.isEmpty else { return false }
+        let matches = voters.map { progress[$0]?.match ?? 0 }.sorted(by: >)
         let candidate = matches[quorum - 1]
         if candidate > commitIndex, term(at: candidate) == term {
             commitIndex = candidate
@@ -703,7 +872,7 @@ public struct RaftNode: Sendable {
     }
 
     private mutating func broadcastAppend() {
-        for p in voters where p != id {
+        for p in members where p != id {
             // One append even if empty (it carries the commit index), then pipeline the rest.
             if sendAppend(to: p, sendIfEmpty: true) {
                 while sendAppend(to: p, sendIfEmpty: false) {}

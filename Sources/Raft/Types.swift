@@ -73,6 +73,10 @@ public enum MessageType: Sendable, Hashable, CaseIterable {
     case vote, voteResponse
     case append, appendResponse
     case heartbeat, heartbeatResponse
+    /// The leader tells the transferee to campaign at once (leadership transfer).
+    case timeoutNow
+    /// A leadership-transfer request forwarded to the leader; `from` is the transferee.
+    case transferLeader
     /// A linearizable read request (term-less when a follower forwards it to the leader) and
     /// the leader's answer (`index` = read index, `context` echoed).
     case readIndex, readIndexResponse
@@ -156,6 +160,107 @@ public enum ProposalError: Error, Sendable, Hashable {
     case noLeader
     /// The proposal exceeds `Config.maxProposalBytes`.
     case tooLarge(size: Int, limit: Int)
+    /// A leadership transfer is in progress (it ends within an election timeout); retry.
+    case leadershipTransferInProgress
+    /// An earlier membership change is not applied yet (one change at a time); retry.
+    case confChangePending
+    /// The membership change makes no sense for the current membership.
+    case invalidConfChange(String)
+}
+
+public enum TransferError: Error, Sendable, Hashable {
+    /// No leader is known to carry out the transfer.
+    case noLeader
+    /// The transferee is not a voter.
+    case notVoter(NodeID)
+}
+
+public enum ConfChangeType: Sendable, Hashable, CaseIterable {
+    /// Adds a voter (or promotes a learner).
+    case addNode
+    case removeNode
+    case addLearner
+    /// Promotes a learner to voter.
+    case promoteLearner
+}
+
+/// A single-server membership change, carried in an `.confChange` entry.
+public struct ConfChange: Sendable, Hashable {
+    public var type: ConfChangeType
+    public var nodeID: NodeID
+    /// Opaque to Raft (e.g. the encoded member: name, peer URLs).
+    public var context: [UInt8]
+    public init(type: ConfChangeType, nodeID: NodeID, context: [UInt8] = []) {
+        self.type = type; self.nodeID = nodeID; self.context = context
+    }
+
+    /// Entry encoding: one type byte, the node id (8 bytes little-endian), the context.
+    public func encoded() -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(9 + context.count)
+        let t: UInt8 = switch type {
+        case .addNode: 0
+        case .removeNode: 1
+        case .addLearner: 2
+        case .promoteLearner: 3
+        }
+        out.append(t)
+        for k in 0..<8 { out.append(UInt8(truncatingIfNeeded: nodeID >> (k * 8))) }
+        out.append(contentsOf: context)
+        return out
+    }
+
+    public init(decoding bytes: [UInt8]) throws(ConfChangeDecodingError) {
+        guard bytes.count >= 9 else { throw .truncated(bytes.count) }
+        switch bytes[0] {
+        case 0: type = .addNode
+        case 1: type = .removeNode
+        case 2: type = .addLearner
+        case 3: type = .promoteLearner
+        default: throw .unknownType(bytes[0])
+        }
+        var id: UInt64 = 0
+        for k in 0..<8 { id |= UInt64(bytes[1 + k]) << (k * 8) }
+        nodeID = id
+        context = Array(bytes[9...])
+    }
+}
+
+public enum ConfChangeDecodingError: Error, Sendable, Hashable {
+    case truncated(Int)
+    case unknownType(UInt8)
+}
+
+public enum ProgressState: Sendable, Hashable { case probe, replicate, snapshot }
+
+/// The leader's view of one member (for Maintenance.Status and debugging).
+public struct ProgressStatus: Sendable, Hashable {
+    public var match: UInt64
+    public var next: UInt64
+    public var state: ProgressState
+    public var isLearner: Bool
+    public var recentActive: Bool
+    public var inflights: Int
+    public var inflightBytes: Int
+    public var pendingSnapshot: UInt64
+}
+
+public struct Status: Sendable, Hashable {
+    public var id: NodeID
+    public var term: UInt64
+    public var vote: NodeID
+    public var leader: NodeID
+    public var role: Role
+    public var commit: UInt64
+    /// Highest index handed out for applying.
+    public var applied: UInt64
+    public var firstIndex: UInt64
+    public var lastIndex: UInt64
+    public var confState: ConfState
+    /// Target of a leadership transfer in progress (`noNode`: none).
+    public var leadTransferee: NodeID
+    /// Per member, on the leader only (empty elsewhere).
+    public var progress: [NodeID: ProgressStatus]
 }
 
 public enum ConfigError: Error, Sendable, Hashable {

@@ -32,6 +32,15 @@ struct TestCluster {
         }
     }
 
+    /// Starts node `id` with an empty disk (e.g. joining with `peers: []`).
+    mutating func start(_ id: NodeID, peers: [NodeID], seed: UInt64 = 1) throws {
+        var c = Config(id: id, peers: peers, seed: seed)
+        configure(&c)
+        disks[id] = MemoryStorage()
+        nodes[id] = try RaftNode(config: c, storage: disks[id]!)
+        applied[id] = []
+    }
+
     /// Drains one node's Ready: persist, send, apply, advance.
     mutating func handleReady(_ id: NodeID) throws {
         guard var n = nodes[id], n.hasReady else { return }
@@ -50,7 +59,10 @@ struct TestCluster {
                 n.reportSnapshot(to: m.to, failed: true)
             }
         }
-        applied[id]!.append(contentsOf: rd.committedEntries)
+        applied[id, default: []].append(contentsOf: rd.committedEntries)
+        for e in rd.committedEntries where e.type == .confChange {
+            n.applyConfChange(try ConfChange(decoding: e.data))
+        }
         readStates[id, default: []].append(contentsOf: rd.readStates)
         n.advance()
         nodes[id] = n
