@@ -5,10 +5,31 @@
 //   storage-crash-helper walfull <dir> <segmentSize> <fileSizeLimit>
 //       same, under RLIMIT_FSIZE (a per-file size limit), with the 20th batch larger than the limit;
 //       prints "ERR <description>" and exits 0 at the first error.
+//   storage-crash-helper mvcc <dir> <upTo>
+//       MVCC store: batch i (i = appliedIndex + 1, ...) is one write{} of mvccBatch(i) (puts and a
+//       delete, deterministic in i) plus setAppliedIndex(i); after the commit returns, prints "<i>".
+//       Stops after batch <upTo> (0: runs until killed, at most 100,000) and prints "DONE". The test
+//       SIGKILLs it, then builds a reference store with `mvcc <ref> <appliedIndex>` and compares.
+//   storage-crash-helper mvccfull <dir> <fileSizeLimit>
+//       same under RLIMIT_FSIZE with growing values; prints "ERR <error>" at the first failure, then
+//       "AFTER <result of one more small write>" and exits 0.
 #if canImport(Glibc)
 import Glibc
 #endif
+import KeelAPI
 import Storage
+
+/// The deterministic content of MVCC batch i (the test replays it to know what must be there).
+func mvccBatch(_ i: UInt64, big: Bool = false) -> [(key: [UInt8], value: [UInt8]?)] {
+    var ops: [(key: [UInt8], value: [UInt8]?)] = []
+    for j in 0..<UInt64(1 + i % 3) {
+        let k = Array("k\((i * 7 + j * 13) % 40)".utf8)
+        let n = big ? 3000 + Int(i % 5) * 1000 : Int((i + j) % 50)
+        ops.append((k, (0..<n).map { UInt8(truncatingIfNeeded: Int(i) &+ $0) }))
+    }
+    if i % 4 == 0 { ops.append((Array("k\((i * 3) % 40)".utf8), nil)) }
+    return ops
+}
 
 func entryData(_ index: UInt64) -> [UInt8] {
     let n = Int(index % 97) * 13 + 5
@@ -22,6 +43,51 @@ func say(_ s: String) {
 
 let args = CommandLine.arguments
 guard args.count >= 4 else { say("usage"); exit(2) }
+if args[1] == "mvcc" || args[1] == "mvccfull" {
+    let full = args[1] == "mvccfull"
+    if full {
+        var lim = rlimit(rlim_cur: rlim_t(Int(args[3])!), rlim_max: rlim_t(Int(args[3])!))
+        setrlimit(Int32(RLIMIT_FSIZE.rawValue), &lim)
+        signal(SIGXFSZ, SIG_IGN)
+    }
+    do {
+        let store = try MVCCStore.open(directory: args[2], options: MVCCOptions(quotaBackendBytes: 0, mapSize: 256 << 20))
+        var i = store.appliedIndex
+        let upTo = full ? 100_000 : (UInt64(args[3])! == 0 ? 100_000 : UInt64(args[3])!)
+        while i < upTo {
+            i += 1
+            let batch = mvccBatch(i, big: full)
+            do {
+                try store.write { (w) throws(MVCCError) in
+                    for op in batch {
+                        if let v = op.value {
+                            var p = Etcdserverpb.PutRequest(); p.key = op.key; p.value = v
+                            _ = try w.put(p)
+                        } else {
+                            var d = Etcdserverpb.DeleteRangeRequest(); d.key = op.key
+                            _ = try w.deleteRange(d)
+                        }
+                    }
+                    w.setAppliedIndex(i)
+                }
+            } catch {
+                say("ERR \(error)")
+                let after: String
+                do {
+                    try store.write { (w) throws(MVCCError) in w.setAppliedIndex(i - 1) }
+                    after = "ok"
+                } catch let e { after = "\(e)" }
+                say("AFTER \(after)")
+                exit(0)
+            }
+            say("\(i)")
+        }
+        say("DONE")
+    } catch {
+        say("ERR \(error)")
+    }
+    exit(0)
+}
 let dir = args[2]
 let segSize = Int(args[3])!
 if args[1] == "walfull" {

@@ -438,7 +438,8 @@ extension MVCCWriteTxn {
     /// `.compacted` when revision <= the compacted revision, `.futureRevision` beyond the current one.
     public mutating func compact(_ revision: Int64) throws(MVCCError) {
         try ctx.usable()
-        if revision <= ctx.compactRev { throw .compacted(compactRevision: ctx.compactRev) }
+        // etcd's compactMainRev is -1 until the first compaction, so compact(0) on a fresh store succeeds
+        if revision <= (ctx.compactRev == 0 ? -1 : ctx.compactRev) { throw .compacted(compactRevision: ctx.compactRev) }
         if revision > ctx.rev { throw .futureRevision }
         let c = ctx
         try c.mutate { () throws(MVCCError) in
