@@ -1,9 +1,12 @@
-// storage-bench: Storage benchmarks (not a test). Run: swift run -c release --scratch-path .build-storage storage-bench [dir]
-// Currently: WAL appends with fdatasync for batches of 1, 16 and 256 entries of 256 bytes.
-// (The MVCC/LMDB part of issue 5 is not written yet, so it has no numbers here.)
+// storage-bench: Storage benchmarks (not a test). Run:
+//   swift run -c release --scratch-path .build-storage storage-bench [dir] [wal|mvcc|all] [keys]
+// WAL: appends with fdatasync for batches of 1, 16 and 256 entries of 256 bytes.
+// MVCC: 1M keys (or [keys]) of 256-byte values, inserted in random order, one write{} (one LMDB
+// commit + fdatasync) per 1,000 puts; then point gets, ranges of 1,000 keys, reopen time, DB size.
 #if canImport(Glibc)
 import Glibc
 #endif
+import KeelAPI
 import Storage
 
 func now() -> Double {
@@ -13,6 +16,12 @@ func now() -> Double {
 }
 
 let base = CommandLine.arguments.count > 1 ? CommandLine.arguments[1] : "/tmp/keel-storage-bench-\(getpid())"
+let which = CommandLine.arguments.count > 2 ? CommandLine.arguments[2] : "all"
+let mvccKeys = CommandLine.arguments.count > 3 ? Int(CommandLine.arguments[3]) ?? 1_000_000 : 1_000_000
+if which == "all" || which == "wal" { try walBench() }
+if which == "all" || which == "mvcc" { try mvccBench() }
+
+func walBench() throws {
 let payload = [UInt8](repeating: 0xAB, count: 256)
 print("WAL: 256-byte entries, one write + one fdatasync per batch, 64 MiB preallocated segments, dir \(base)")
 print("batch  batches/s  entries/s  MB/s(payload)")
@@ -37,4 +46,130 @@ for batchSize in [1, 16, 256] {
     let mbps = (entries * 256 / dt / 1e6 * 10).rounded() / 10
     print("\(batchSize)  \(bps)  \(eps)  \(mbps)")
     wal.close()
+}
+}
+
+struct Rng {
+    var state: UInt64
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+func benchKey(_ i: Int) -> [UInt8] {
+    var s = String(i)
+    s = String(repeating: "0", count: max(0, 8 - s.count)) + s
+    return Array(("/registry/bench/key-" + s).utf8)
+}
+
+func mvccBench() throws {
+    let dir = base + "/mvcc"
+    let n = mvccKeys
+    let value = [UInt8](repeating: 0x5A, count: 256)
+    print("MVCC: \(n) keys (\(benchKey(0).count)-byte keys), 256-byte values, dir \(dir)")
+    var store = try MVCCStore.open(directory: dir, options: MVCCOptions())
+    var order = Array(0..<n)
+    var rng = Rng(state: 42)
+    for i in stride(from: n - 1, to: 0, by: -1) { order.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
+    var t0 = now()
+    var idx: UInt64 = 0
+    for batchStart in stride(from: 0, to: n, by: 1000) {
+        idx += 1
+        let batchIdx = idx
+        try store.write { (w) throws(MVCCError) in
+            var p = Etcdserverpb.PutRequest()
+            p.value = value
+            for i in batchStart..<min(batchStart + 1000, n) {
+                p.key = benchKey(order[i])
+                _ = try w.put(p)
+            }
+            w.setAppliedIndex(batchIdx)
+        }
+    }
+    var dt = now() - t0
+    print("puts (random order, 1,000 per write txn + fdatasync): \(Int(Double(n) / dt))/s  (\(fmt(dt, 1)) s)")
+    // overwrite 100k existing keys (a second version each)
+    let over = min(n, 100_000)
+    t0 = now()
+    for batchStart in stride(from: 0, to: over, by: 1000) {
+        try store.write { (w) throws(MVCCError) in
+            var p = Etcdserverpb.PutRequest()
+            p.value = value
+            for i in batchStart..<(batchStart + 1000) { p.key = benchKey(order[i]); _ = try w.put(p) }
+        }
+    }
+    dt = now() - t0
+    print("puts (overwrites of existing keys, 1,000 per txn): \(Int(Double(over) / dt))/s")
+    let gets = 200_000
+    t0 = now()
+    var found = 0
+    var r = Etcdserverpb.RangeRequest()
+    for _ in 0..<gets {
+        r.key = benchKey(Int(rng.next() % UInt64(n)))
+        found += try store.range(r).kvs.count
+    }
+    dt = now() - t0
+    print("point gets (one read txn each): \(Int(Double(gets) / dt))/s  (found \(found)/\(gets))")
+    let ranges = 2000
+    t0 = now()
+    var got = 0
+    for _ in 0..<ranges {
+        let s0 = Int(rng.next() % UInt64(max(n - 1000, 1)))
+        var rr = Etcdserverpb.RangeRequest()
+        rr.key = benchKey(s0); rr.rangeEnd = benchKey(s0 + 1000)
+        got += try store.range(rr).kvs.count
+    }
+    dt = now() - t0
+    print("ranges of 1,000 keys: \(Int(Double(ranges) / dt))/s = \(Int(Double(got) / dt)) keys/s  (avg \(got / ranges) keys)")
+    t0 = now()
+    var cnt = Etcdserverpb.RangeRequest()
+    cnt.key = [0]; cnt.rangeEnd = [0]; cnt.countOnly = true
+    let total = try store.range(cnt).count
+    dt = now() - t0
+    print("count_only over all \(total) keys: \(fmt(dt, 3)) s")
+    let size = store.dbSize, inUse = store.dbSizeInUse
+    for t in try store.tableStats() where t.entries > 0 { print("  \(t)") }
+    store.close()
+    t0 = now()
+    store = try MVCCStore.open(directory: dir, options: MVCCOptions())
+    r.key = benchKey(n / 2)
+    let one = try store.range(r).kvs.count
+    dt = now() - t0
+    print("reopen + first get: \(fmt(dt * 1000, 2)) ms (got \(one)); revision \(store.revision), applied \(store.appliedIndex)")
+    var st = stat()
+    let names = (try? listFiles(dir)) ?? []
+    var fileBytes = 0
+    for f in names where f.hasSuffix(".mdb") { stat(dir + "/" + f, &st); fileBytes += Int(st.st_size) }
+    print("DB file: \(fileBytes / 1_048_576) MiB on disk (dbSize \(size / 1_048_576) MiB, in use \(inUse / 1_048_576) MiB) for \(n) keys + \(over) overwrites")
+    t0 = now()
+    try store.write { (w) throws(MVCCError) in try w.compact(w.revision) }
+    dt = now() - t0
+    print("compact at current revision (drops \(over) old versions): \(fmt(dt, 2)) s")
+    t0 = now()
+    try store.defragment()
+    dt = now() - t0
+    print("defragment: \(fmt(dt, 2)) s, dbSize now \(store.dbSize / 1_048_576) MiB")
+    for t in try store.tableStats() where t.entries > 0 { print("  \(t)") }
+    store.close()
+}
+
+func listFiles(_ dir: String) throws -> [String] {
+    guard let d = opendir(dir) else { return [] }
+    defer { closedir(d) }
+    var out: [String] = []
+    while let e = readdir(d) {
+        let name = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.baseAddress!.assumingMemoryBound(to: CChar.self)) }
+        out.append(name)
+    }
+    return out
+}
+
+func fmt(_ x: Double, _ digits: Int) -> String {
+    var p = 1.0
+    for _ in 0..<digits { p *= 10 }
+    return "\((x * p).rounded() / p)"
 }

@@ -87,7 +87,7 @@ final class LMDBEnv: Sendable {
     }
 
     /// Runs `body` in a read-only transaction (one consistent snapshot).
-    func read<T>(_ body: (borrowing LMDBTxn) throws(MVCCError) -> T) throws(MVCCError) -> T {
+    func read<T>(_ body: (LMDBTxn) throws(MVCCError) -> T) throws(MVCCError) -> T {
         var t: OpaquePointer?
         try LMDB.check(mdb_txn_begin(env, nil, UInt32(MDB_RDONLY), &t))
         let txn = LMDBTxn(env: self, txn: t!)
@@ -119,7 +119,7 @@ let keyTableCompare: @convention(c) (UnsafePointer<MDB_val>?, UnsafePointer<MDB_
 }
 
 /// A transaction handle (read or write); the owner begins and ends it.
-struct LMDBTxn: ~Copyable {
+struct LMDBTxn {
     let env: LMDBEnv
     let txn: OpaquePointer
 

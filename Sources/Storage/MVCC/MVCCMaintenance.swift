@@ -168,8 +168,37 @@ extension MVCCStore {
         for n in names where n.hasPrefix("db-") && n != dbName(gen + 1) { unlink(directory + "/" + n) }
     }
 
+    /// Copies every table of `old` (one read snapshot) in key order into a new LMDB file with
+    /// MDB_APPEND, so pages are filled completely (LMDB's compacting copy only drops free pages; it
+    /// keeps the half-empty pages random inserts and compaction leave), then syncs it.
+    static func rebuild(from old: LMDBEnv, into path: String, mapSize: Int) throws(MVCCError) {
+        let new = try LMDBEnv(path: path, mapSize: mapSize)
+        try old.read { (src) throws(MVCCError) in
+            var w: OpaquePointer?
+            try LMDB.check(mdb_txn_begin(new.env, nil, 0, &w))
+            do throws(MVCCError) {
+                for (a, b) in [(old.keys, new.keys), (old.revs, new.revs), (old.sys, new.sys), (old.meta, new.meta),
+                               (old.leases, new.leases), (old.leaseKeys, new.leaseKeys)] {
+                    let c = try src.cursor(a)
+                    var e = try c.first()
+                    while let cur = e {
+                        var k = MDB_val(mv_size: cur.key.count, mv_data: UnsafeMutableRawPointer(mutating: cur.key.baseAddress))
+                        var v = MDB_val(mv_size: cur.value.count, mv_data: UnsafeMutableRawPointer(mutating: cur.value.baseAddress))
+                        try LMDB.check(mdb_put(w, b, &k, &v, UInt32(MDB_APPEND)), "defragment copy")
+                        e = try c.next()
+                    }
+                }
+            } catch {
+                mdb_txn_abort(w)
+                throw error
+            }
+            try LMDB.check(mdb_txn_commit(w), "defragment commit")
+        }
+        try LMDB.check(mdb_env_sync(new.env, 1), "defragment sync")
+    }
+
     /// Rewrites the DB compactly into a new file and switches to it (etcd's defrag): dbSize shrinks
-    /// to about dbSizeInUse. Reads may go on (they finish on the old file, which is deleted when the
+    /// to about the live data, with full pages. Reads may go on (they finish on the old file, which is deleted when the
     /// last of them ends). Writes should be paused by the caller (the apply loop): a write that
     /// commits while the copy runs makes the copy stale, and defragment then throws
     /// `.storage("mvcc: writes during defragment ...")` after 3 attempts; no write is ever lost.
@@ -180,14 +209,14 @@ extension MVCCStore {
             let before = old.lastTxnID
             let final = directory + "/" + Self.dbName(gen + 1)
             let tmp = final + ".tmp"
-            let fd: Int32
-            do { fd = try FileIO.open(tmp, O_WRONLY | O_CREAT | O_TRUNC) } catch { throw .storage("\(error)") }
-            let rc = mdb_env_copyfd2(old.env, fd, UInt32(MDB_CP_COMPACT))
-            let syncRC = rc == 0 ? fsync(fd) : 0
-            let syncErr = errno
-            Glibc.close(fd)
-            if rc != 0 { unlink(tmp); try LMDB.check(rc, "defragment copy") }
-            if syncRC != 0 { unlink(tmp); try LMDB.check(syncErr, "defragment fsync") }
+            unlink(tmp); unlink(tmp + "-lock")
+            do throws(MVCCError) {
+                try Self.rebuild(from: old, into: tmp, mapSize: options.effectiveMapSize)
+            } catch {
+                unlink(tmp); unlink(tmp + "-lock")
+                throw error
+            }
+            unlink(tmp + "-lock")
             // Block writers on the old file while we switch: begin a write txn there.
             var wtxn: OpaquePointer?
             try LMDB.check(mdb_txn_begin(old.env, nil, 0, &wtxn))
@@ -220,5 +249,36 @@ extension LMDBEnv {
         var i = MDB_envinfo()
         mdb_env_info(env, &i)
         return Int(i.me_last_txnid)
+    }
+}
+
+/// LMDB statistics of one table (for benchmarks and diagnostics).
+public struct MVCCTableStats: Sendable, CustomStringConvertible {
+    public var name: String
+    public var entries: Int
+    public var depth: Int
+    public var branchPages: Int
+    public var leafPages: Int
+    public var overflowPages: Int
+    public var description: String {
+        "\(name): \(entries) entries, depth \(depth), \(branchPages) branch + \(leafPages) leaf + \(overflowPages) overflow pages"
+    }
+}
+
+extension MVCCStore {
+    public func tableStats() throws(MVCCError) -> [MVCCTableStats] {
+        let env = try currentEnv()
+        return try env.read { (t) throws(MVCCError) in
+            var out: [MVCCTableStats] = []
+            for (name, dbi) in [("keys", env.keys), ("revs", env.revs), ("leases", env.leases),
+                                ("leaseKeys", env.leaseKeys), ("meta", env.meta), ("sys", env.sys)] {
+                var st = MDB_stat()
+                try LMDB.check(mdb_stat(t.txn, dbi, &st))
+                out.append(MVCCTableStats(name: name, entries: Int(st.ms_entries), depth: Int(st.ms_depth),
+                                          branchPages: Int(st.ms_branch_pages), leafPages: Int(st.ms_leaf_pages),
+                                          overflowPages: Int(st.ms_overflow_pages)))
+            }
+            return out
+        }
     }
 }
