@@ -1,0 +1,115 @@
+// WatchService: etcdserverpb.Watch/Watch, one bidi stream carrying many watches (etcd's
+// api/v3rpc/watch.go serverWatchStream: a receive loop and a send loop per stream).
+import GRPC
+import KeelAPI
+
+public struct WatchService: GRPCService {
+    public let hub: WatchHub
+    let header: @Sendable () -> Etcdserverpb.ResponseHeader
+    let maxRequestBytes: Int
+
+    /// - header: cluster_id / member_id / raft_term for responses (the hub sets revision).
+    /// - maxRequestBytes: `--max-request-bytes`; responses of watchers created with `fragment`
+    ///   are split at this size as etcd does.
+    public init(hub: WatchHub, header: @escaping @Sendable () -> Etcdserverpb.ResponseHeader,
+                maxRequestBytes: Int = 1_572_864) {
+        self.hub = hub
+        self.header = header
+        self.maxRequestBytes = maxRequestBytes
+    }
+
+    public var methods: [ServerMethod] {
+        [.bidirectionalStreaming(Etcdserverpb.Watch.watch) { requests, writer, _ in
+            try await self.serve(requests, send: { try await writer.send($0) })
+        }]
+    }
+
+    /// Runs one watch stream until the client closes its side, the call ends or the hub shuts down.
+    /// (Public for in-process use, e.g. tests without sockets.)
+    public func serve<Requests: AsyncSequence & Sendable>(
+        _ requests: Requests,
+        send: @escaping @Sendable (Etcdserverpb.WatchResponse) async throws -> Void
+    ) async throws where Requests.Element == Etcdserverpb.WatchRequest {
+        let hub = self.hub
+        let sid = await hub.openStream()
+        let header = self.header
+        let limit = maxRequestBytes
+        do {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    while let out = await hub.next(sid) {
+                        var r = out.response
+                        var h = header()
+                        h.revision = r.header?.revision ?? 0
+                        r.header = h
+                        if out.fragment {
+                            for part in fragmentWatchResponse(r, maxRequestBytes: limit) { try await send(part) }
+                        } else {
+                            try await send(r)
+                        }
+                    }
+                }
+                group.addTask {
+                    for try await req in requests {
+                        switch req.requestUnion {
+                        case .createRequest(let c):
+                            await hub.create(stream: sid, c)
+                        case .cancelRequest(let c):
+                            await hub.cancel(stream: sid, watchID: c.watchId)
+                        case .progressRequest:
+                            await hub.requestProgress(stream: sid)
+                        case nil:
+                            continue    // etcd ignores an empty request
+                        }
+                        await hub.waitForRoom(sid)
+                    }
+                    // etcd ends the whole call when the client closes its sending side
+                }
+                // Whichever side finishes first ends the stream.
+                try await group.next()
+                await hub.closeStream(sid)
+                group.cancelAll()
+            }
+        } catch {
+            await hub.closeStream(sid)
+            throw error
+        }
+        await hub.closeStream(sid)
+    }
+}
+
+/// etcd's sendFragments: a response bigger than maxRequestBytes with at least two events is split
+/// into several, each with as many events as fit (at least one), all but the last with fragment set.
+func fragmentWatchResponse(_ r: Etcdserverpb.WatchResponse, maxRequestBytes: Int) -> [Etcdserverpb.WatchResponse] {
+    if r.serializedSize < maxRequestBytes || r.events.count < 2 { return [r] }
+    var out: [Etcdserverpb.WatchResponse] = []
+    var shell = r
+    shell.events = []
+    shell.fragment = true
+    // size of the shell plus each event's field (tag + length prefix + bytes)
+    let shellSize = shell.serializedSize
+    var cur = shell
+    var size = shellSize
+    for ev in r.events {
+        let evSize = ev.serializedSize
+        let fieldSize = 1 + varintSize(UInt64(evSize)) + evSize
+        if !cur.events.isEmpty && size + fieldSize >= maxRequestBytes {
+            out.append(cur)
+            cur = shell
+            size = shellSize
+        }
+        cur.events.append(ev)
+        size += fieldSize
+    }
+    cur.fragment = false
+    out.append(cur)
+    return out
+}
+
+@inline(__always)
+func varintSize(_ v: UInt64) -> Int {
+    var n = 1
+    var x = v >> 7
+    while x != 0 { n += 1; x >>= 7 }
+    return n
+}
