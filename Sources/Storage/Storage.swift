@@ -1,4 +1,4 @@
-// Storage module: the Raft WAL, snapshot files, and (not written yet) the MVCC store on LMDB.
+// Storage module: the Raft WAL, snapshot files, and the MVCC store on LMDB.
 //
 // WAL (WAL/WAL.swift; format documented at the top of that file)
 // - Directory `<wal>`: `LOCK` (flock, exclusive, non-blocking: a second opener, in this or another
@@ -21,10 +21,32 @@
 // written tmp -> fsync -> rename -> fsync dir; loadNewest() skips (and reports) invalid files;
 // prune(keep:).
 //
-// Planned sync mode for LMDB (MVCC, not written yet): the applied Raft index is stored in the same
-// write transaction as the data, and the WAL is replayed idempotently from that index, so LMDB
-// need not fsync every commit for correctness. MDB_NOSYNC is NOT acceptable (LMDB documents that a
-// system crash can then corrupt the file, not just lose transactions). MDB_NOMETASYNC keeps
-// integrity and may lose only the last committed transactions on an OS crash; they are replayed
-// from the WAL. The one rule: mdb_env_sync(force) must complete before WAL segments or Raft log
-// entries covering the applied index are released (snapshot / releaseBefore).
+// MVCC store (MVCC/*.swift; the contract is CONVENTIONS.md "Interface: MVCC store")
+// - Files: `<dir>/LOCK` (flock), `db-<gen>.mdb` + `-lock` (one LMDB environment, MDB_NOSUBDIR,
+//   MDB_NOTLS so reads run on any thread). `gen` changes only in defragment (new file, rename,
+//   switch; open picks the highest generation and deletes older leftovers).
+// - Tables: keys (user key ‖ main ‖ sub, BE, custom comparator: key bytes then revision -> 25-byte
+//   header (flag, create, version, lease) + value, or a 1-byte tombstone), revs (main ‖ sub -> flag +
+//   key: history in revision order, compaction, HashKV), sys (rev, compact, applied), meta, leases,
+//   leaseKeys (lease ‖ key). No in-memory index: open reads three integers (0.3 ms at 1M keys).
+// - Keys are limited to 495 bytes (LMDB's 511-byte key limit minus the revision); longer keys get
+//   `.storage("... longer than this store supports ...")` on put and are simply absent on reads.
+//   etcd allows keys up to the request size: this is a known deviation.
+// - Reads: a range walks the key table once per user key (one cursor step per key when it has one
+//   version; a seek to the newest version <= the read revision otherwise); count is of the whole
+//   range (etcd). Writes: `write{}` = one LMDB write transaction; request errors are checked before
+//   anything is written (etcd's order), so a failed op leaves no trace; an LMDB failure breaks the
+//   batch (nothing commits). Quota: applied, then `.noSpace` (etcd's quotaApplier), so members stay
+//   identical; the apply loop must catch per op, an error escaping write{} aborts the batch.
+// - Sync mode: MDB_NOMETASYNC. The applied Raft index is stored in the same write transaction as the
+//   data, and the WAL is replayed idempotently from that index, so LMDB need not fsync its meta page
+//   every commit. MDB_NOSYNC is NOT used (LMDB documents that a system crash can then corrupt the
+//   file). An OS crash may lose the last committed transactions; they are replayed from the WAL.
+//   The one rule: `sync()` (mdb_env_sync force) before WAL segments or Raft log entries covering the
+//   applied index are released (snapshot / releaseBefore).
+// - Maintenance: hashKV is etcd's HashByRev byte for byte (checked against etcd 3.4.23 in
+//   MVCCHashKVReferenceTests); hash() is Keel's own (CRC-32C of all tables). writeSnapshot(to:) is
+//   LMDB's compacting copy of one read snapshot; restore validates before it replaces.
+//   defragment() rebuilds the tables with MDB_APPEND (full pages) into a new file; reads may continue
+//   (they finish on the old file), writes should be paused (a write during the copy makes it retry,
+//   then fail after 3 attempts; nothing is lost).

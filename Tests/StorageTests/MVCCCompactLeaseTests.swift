@@ -341,3 +341,25 @@ struct MVCCCrashTests {
         #expect(hist.last?.kv?.modRevision == s.revision)
     }
 }
+
+/// HashKV byte compatibility: the expected numbers were produced by the reference etcd 3.4.23
+/// (`etcdctl endpoint hashkv [--rev]`) after exactly these operations, on 2026-11-25.
+@Suite("MVCC HashKV vs etcd")
+struct MVCCHashKVReferenceTests {
+    @Test func sameNumbersAsEtcd() throws {
+        let t = try TestStore()
+        #expect(try t.store.hashKV(revision: 0).hash == 1_084_519_789)         // empty: crc32c("key")
+        try t.compact(0)                                                       // etcd: "compacted revision 0"
+        try t.put("a", "1"); try t.put("b", "2"); try t.put("a", "3"); try t.del("b"); try t.put("c", "4"); try t.put("b", "5")
+        let b = try #require(try t.get("b").kvs.first)
+        #expect(b.createRevision == 7 && b.version == 1 && t.store.revision == 7)
+        #expect(try t.store.hashKV(revision: 0).hash == 2_672_427_904)
+        try t.compact(4)
+        #expect(mvccError { try t.compact(4) } == .compacted(compactRevision: 4))
+        #expect(mvccError { try t.compact(99) } == .futureRevision)
+        #expect(try t.get("a", rev: 4).kvs.first?.version == 2)
+        let h = try t.store.hashKV(revision: 0)
+        #expect(h.hash == 834_488_253 && h.compactRevision == 4 && h.revision == 7)
+        #expect(try t.store.hashKV(revision: 6).hash == 2_450_235_489)
+    }
+}
