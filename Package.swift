@@ -13,6 +13,7 @@ let package = Package(
     name: "Keel",
     products: [
         .executable(name: "keel", targets: ["keel"]),
+        .executable(name: "keel-bench", targets: ["keel-bench"]),
         .library(name: "KeelAPI", targets: ["KeelAPI"]),
     ],
     dependencies: [
@@ -48,6 +49,12 @@ let package = Package(
         // gRPC transport benchmark (not a test): see Benchmarks/RESULTS.md.
         .executableTarget(name: "grpc-bench", dependencies: ["GRPC", "ProtoWire", nio, nioPosix],
                           path: "Benchmarks/GRPCBench", exclude: ["bench.proto"], plugins: ["ProtoGenPlugin"]),
+        // keel-bench: load generator for any etcd v3 endpoint (Benchmarks/KeelBench; see Benchmarks/compare).
+        .target(name: "KeelBenchCore", dependencies: ["GRPC", "KeelAPI"], path: "Benchmarks/KeelBench/Core"),
+        .executableTarget(name: "keel-bench", dependencies: [
+            "KeelBenchCore", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], path: "Benchmarks/KeelBench/CLI"),
+        .testTarget(name: "KeelBenchTests", dependencies: ["KeelBenchCore", "keel-bench", "KeelTestSupport"]),
 
         .executableTarget(name: "keel", dependencies: [
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -220,10 +220,23 @@ public final class GRPCClient: Sendable {
 
     public func unary<Req, Resp>(_ method: MethodDescriptor<Req, Resp>, _ request: Req,
                                  options: CallOptions = CallOptions()) async throws -> Resp {
-        try await withCall(method.path, options) { call in
-            try await call.writer(Req.self).send(request)
-            call.writer(Req.self).finish()
-            return try await call.single(Resp.self)
+        // Fast path: the request is framed before the call starts, and the stream is opened, the
+        // message queued and the request half-closed in ONE event-loop submission (instead of three
+        // hops: start, send, finish). Once `single` returns, the stream has closed (it waits for the
+        // status), so no reset is needed on success.
+        let compress = options.compress ?? config.compressRequests
+        let framed = try GRPCFramer.frame(request, compress: compress, allocator: ByteBufferAllocator())
+        let call = try await openCall(method.path, options, compress, firstMessage: framed)
+        return try await withTaskCancellationHandler {
+            do {
+                return try await call.single(Resp.self)
+            } catch {
+                call.cancel(GRPCStatus(.cancelled, "call abandoned by the client"))
+                if !(error is GRPCStatus), let st = try? await call.status.get(), st.code != .ok { throw st }
+                throw error
+            }
+        } onCancel: {
+            call.cancel(GRPCStatus(.cancelled, "call cancelled by the client"))
         }
     }
 
@@ -291,6 +304,14 @@ public final class GRPCClient: Sendable {
     private func withCall<R: Sendable>(_ path: String, _ options: CallOptions,
                                        _ body: (Call) async throws -> R) async throws -> R {
         let compress = options.compress ?? config.compressRequests
+        let call = try await openCall(path, options, compress, firstMessage: nil)
+        return try await runCall(call, body)
+    }
+
+    /// Starts a call (retrying a refused start on a fresh connection); with `firstMessage`, also
+    /// queues it and half-closes the request direction in the same event-loop submission.
+    private func openCall(_ path: String, _ options: CallOptions, _ compress: Bool,
+                          firstMessage: ByteBuffer?) async throws -> Call {
         var headers: GRPCMetadata = [
             (":method", "POST"), (":scheme", "http"), (":path", path),
             (":authority", config.authority ?? "\(config.host):\(config.port)"),
@@ -316,16 +337,16 @@ public final class GRPCClient: Sendable {
             attempt += 1
             let conn = try await pool.connection()
             do {
-                call = try await startCall(conn, fixedHeaders, tn, compress)
+                call = try await startCall(conn, fixedHeaders, tn, compress, firstMessage)
             } catch let st as GRPCStatus where st.code == .unavailable && attempt < 3 {
                 continue
             }
         }
-        return try await runCall(call!, body)
+        return call!
     }
 
     private func startCall(_ conn: ClientConnection, _ fixedHeaders: GRPCMetadata, _ tn: Int64?,
-                           _ compress: Bool) async throws -> Call {
+                           _ compress: Bool, _ firstMessage: ByteBuffer?) async throws -> Call {
         let h = conn.handler
         let loop = conn.channel.eventLoop
         return try await loop.submit { () throws -> Call in
@@ -341,6 +362,12 @@ public final class GRPCClient: Sendable {
                 s.deadline = loop.scheduleTask(in: .nanoseconds(tn)) {
                     bs.value.cancel(status: GRPCStatus(.deadlineExceeded, "context deadline exceeded"))
                 }
+            }
+            if let firstMessage {
+                // Below the outbound high-water mark for any unary request that fits; a larger one
+                // still goes out in full (endRequest sends END_STREAM after the queued bytes).
+                _ = s.enqueue(firstMessage)
+                s.endRequest()
             }
             return Call(stream: NIOLoopBound(s, eventLoop: loop), loop: loop, inbound: inbound,
                         status: promise.futureResult, compress: compress)
