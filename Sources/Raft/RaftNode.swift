@@ -219,6 +219,11 @@ public struct RaftNode: Sendable {
         case .removeNode:
             if !voters.contains(n) && !learners.contains(n) { throw .invalidConfChange("\(n) is not a member") }
             if voters == [n] { throw .invalidConfChange("cannot remove the last voter") }
+            // The remaining voter could wait forever: if it has not learnt that the removal
+            // committed, it needs the removed leader's vote, which a longer log withholds.
+            if n == id && voters.count == 2 {
+                throw .invalidConfChange("transfer leadership before removing the leader of a two-voter cluster")
+            }
         }
     }
 
@@ -254,7 +259,11 @@ public struct RaftNode: Sendable {
 
     private mutating func leaderMembershipChanged() {
         if !voters.contains(id) {
-            // Removed (or no longer a voter): step down; the others elect a new leader.
+            // Removed (or no longer a voter): tell the others the commit index (which covers
+            // the removal), then step down; the others elect a new leader. Until they have
+            // applied the removal they may still need this node's vote: keep it running a while.
+            for p in Array(progress.keys) where !members.contains(p) { progress[p] = nil }
+            broadcastAppend()
             becomeFollower(term: term, leader: noNode)
             return
         }

@@ -84,6 +84,12 @@ struct MembershipTests {
         #expect(throws: ProposalError.invalidConfChange("3 is not a learner")) {
             try c.nodes[1]!.proposeConfChange(ConfChange(type: .promoteLearner, nodeID: 3))
         }
+        var two = try TestCluster(ids: [1, 2])
+        try two.elect(1); try two.stabilize()
+        #expect(throws: ProposalError.invalidConfChange("transfer leadership before removing the leader of a two-voter cluster")) {
+            try two.nodes[1]!.proposeConfChange(ConfChange(type: .removeNode, nodeID: 1))
+        }
+        try two.nodes[1]!.proposeConfChange(ConfChange(type: .removeNode, nodeID: 2))
         var one = try TestCluster(ids: [1])
         try one.elect(1); try one.stabilize()
         #expect(throws: ProposalError.invalidConfChange("cannot remove the last voter")) {
