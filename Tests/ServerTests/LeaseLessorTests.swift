@@ -17,7 +17,8 @@ final class ManualLeaseClock: LeaseClock {
 }
 
 /// LeaseProposer double: records every proposal, then does what SERVER's apply loop does (one
-/// MVCCStore write txn, then the lessor's applied hook), so the lessor sees real outcomes.
+/// MVCCStore write txn, then the synchronous apply feed `lessor.applied(_:)` before answering), so
+/// the lessor sees real outcomes through the same path as in the server.
 actor RecordingLeaseProposer: LeaseProposer {
     enum Proposal: Equatable {
         case grant(id: Int64, ttl: Int64)
@@ -42,7 +43,7 @@ actor RecordingLeaseProposer: LeaseProposer {
         } catch .leaseExists {
             throw LeaseError.exists.status
         }
-        await lessor?.appliedGrant(id: r.id, ttl: r.ttl)
+        lessor?.applied([.granted(id: r.id, ttl: r.ttl)])
         var resp = Etcdserverpb.LeaseGrantResponse()
         resp.id = r.id
         resp.ttl = r.ttl
@@ -57,16 +58,16 @@ actor RecordingLeaseProposer: LeaseProposer {
         } catch .leaseNotFound {
             throw LeaseError.notFound.status
         }
-        await lessor?.appliedRevoke(id: r.id)
+        lessor?.applied([.revoked(id: r.id)])
         return Etcdserverpb.LeaseRevokeResponse()
     }
 
     func proposeLeaseCheckpoint(_ r: Etcdserverpb.LeaseCheckpointRequest) async throws -> Etcdserverpb.LeaseCheckpointResponse {
         proposals.append(.checkpoint(Dictionary(uniqueKeysWithValues: r.checkpoints.map { ($0.id, $0.remainingTTL) })))
-        for cp in r.checkpoints {
-            try store.write { (t) throws(MVCCError) in try t.leaseCheckpoint(id: cp.id, remainingTTL: cp.remainingTTL) }
-            await lessor?.appliedCheckpoint(id: cp.id, remainingTTL: cp.remainingTTL)
+        try store.write { (t) throws(MVCCError) in
+            for cp in r.checkpoints { try t.leaseCheckpoint(id: cp.id, remainingTTL: cp.remainingTTL) }
         }
+        lessor?.applied(r.checkpoints.map { .checkpointed(id: $0.id, remainingTTL: $0.remainingTTL) })
         return Etcdserverpb.LeaseCheckpointResponse()
     }
 }
@@ -76,12 +77,24 @@ struct LessorFixture {
     let clock = ManualLeaseClock()
     let proposer: RecordingLeaseProposer
     let lessor: Lessor
+    let runner: Task<Void, Never>
 
+    /// The lessor's run() consumes the apply feed; its own timer is set far away so that only the
+    /// test's tick() calls (with the manual clock) drive expiry.
     init(options: LessorOptions = LessorOptions(), store: WatchTestStore? = nil) async throws {
         ts = try store ?? WatchTestStore()
         proposer = RecordingLeaseProposer(store: ts.store)
-        lessor = try Lessor(backend: ts.store, proposer: proposer, options: options, clock: clock)
+        var o = options
+        o.tickInterval = .seconds(3600)
+        let l = try Lessor(backend: ts.store, proposer: proposer, options: o, clock: clock)
+        lessor = l
+        runner = Task { await l.run() }
         await proposer.attach(lessor)
+    }
+
+    func stop() async {
+        await lessor.shutdown()
+        await runner.value
     }
 
     func grant(_ ttl: Int64, id: Int64 = 0) async throws -> Etcdserverpb.LeaseGrantResponse {
@@ -123,6 +136,7 @@ func statusOf(_ body: () async throws -> Void) async -> GRPCStatus? {
         var ids: Set<Int64> = [a.id, 42]
         for _ in 0..<20 { ids.insert(try await f.grant(10).id) }
         #expect(ids.count == 22 && ids.allSatisfy { $0 > 0 })
+        await f.stop()
     }
 
     @Test func leaderRevokesExpiredLeaseOnceThroughRaft() async throws {
@@ -149,6 +163,7 @@ func statusOf(_ body: () async throws -> Void) async -> GRPCStatus? {
         var rr = Etcdserverpb.RangeRequest()
         rr.key = Array("held".utf8)
         #expect(try f.ts.store.range(rr).kvs.isEmpty)                   // attached key went with it
+        await f.stop()
     }
 
     @Test func keepAliveRenewsAndExpiredLeaseAnswersNotFoundAfterRevoke() async throws {
@@ -177,6 +192,7 @@ func statusOf(_ body: () async throws -> Void) async -> GRPCStatus? {
         } catch {
             #expect(error == .notFound)
         }
+        await f.stop()
     }
 
     @Test func followerNeverExpiresAndPromoteExtends() async throws {
@@ -205,6 +221,7 @@ func statusOf(_ body: () async throws -> Void) async -> GRPCStatus? {
         f.clock.advance(.seconds(60))
         await f.lessor.tick()
         #expect(await f.proposer.proposals.last == .grant(id: 4, ttl: 5))
+        await f.stop()
     }
 
     @Test func restartKeepsLeasesAndUsesCheckpointedRemainingTTL() async throws {
@@ -228,6 +245,7 @@ func statusOf(_ body: () async throws -> Void) async -> GRPCStatus? {
             #expect(try await f.lessor.renew(id: 11) == 30)
             #expect(await f.proposer.proposals.last == .checkpoint([11: 0]))
             #expect(try ts.store.lease(id: 11)?.remainingTTL == 0)
+            await f.stop()
         }
         // "restart": a new lessor on the same store
         let g = try await LessorFixture(options: options, store: ts)
@@ -239,6 +257,7 @@ func statusOf(_ body: () async throws -> Void) async -> GRPCStatus? {
         await g.lessor.tick()
         #expect(await g.proposer.proposals.contains(.revoke(id: 10)))
         #expect(!(await g.proposer.proposals.contains(.revoke(id: 11))))
+        await g.stop()
     }
 
     @Test func promoteSpreadsPiledUpExpiriesWithoutCuttingAnyShort() async throws {
@@ -252,6 +271,7 @@ func statusOf(_ body: () async throws -> Void) async -> GRPCStatus? {
         #expect(expiries.allSatisfy { $0 >= .seconds(11) })
         let inFirstSecond = expiries.filter { $0 < .seconds(12) }.count
         #expect(inFirstSecond <= 6 && inFirstSecond >= 1)
+        await f.stop()
     }
 
     @Test func serviceTimeToLiveKeysLeasesAndKeepAliveStream() async throws {
@@ -305,5 +325,6 @@ func statusOf(_ body: () async throws -> Void) async -> GRPCStatus? {
         _ = try await service.revoke(rv)
         #expect(try f.ts.store.leaseKeys(id: 5).isEmpty)
         #expect(try await service.timeToLive(q).ttl == -1)
+        await f.stop()
     }
 }

@@ -8,10 +8,12 @@
 //                                              heartbeat: .milliseconds(100)), memberID: memberID))
 //   let lessorTask = Task { await lessor.run() }             // expiry / checkpoint timer (500 ms)
 //   services: [..., LeaseService(lessor: lessor, header: { server.responseHeader() })]
-//   apply loop, after the txn that applied a lease entry commits (await each, in apply order):
-//       LeaseGrant      -> try txn.leaseGrant(id:ttl:)             then await lessor.appliedGrant(id:ttl:)
-//       LeaseRevoke     -> try txn.leaseRevoke(id:)                then await lessor.appliedRevoke(id:)
-//       LeaseCheckpoint -> try txn.leaseCheckpoint(id:remainingTTL:) then await lessor.appliedCheckpoint(id:remainingTTL:)
+//   apply loop: ApplyHooks.leases = { lessor.applied($0) }   // sync, never blocks; [LeaseApplied] in apply order
+//       (.granted after txn.leaseGrant, .revoked after txn.leaseRevoke, .checkpointed after
+//        txn.leaseCheckpoint; call it BEFORE completing the proposers' promises of that batch, as
+//        Applier does). Equivalent async hooks for callers that can await: appliedGrant/appliedRevoke/
+//        appliedCheckpoint. grant/revoke wait until the feed has caught up, so a lease is known to the
+//        lessor when LeaseGrant answers and gone when LeaseRevoke answers.
 //       (the proposer's call returns only after that apply, with the applied response or a thrown GRPCStatus:
 //        .leaseExists -> FailedPrecondition "etcdserver: lease already exists",
 //        .leaseNotFound -> NotFound "etcdserver: requested lease not found")
@@ -37,6 +39,7 @@
 import GRPC
 import KeelAPI
 import Logging
+import Synchronization
 
 /// What the lessor asks Raft to agree on. Each call returns after the entry is applied, with the
 /// applied response (header filled by SERVER), or throws a GRPCStatus with etcd's code and text.
@@ -132,6 +135,15 @@ public actor Lessor {
     private var idSuffix: UInt64
     private var stopped = false
 
+    // Apply-loop feed: `applied(_:)` is synchronous and never blocks; run() applies the changes in
+    // order. A proposal's caller waits until everything enqueued before its answer was processed,
+    // so a granted lease is known (and a revoked one gone) when grant/revoke return.
+    private nonisolated let feed: AsyncStream<[LeaseApplied]>
+    private nonisolated let feedIn: AsyncStream<[LeaseApplied]>.Continuation
+    private nonisolated let enqueued = Atomic<UInt64>(0)
+    private var processed: UInt64 = 0
+    private var barrierWaiters: [(target: UInt64, c: CheckedContinuation<Void, Never>)] = []
+
     public init(backend: any LeaseBackend, proposer: any LeaseProposer, options: LessorOptions = LessorOptions(),
                 clock: any LeaseClock = SystemLeaseClock(), logger: Logger = Logger(label: "keel.lease")) throws {
         self.backend = backend
@@ -145,6 +157,39 @@ public actor Lessor {
         for r in try backend.storedLeases() {
             leases[r.id] = Lease(ttl: r.ttl, remainingTTL: r.remainingTTL, expiry: nil)
         }
+        // Unbounded, but one element per applied batch that touched leases, consumed by run()
+        // without I/O; bounding it would mean blocking the apply loop or losing lease state.
+        (feed, feedIn) = AsyncStream<[LeaseApplied]>.makeStream()
+    }
+
+    /// Apply loop -> lessor (SERVER's ApplyHooks.leases): the lease changes of one committed batch,
+    /// in apply order. Synchronous, never blocks; `run()` must be running to consume them.
+    public nonisolated func applied(_ changes: [LeaseApplied]) {
+        enqueued.add(1, ordering: .acquiringAndReleasing)
+        feedIn.yield(changes)
+    }
+
+    private func process(_ changes: [LeaseApplied]) {
+        for c in changes {
+            switch c {
+            case .granted(let id, let ttl): appliedGrant(id: id, ttl: ttl)
+            case .revoked(let id): appliedRevoke(id: id)
+            case .checkpointed(let id, let remaining): appliedCheckpoint(id: id, remainingTTL: remaining)
+            }
+        }
+        processed += 1
+        if !barrierWaiters.isEmpty {
+            let done = barrierWaiters.filter { $0.target <= processed }
+            barrierWaiters.removeAll { $0.target <= processed }
+            for w in done { w.c.resume() }
+        }
+    }
+
+    /// Waits until every change handed to `applied(_:)` so far has been processed.
+    private func caughtUp() async {
+        let target = enqueued.load(ordering: .acquiring)
+        if processed >= target || stopped { return }
+        await withCheckedContinuation { c in barrierWaiters.append((target, c)) }
     }
 
     /// Re-reads the lease records (after a snapshot was installed). Keeps expiries of leases that
@@ -181,6 +226,7 @@ public actor Lessor {
         if leases[r.id] != nil { throw LeaseError.exists.status }
         if r.ttl < options.minTTL { r.ttl = options.minTTL }
         var resp = try await proposer.proposeLeaseGrant(r)
+        await caughtUp()
         resp.id = r.id
         resp.ttl = r.ttl
         return resp
@@ -188,7 +234,9 @@ public actor Lessor {
 
     /// LeaseRevoke through Raft (the apply deletes the attached keys in one revision).
     public func revoke(_ req: Etcdserverpb.LeaseRevokeRequest) async throws -> Etcdserverpb.LeaseRevokeResponse {
-        try await proposer.proposeLeaseRevoke(req)
+        let resp = try await proposer.proposeLeaseRevoke(req)
+        await caughtUp()
+        return resp
     }
 
     /// Keep-alive renewal on the leader: returns the TTL, or throws .notFound / .notPrimary.
@@ -209,6 +257,7 @@ public actor Lessor {
             var req = Etcdserverpb.LeaseCheckpointRequest()
             req.checkpoints = [cp]
             _ = try? await proposer.proposeLeaseCheckpoint(req)
+            await caughtUp()
             guard isPrimary else { throw .notPrimary }
             guard let again = leases[id] else { throw .notFound }
             l = again
@@ -383,7 +432,7 @@ public actor Lessor {
     }
 
     /// One timer turn: revoke expired leases and write due checkpoints through Raft. Returns after
-    /// those proposals are answered.
+    /// those proposals are answered and their applied results have reached the lessor.
     public func tick() async {
         let expired = takeExpired()
         let checkpoints = takeDueCheckpoints()
@@ -409,20 +458,38 @@ public actor Lessor {
                 }
             }
         }
+        if !expired.isEmpty || !checkpoints.isEmpty { await caughtUp() }
     }
 
-    /// Runs `tick()` every options.tickInterval until cancelled or shut down.
+    /// Consumes the apply feed and runs `tick()` every options.tickInterval, until cancelled or
+    /// shut down.
     public func run() async {
-        while !Task.isCancelled && !stopped {
-            try? await Task.sleep(for: options.tickInterval)
-            if Task.isCancelled || stopped { return }
-            await tick()
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { [feed] in
+                for await changes in feed { await self.process(changes) }
+            }
+            group.addTask {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: self.options.tickInterval)
+                    if Task.isCancelled { return }
+                    if await self.isStopped() { return }
+                    await self.tick()
+                }
+            }
+            await group.next()
+            group.cancelAll()
         }
     }
 
+    func isStopped() -> Bool { stopped }
+
     public func shutdown() {
         stopped = true
+        feedIn.finish()
         demote()
+        let ws = barrierWaiters
+        barrierWaiters = []
+        for w in ws { w.c.resume() }
     }
 }
 
