@@ -49,17 +49,6 @@ for batchSize in [1, 16, 256] {
 }
 }
 
-struct Rng {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 func benchKey(_ i: Int) -> [UInt8] {
     var s = String(i)
     s = String(repeating: "0", count: max(0, 8 - s.count)) + s
@@ -72,9 +61,8 @@ func mvccBench() throws {
     let value = [UInt8](repeating: 0x5A, count: 256)
     print("MVCC: \(n) keys (\(benchKey(0).count)-byte keys), 256-byte values, dir \(dir)")
     var store = try MVCCStore.open(directory: dir, options: MVCCOptions())
-    var order = Array(0..<n)
-    var rng = Rng(state: 42)
-    for i in stride(from: n - 1, to: 0, by: -1) { order.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
+    var rng = SystemRandomNumberGenerator()
+    let order = Array(0..<n).shuffled(using: &rng)
     var t0 = now()
     var idx: UInt64 = 0
     for batchStart in stride(from: 0, to: n, by: 1000) {
@@ -109,7 +97,7 @@ func mvccBench() throws {
     var found = 0
     var r = Etcdserverpb.RangeRequest()
     for _ in 0..<gets {
-        r.key = benchKey(Int(rng.next() % UInt64(n)))
+        r.key = benchKey(Int.random(in: 0..<n, using: &rng))
         found += try store.range(r).kvs.count
     }
     dt = now() - t0
@@ -118,7 +106,7 @@ func mvccBench() throws {
     t0 = now()
     var got = 0
     for _ in 0..<ranges {
-        let s0 = Int(rng.next() % UInt64(max(n - 1000, 1)))
+        let s0 = Int.random(in: 0..<max(n - 1000, 1), using: &rng)
         var rr = Etcdserverpb.RangeRequest()
         rr.key = benchKey(s0); rr.rangeEnd = benchKey(s0 + 1000)
         got += try store.range(rr).kvs.count

@@ -293,14 +293,7 @@ struct MVCCCrashTests {
         var acked: UInt64 = 0
         for round in 0..<4 {
             let child = try Child(builtProduct("storage-crash-helper"), ["mvcc", d.path, "0"])
-            let stopAfter = 1 + rng.below(150)
-            var lines = 0
-            while lines < stopAfter, let line = child.readLine() {
-                guard let n = UInt64(line) else { Issue.record("helper said: \(line) (seed \(seed))"); break }
-                acked = n; lines += 1
-            }
-            child.kill9()
-            child.wait()
+            acked = child.readAcksThenKill(1 + rng.below(150), previous: acked, context: "seed \(seed)")
             let s = try MVCCStore.open(directory: d.path, options: MVCCOptions(quotaBackendBytes: 0, mapSize: 256 << 20))
             let applied = s.appliedIndex
             #expect(applied >= acked, "round \(round): acknowledged \(acked), recovered \(applied) (seed \(seed))")

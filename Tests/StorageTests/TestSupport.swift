@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Testing
 @testable import Storage
 
 /// A fresh temporary directory, removed by `cleanup()`.
@@ -89,6 +90,21 @@ final class Child {
     }
 
     func kill9() { _ = kill(pid, SIGKILL) }
+
+    /// Reads up to `count` lines, each the number of the last durable write; then SIGKILLs the child
+    /// and reaps it. Returns the last number read (or `previous` if none); a line that is not a
+    /// number is recorded as an issue with `context`.
+    func readAcksThenKill(_ count: Int, previous: UInt64, context: String) -> UInt64 {
+        var acked = previous
+        var lines = 0
+        while lines < count, let line = readLine() {
+            guard let n = UInt64(line) else { Issue.record("helper said: \(line) (\(context))"); break }
+            acked = n; lines += 1
+        }
+        kill9()
+        wait()
+        return acked
+    }
 
     @discardableResult
     func wait() -> Int32 {

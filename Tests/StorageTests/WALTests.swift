@@ -215,14 +215,7 @@ func segmentFiles(_ dir: String) -> [String] {
         var acked: UInt64 = 0
         for round in 0..<6 {
             let child = try Child(helper, ["wal", d.path, "65536"])
-            let stopAfter = Int.random(in: 1...300, using: &rng)
-            var lines = 0
-            while lines < stopAfter, let line = child.readLine() {
-                guard let n = UInt64(line) else { Issue.record("helper said: \(line) (seed \(seed))"); break }
-                acked = n; lines += 1
-            }
-            child.kill9()
-            child.wait()
+            acked = child.readAcksThenKill(Int.random(in: 1...300, using: &rng), previous: acked, context: "seed \(seed)")
             let (wal, r) = try WAL.open(directory: d.path, options: WALOptions(segmentSize: 65536))
             let last = r.entries.last?.index ?? 0
             #expect(last >= acked, "round \(round): acknowledged \(acked) but recovered \(last) (seed \(seed))")

@@ -263,29 +263,27 @@ extension WriteContext {
     static func compareKV(_ c: Etcdserverpb.Compare, _ kv: Mvccpb.KeyValue) -> Bool {
         func cmp<T: Comparable>(_ a: T, _ b: T) -> Int { a < b ? -1 : (a > b ? 1 : 0) }
         var result = 0
-        switch c.target {
-        case .value:
+        var have: Int64 = 0, want: Int64 = 0
+        switch (c.target, c.targetUnion) {
+        case (.value, let u):
             var v: [UInt8] = []
-            if case .value(let x) = c.targetUnion { v = x }
+            if case .value(let x) = u { v = x }
             result = kv.value == v ? 0 : (kv.value.lexicographicallyPrecedes(v) ? -1 : 1)
-        case .create:
-            var x: Int64 = 0
-            if case .createRevision(let y) = c.targetUnion { x = y }
-            result = cmp(kv.createRevision, x)
-        case .mod:
-            var x: Int64 = 0
-            if case .modRevision(let y) = c.targetUnion { x = y }
-            result = cmp(kv.modRevision, x)
-        case .version:
-            var x: Int64 = 0
-            if case .version(let y) = c.targetUnion { x = y }
-            result = cmp(kv.version, x)
-        case .lease:
-            var x: Int64 = 0
-            if case .lease(let y) = c.targetUnion { x = y }
-            result = cmp(kv.lease, x)
+        case (.create, let u):
+            have = kv.createRevision
+            if case .createRevision(let x) = u { want = x }
+        case (.mod, let u):
+            have = kv.modRevision
+            if case .modRevision(let x) = u { want = x }
+        case (.version, let u):
+            have = kv.version
+            if case .version(let x) = u { want = x }
+        case (.lease, let u):
+            have = kv.lease
+            if case .lease(let x) = u { want = x }
         default: break
         }
+        if c.target != .value { result = cmp(have, want) }
         switch c.result {
         case .equal: return result == 0
         case .notEqual: return result != 0
