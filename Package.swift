@@ -50,7 +50,7 @@ let package = Package(
         .executableTarget(name: "grpc-bench", dependencies: ["GRPC", "ProtoWire", nio, nioPosix],
                           path: "Benchmarks/GRPCBench", exclude: ["bench.proto"], plugins: ["ProtoGenPlugin"]),
         // keel-bench: load generator for any etcd v3 endpoint (Benchmarks/KeelBench; see Benchmarks/compare).
-        .target(name: "KeelBenchCore", dependencies: ["GRPC", "KeelAPI"], path: "Benchmarks/KeelBench/Core"),
+        .target(name: "KeelBenchCore", dependencies: ["GRPC", "KeelAPI", nio, nioPosix], path: "Benchmarks/KeelBench/Core"),
         .executableTarget(name: "keel-bench", dependencies: [
             "KeelBenchCore", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], path: "Benchmarks/KeelBench/CLI"),

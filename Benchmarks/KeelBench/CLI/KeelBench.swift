@@ -34,6 +34,8 @@ struct CommonOptions: ParsableArguments {
     var json = false
     @Flag(help: "No progress bar (it is drawn only when stderr is a terminal anyway).")
     var noProgress = false
+    @Option(help: "Where client workers run: loop (on the connections' event loops, fewer thread hops) or pool (Swift's default executor).")
+    var executor: WorkerExecutor = .loop
 
     /// `total` nil: `defaultTotal` unless --duration is given (then the duration alone ends the run).
     func params(total: Int?, defaultTotal: Int) -> CommonParams {
@@ -41,7 +43,7 @@ struct CommonOptions: ParsableArguments {
                         .filter { !$0.isEmpty },
                      conns: conns, clients: clients, total: total ?? (duration == nil ? defaultTotal : nil),
                      durationSeconds: duration, rate: rate, timeoutSeconds: timeout > 0 ? timeout : nil,
-                     progress: !noProgress && stderrIsTerminal)
+                     progress: !noProgress && stderrIsTerminal, executor: executor)
     }
 }
 
@@ -88,6 +90,7 @@ func emit(_ command: String, _ common: CommonOptions, _ c: CommonParams, _ param
 }
 
 extension Consistency: ExpressibleByArgument {}
+extension WorkerExecutor: ExpressibleByArgument {}
 
 struct Put: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Put requests.")

@@ -69,11 +69,13 @@ public final class LoadRunner: Sendable {
     public let total: Int?
     public let durationNanos: UInt64?
     public let rate: Double
+    public let executor: WorkerExecutor
     let issued = Atomic<Int>(0)
     public let completed = Atomic<Int>(0)
     let start = Atomic<UInt64>(0)
 
-    public init(total: Int?, durationSeconds: Double?, rate: Double) {
+    public init(total: Int?, durationSeconds: Double?, rate: Double, executor: WorkerExecutor = .loop) {
+        self.executor = executor
         self.total = total
         self.durationNanos = durationSeconds.map { UInt64(max(0, $0) * 1e9) }
         self.rate = rate
@@ -107,7 +109,9 @@ public final class LoadRunner: Sendable {
         let bar = progressLabel.map { ProgressBar(label: $0, runner: self) }
         let printer = bar.map { b in Task { await b.loop() } }
         let results = await withTaskGroup(of: Out.self) { group in
-            for w in 0..<max(1, clients) { group.addTask { await worker(w) } }
+            for w in 0..<max(1, clients) {
+                group.addTask(executorPreference: executor.executor(for: w)) { await worker(w) }
+            }
             var all: [Out] = []
             for await r in group { all.append(r) }
             return all

@@ -19,7 +19,7 @@ extension Workloads {
             let received = EventCounter()
             return try await withThrowingTaskGroup(of: WatchStreamResult?.self) { group in
                 for s in 0..<streams {
-                    group.addTask {
+                    group.addTask(executorPreference: c.executor.executor(for: s)) {
                         await watchStream(s, client: conns.client(s), keys: keys, watchers: watchersPerStream,
                                           registry: registry, received: received)
                     }

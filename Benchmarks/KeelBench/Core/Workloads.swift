@@ -12,9 +12,11 @@ public struct CommonParams: Sendable {
     public var rate: Double
     public var timeoutSeconds: Double?
     public var progress: Bool
+    public var executor: WorkerExecutor
 
     public init(endpoints: [String], conns: Int, clients: Int, total: Int?, durationSeconds: Double?, rate: Double,
-                timeoutSeconds: Double?, progress: Bool) {
+                timeoutSeconds: Double?, progress: Bool, executor: WorkerExecutor = .loop) {
+        self.executor = executor
         self.endpoints = endpoints
         self.conns = conns
         self.clients = clients
@@ -33,7 +35,7 @@ public struct CommonParams: Sendable {
         guard total != nil || durationSeconds != nil else { throw BenchError("give --total or --duration") }
     }
 
-    func runner() -> LoadRunner { LoadRunner(total: total, durationSeconds: durationSeconds, rate: rate) }
+    func runner() -> LoadRunner { LoadRunner(total: total, durationSeconds: durationSeconds, rate: rate, executor: executor) }
     func label(_ s: String) -> String? { progress ? s : nil }
 }
 
@@ -80,7 +82,7 @@ public enum Workloads {
     static func runPrefill(_ c: CommonParams, _ conns: Connections, keys: KeyGenerator, count: Int, valSize: Int) async throws -> PhaseResult? {
         guard count > 0 else { return nil }
         let value = Values.filler(size: valSize)
-        let runner = LoadRunner(total: count, durationSeconds: nil, rate: 0)
+        let runner = LoadRunner(total: count, durationSeconds: nil, rate: 0, executor: c.executor)
         let r = await runner.run(names: ["prefill"], clients: c.clients, progressLabel: c.label("prefill"),
                                  worker: runner.unaryWorker { w, i in
             var req = Etcdserverpb.PutRequest()

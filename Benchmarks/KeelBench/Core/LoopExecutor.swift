@@ -1,0 +1,41 @@
+import NIOCore
+import NIOPosix
+
+/// A Swift `TaskExecutor` that runs jobs on one NIO event loop.
+///
+/// keel-bench's workers prefer the event loops of the client's connections (`--executor loop`, the
+/// default): the worker's code, GRPCClient's nonisolated async code and the continuations that
+/// futures of the connection's loop resume then all run on that loop's thread, instead of bouncing
+/// between the loop and the cooperative pool with a futex wake-up at every hop. Measured in
+/// Benchmarks/RESULTS.md ("keel-bench client"). `--executor pool` keeps Swift's default executor.
+public final class EventLoopTaskExecutor: TaskExecutor {
+    public let loop: any EventLoop
+
+    public init(_ loop: any EventLoop) { self.loop = loop }
+
+    public func enqueue(_ job: consuming ExecutorJob) {
+        let unowned = UnownedJob(job)
+        loop.execute { unowned.runSynchronously(on: self.asUnownedTaskExecutor()) }
+    }
+}
+
+/// Where the workers of a run execute.
+public enum WorkerExecutor: String, Sendable, CaseIterable {
+    /// Each worker prefers one event loop of the shared group (round robin).
+    case loop
+    /// Swift's global concurrent executor (the cooperative pool).
+    case pool
+
+    /// The executor preference for worker `w` (nil: none).
+    func executor(for w: Int) -> (any TaskExecutor)? {
+        switch self {
+        case .pool: return nil
+        case .loop: return Self.loopExecutors[w % Self.loopExecutors.count]
+        }
+    }
+
+    /// One executor per loop of the group GRPCClient uses by default.
+    static let loopExecutors: [EventLoopTaskExecutor] = {
+        MultiThreadedEventLoopGroup.singleton.makeIterator().map { EventLoopTaskExecutor($0) }
+    }()
+}
