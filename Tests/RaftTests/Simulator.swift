@@ -21,6 +21,9 @@ struct Simulator {
         /// Of crashes: per mille that hit between sending a Ready's immediate messages and
         /// its write (the write is lost).
         var crashMidReadyPerMille = 500
+        /// Per handled Ready (during the faulty phase): the host crashes right after sending
+        /// its immediate messages, before or after the write.
+        var crashInReadyPerMille = 3
         var restartPerMille = 15
         var partitionPerMille = 2
         var healPerMille = 4
@@ -78,6 +81,7 @@ struct Simulator {
     private var now = 0
     private var nextValue: UInt64 = 1
     private var nextOpID: UInt64 = 1
+    private var faulty = true
 
     // Clients.
     private var pending: [UInt64: PendingOp] = [:]
@@ -89,6 +93,8 @@ struct Simulator {
     private var committed: [UInt64: Entry] = [:]
     private var logEntries: [LogKey: (data: [UInt8], prevTerm: UInt64)] = [:]
     private var snapshotAt: [UInt64: [UInt8]] = [:]
+    /// Per node: the term in which it was leader at its previous Ready, and its commit then.
+    private var leaderCommit: [NodeID: (term: UInt64, commit: UInt64)] = [:]
     private(set) var failure: String?
     private(set) var stats = Stats()
 
@@ -165,6 +171,7 @@ struct Simulator {
         // the remaining members have applied the removal they may need their votes (a removed
         // node never campaigns itself).
         cut.removeAll()
+        faulty = false
         for id in ids where hosts[id] == nil { try start(id) }
         let value = Self.encodeRaw(UInt64.max - seed)
         let deadline = now + options.livenessBudget
@@ -378,22 +385,30 @@ struct Simulator {
     /// Crash: everything not yet persisted is lost. Sometimes the crash hits after taking a
     /// Ready and sending its immediate messages, before or after writing it.
     private mutating func crash(_ id: NodeID) {
-        stats.crashes += 1
         if var h = hosts[id], h.node.hasReady, chance(perMille: options.crashMidReadyPerMille) {
             let rd = h.node.ready()
             transmit(rd.immediateMessages)
-            if rng.next() % 2 == 0 {
-                do {
-                    if let s = rd.snapshot { try disks[id]!.applySnapshot(s) }
-                    if let hs = rd.hardState { disks[id]!.setHardState(hs) }
-                    try disks[id]!.append(rd.entries)
-                } catch { fail("storage: \(error)") }
-            }
-            h.node.advance()
+            crash(id, during: rd)
+            return
         }
+        stats.crashes += 1
         hosts[id] = nil
         appliedData[id] = nil
+        leaderCommit[id] = nil
         for op in pending.values.sorted(by: { $0.opID < $1.opID }) where op.node == id { finishUnknown(op) }
+    }
+
+    /// A crash after the Ready's immediate messages went out: its write may or may not be durable.
+    private mutating func crash(_ id: NodeID, during rd: Ready) {
+        if rng.next() % 2 == 0 {
+            do {
+                if let s = rd.snapshot { try disks[id]!.applySnapshot(s) }
+                if let hs = rd.hardState { disks[id]!.setHardState(hs) }
+                try disks[id]!.append(rd.entries)
+            } catch { fail("storage: \(error)") }
+        }
+        hosts[id] = nil
+        crash(id)
     }
 
     private mutating func transmit(_ msgs: [Message]) {
@@ -420,6 +435,36 @@ struct Simulator {
             let rd = h.node.ready()
             // 0. Messages that may go before the write.
             transmit(rd.immediateMessages)
+            if faulty && chance(perMille: options.crashInReadyPerMille) {
+                crash(id, during: rd)
+                return
+            }
+            // Commit safety of the leader, checked before this Ready's write: an index it
+            // newly commits is durably stored on a quorum of voters (its own copy counts only
+            // once written: a leader counting a copy that is not durable breaks this), and
+            // (§5.4.2) it is of the leader's term: older entries commit only indirectly; a
+            // leader that counts replicas of an old-term entry breaks this (Figure 8).
+            if h.node.role == .leader {
+                let n = h.node
+                let c = n.commitIndex
+                if let prev = leaderCommit[id], prev.term == n.term, c > prev.commit {
+                    let t = n.term(at: c)
+                    if let t, t != n.term {
+                        fail("§5.4.2: leader \(id) of term \(n.term) advanced its commit index to \(c), an entry of term \(t)")
+                    }
+                    let voters = n.confState.voters
+                    let durable = voters.filter { v in
+                        guard let d = disks[v] else { return false }
+                        return d.term(at: c) == t || (d.snapshot?.metadata.index ?? 0) >= c
+                    }.count
+                    if durable < voters.count / 2 + 1 {
+                        fail("leader \(id) of term \(n.term) committed \(c) durable on only \(durable) of voters \(voters)")
+                    }
+                }
+                leaderCommit[id] = (n.term, c)
+            } else {
+                leaderCommit[id] = nil
+            }
             // 1. Persist, checking log matching for every entry written.
             if let s = rd.snapshot {
                 let i = s.metadata.index
