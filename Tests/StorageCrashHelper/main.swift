@@ -51,7 +51,7 @@ if args[1] == "mvcc" || args[1] == "mvccfull" {
         signal(SIGXFSZ, SIG_IGN)
     }
     do {
-        let store = try MVCCStore.open(directory: args[2], options: MVCCOptions(quotaBackendBytes: 0, mapSize: 256 << 20))
+        let store = try MVCCStore.open(directory: args[2], options: MVCCOptions(quotaBackendBytes: -1, mapSize: 256 << 20))
         var i = store.appliedIndex
         let upTo = full ? 100_000 : (UInt64(args[3])! == 0 ? 100_000 : UInt64(args[3])!)
         while i < upTo {

@@ -185,3 +185,15 @@ struct MVCCBasicTests {
         #expect(mvccError { try t.put("a", "b") } == .storage("mvcc: store is closed"))
     }
 }
+
+@Suite("MVCC options")
+struct MVCCOptionsTests {
+    @Test func quotaAndMapSizeDefaults() {
+        #expect(MVCCOptions().effectiveQuota == 2 << 30)
+        #expect(MVCCOptions(quotaBackendBytes: 0).effectiveQuota == 2 << 30)       // etcd: 0 = default
+        #expect(MVCCOptions(quotaBackendBytes: 0).effectiveMapSize == 8 << 30)
+        #expect(MVCCOptions(quotaBackendBytes: 4 << 30).effectiveMapSize == 16 << 30)
+        #expect(MVCCOptions(quotaBackendBytes: -1).effectiveMapSize == 64 << 30)
+        #expect(MVCCOptions(quotaBackendBytes: 1, mapSize: 1 << 20).effectiveMapSize == 1 << 20)
+    }
+}

@@ -194,7 +194,7 @@ struct MVCCMaintenanceTests {
         close(fd)
         let restoredDir = snapDir.path + "/restored"
         try MVCCStore.restore(snapshotFile: snapFile, into: restoredDir)
-        let r = try MVCCStore.open(directory: restoredDir, options: MVCCOptions(mapSize: 256 << 20))
+        let r = try openStore(restoredDir)
         #expect(r.revision == t.store.revision && r.compactedRevision == t.store.compactedRevision)
         #expect(try r.hash() == hashBefore && r.hashKV(revision: 0).hash == kvBefore.hash)
         #expect(try r.meta("cluster") == [7] && r.lease(id: 5)?.ttl == 9)
@@ -206,7 +206,7 @@ struct MVCCMaintenanceTests {
         _ = write(jfd, "not lmdb", 8)
         close(jfd)
         #expect(mvccError { try MVCCStore.restore(snapshotFile: junk, into: restoredDir) } != nil)
-        let r2 = try MVCCStore.open(directory: restoredDir, options: MVCCOptions(mapSize: 256 << 20))
+        let r2 = try openStore(restoredDir)
         #expect(try r2.hash() == hashBefore)
         r2.close()
 
@@ -246,7 +246,7 @@ struct MVCCMaintenanceTests {
     }
 
     @Test func fullMapFailsTheBatchWithoutDamage() throws {
-        let t = try TestStore(MVCCOptions(quotaBackendBytes: 0, mapSize: 1 << 20))
+        let t = try TestStore(MVCCOptions(quotaBackendBytes: -1, mapSize: 1 << 20))
         try t.put("keep", "me")
         let value = [UInt8](repeating: 7, count: 4096)
         let e = mvccError {
@@ -261,7 +261,7 @@ struct MVCCMaintenanceTests {
         #expect(t.store.revision == 2)
         #expect(try t.get("big0").kvs.isEmpty && t.get("keep").kvs.first?.value == b("me"))
         try t.put("small", "ok")
-        try t.reopen(MVCCOptions(quotaBackendBytes: 0, mapSize: 1 << 20))
+        try t.reopen(MVCCOptions(quotaBackendBytes: -1, mapSize: 1 << 20))
         #expect(t.keys(try t.get("\0", "\0")) == ["keep", "small"])
     }
 }
@@ -294,7 +294,7 @@ struct MVCCCrashTests {
         for round in 0..<4 {
             let child = try Child(builtProduct("storage-crash-helper"), ["mvcc", d.path, "0"])
             acked = child.readAcksThenKill(1 + rng.below(150), previous: acked, context: "seed \(seed)")
-            let s = try MVCCStore.open(directory: d.path, options: MVCCOptions(quotaBackendBytes: 0, mapSize: 256 << 20))
+            let s = try openStore(d.path, MVCCOptions(quotaBackendBytes: -1, mapSize: 256 << 20))
             let applied = s.appliedIndex
             #expect(applied >= acked, "round \(round): acknowledged \(acked), recovered \(applied) (seed \(seed))")
             let ref = try reference(applied)
@@ -322,7 +322,7 @@ struct MVCCCrashTests {
         let message = try #require(err)
         #expect(message == "ERR \(MVCCError.noSpace.message)", "\(message), then \(after ?? "-")")
         #expect(acked > 5)
-        let s = try MVCCStore.open(directory: d.path, options: MVCCOptions(quotaBackendBytes: 0, mapSize: 256 << 20))
+        let s = try openStore(d.path, MVCCOptions(quotaBackendBytes: -1, mapSize: 256 << 20))
         defer { s.close() }
         // the small write after the failure may or may not have gone through; either way the state
         // is exactly the batches up to the applied index, and that covers everything acknowledged

@@ -1,5 +1,23 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import KeelAPI
 @testable import Storage
+
+/// MVCCStore.open, retried while the directory lock is held by a process this test binary just
+/// spawned (a child of posix_spawn holds copies of our fds, LOCK included, until its exec closes
+/// them: other suites spawn helpers in parallel). A real second owner still fails after 100 tries.
+func openStore(_ dir: String, _ options: MVCCOptions = MVCCOptions(quotaBackendBytes: 2 << 30, mapSize: 256 << 20))
+    throws(MVCCError) -> MVCCStore {
+    var attempt = 0
+    while true {
+        do { return try MVCCStore.open(directory: dir, options: options) } catch {
+            attempt += 1
+            guard case .storage(let m) = error, m.contains("in use"), attempt < 100 else { throw error }
+            usleep(10_000)
+        }
+    }
+}
 
 /// A store in a fresh temporary directory.
 final class TestStore {
@@ -8,12 +26,12 @@ final class TestStore {
 
     init(_ options: MVCCOptions = MVCCOptions(quotaBackendBytes: 2 << 30, mapSize: 256 << 20)) throws {
         dir = TempDir("keel-mvcc")
-        store = try MVCCStore.open(directory: dir.path, options: options)
+        store = try openStore(dir.path, options)
     }
 
     func reopen(_ options: MVCCOptions = MVCCOptions(quotaBackendBytes: 2 << 30, mapSize: 256 << 20)) throws {
         store.close()
-        store = try MVCCStore.open(directory: dir.path, options: options)
+        store = try openStore(dir.path, options)
     }
 
     deinit {

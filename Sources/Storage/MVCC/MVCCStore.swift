@@ -190,7 +190,7 @@ public final class MVCCStore: Sendable {
             let info = env.info
             ctx = WriteContext(env: env, txn: txn, rev: cur, compactRev: compact, applied: applied,
                                sizeAtBegin: Int64((info.lastPage + 1) * env.pageSize),
-                               quota: options.quotaBackendBytes)
+                               quota: options.effectiveQuota)
         } catch {
             mdb_txn_abort(txn)
             throw error

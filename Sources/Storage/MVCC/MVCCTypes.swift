@@ -2,21 +2,24 @@ import KeelAPI
 
 /// Options of an MVCC store.
 public struct MVCCOptions: Sendable {
-    /// etcd's --quota-backend-bytes (default 2 GiB). A Put / Txn with puts / LeaseGrant that would
-    /// take the DB file beyond it is applied (as etcd does, so every member stays identical) and
-    /// then throws `.noSpace`; the server raises the NOSPACE alarm.
+    /// etcd's --quota-backend-bytes (default 2 GiB; 0 also means the default, as in etcd; negative:
+    /// no quota). A Put / Txn with puts / LeaseGrant that would take the DB file beyond it is applied
+    /// (as etcd does, so every member stays identical) and then throws `.noSpace`; the server raises
+    /// the NOSPACE alarm.
     public var quotaBackendBytes: Int64 = 2 << 30
     /// LMDB map size: the most the DB file can ever grow to (virtual address space only, the file is
-    /// sparse). Must be >= quotaBackendBytes; default: 4x the quota, at least 1 GiB. When it is
-    /// really full, the whole write{} throws `.noSpace` and commits nothing.
+    /// sparse). 0 (default): 4x the quota, at least 8 GiB (64 GiB without a quota). When it is really
+    /// full, the whole write{} throws `.noSpace` and commits nothing.
     public var mapSize: Int = 0
     public init(quotaBackendBytes: Int64 = 2 << 30, mapSize: Int = 0) {
         self.quotaBackendBytes = quotaBackendBytes
         self.mapSize = mapSize
     }
+    var effectiveQuota: Int64 { quotaBackendBytes == 0 ? 2 << 30 : quotaBackendBytes }
     var effectiveMapSize: Int {
         if mapSize > 0 { return mapSize }
-        return max(Int(quotaBackendBytes) * 4, 1 << 30)
+        let q = effectiveQuota
+        return q < 0 ? 64 << 30 : max(Int(q) * 4, 8 << 30)
     }
 }
 

@@ -49,7 +49,7 @@ final class WriteContext {
     /// etcd's quota rule: the op is applied, but it reports NOSPACE when the DB would exceed the quota.
     func quotaAllows(_ c: Int64) -> Bool {
         cost += c
-        return quota <= 0 || sizeAtBegin + cost <= quota
+        return quota < 0 || sizeAtBegin + cost <= quota
     }
 
     func persistCounters() throws(MVCCError) {
