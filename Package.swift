@@ -54,7 +54,7 @@ let package = Package(
         .executableTarget(name: "keel-bench", dependencies: [
             "KeelBenchCore", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], path: "Benchmarks/KeelBench/CLI"),
-        .testTarget(name: "KeelBenchTests", dependencies: ["KeelBenchCore", "keel-bench", "KeelTestSupport"]),
+        .testTarget(name: "KeelBenchTests", dependencies: ["KeelBenchCore", "keel-bench", "KeelTestSupport", "GRPC"]),
 
         .executableTarget(name: "keel", dependencies: [
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
