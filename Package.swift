@@ -56,7 +56,11 @@ let package = Package(
         ], path: "Benchmarks/KeelBench/CLI"),
         .testTarget(name: "KeelBenchTests", dependencies: ["KeelBenchCore", "keel-bench", "KeelTestSupport", "GRPC"]),
 
+        // The Keel server: etcd v3 services on the Raft loop, the apply loop and the MVCC store.
+        .target(name: "Server", dependencies: ["KeelAPI", "GRPC", "Raft", "Storage", nio, nioPosix, logging,
+                                               .product(name: "NIOHTTP1", package: "swift-nio")]),
         .executableTarget(name: "keel", dependencies: [
+            "Server", logging,
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
@@ -73,6 +77,9 @@ let package = Package(
         .executableTarget(name: "storage-crash-helper", dependencies: ["Storage", "KeelAPI"], path: "Tests/StorageCrashHelper"),
         // Storage benchmark (not a test): see Benchmarks/RESULTS.md.
         .executableTarget(name: "storage-bench", dependencies: ["Storage", "KeelAPI"], path: "Benchmarks/StorageBench"),
+        .testTarget(name: "ServerTests", dependencies: ["Server", "KeelAPI", "GRPC", "Storage", nio, nioPosix,
+                                                        .product(name: "NIOHTTP1", package: "swift-nio"),
+                                                        .product(name: "NIOEmbedded", package: "swift-nio")]),
         .testTarget(name: "GRPCTests", dependencies: ["GRPC", "ProtoWire", "CNGHTTP2", nio, nioPosix],
                     exclude: ["echo.proto", "python"], plugins: ["ProtoGenPlugin"]),
     ],

@@ -167,7 +167,8 @@ public final class GRPCServer: Sendable {
     /// Binds and starts serving. `group` defaults to NIO's shared multi-threaded group.
     public init(configuration: Configuration, services: [any GRPCService],
                 group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
-                channelInitializer: (@Sendable (any Channel) -> EventLoopFuture<Void>)? = nil) async throws {
+                channelInitializer: (@Sendable (any Channel) -> EventLoopFuture<Void>)? = nil,
+                nonHTTP2Initializer: NonHTTP2Initializer? = nil) async throws {
         self.config = configuration
         self.router = Router(services)
         self.group = group
@@ -184,14 +185,25 @@ public final class GRPCServer: Sendable {
                 // Seam for TLS + ALPN: `channelInitializer` may add e.g. an SSL handler first.
                 let pre = channelInitializer?(channel) ?? channel.eventLoop.makeSucceededVoidFuture()
                 return pre.flatMapThrowing {
-                    let conn = H2Connection(isServer: true, config: configuration.http2, counters: counters,
-                                            loop: channel.eventLoop)
-                    let dispatcher = ServerDispatcher(router: router, config: configuration, connection: conn)
-                    conn.owner = dispatcher
-                    conn.onClose.append { _ = dispatcher }  // the connection keeps its dispatcher alive
-                    try channel.pipeline.syncOperations.addHandler(conn)
-                    registry.add(channel)
-                    channel.closeFuture.whenComplete { _ in registry.remove(channel) }
+                    let makeHTTP2 = {
+                        let conn = H2Connection(isServer: true, config: configuration.http2, counters: counters,
+                                                loop: channel.eventLoop)
+                        let dispatcher = ServerDispatcher(router: router, config: configuration, connection: conn)
+                        conn.owner = dispatcher
+                        conn.onClose.append { _ = dispatcher }  // the connection keeps its dispatcher alive
+                        registry.add(channel)
+                        channel.closeFuture.whenComplete { _ in registry.remove(channel) }
+                        return conn
+                    }
+                    guard let other = nonHTTP2Initializer else {
+                        try channel.pipeline.syncOperations.addHandler(makeHTTP2())
+                        return
+                    }
+                    // Seam: sniff the HTTP/2 preface; anything else goes to `other` (see PrefaceSniffer.swift).
+                    let sniffer = PrefaceSniffer(
+                        onHTTP2: { ctx in try ctx.pipeline.syncOperations.addHandler(makeHTTP2(), position: .after(ctx.handler)) },
+                        onOther: { ctx in try other(ctx.channel) })
+                    try channel.pipeline.syncOperations.addHandler(sniffer)
                 }
             }
             .bind(host: configuration.host, port: configuration.port).get()

@@ -1,0 +1,278 @@
+import GRPC
+import KeelAPI
+import Logging
+import NIOCore
+import Raft
+import Storage
+
+/// A lease change the apply loop made, for the lessor (in apply order).
+public enum LeaseApplied: Sendable, Hashable {
+    case granted(id: Int64, ttl: Int64)
+    case revoked(id: Int64)
+    case checkpointed(id: Int64, remainingTTL: Int64)
+}
+
+/// Who hears about applied batches (wired by KeelServer: the watch hub and the lessor). Called on
+/// the apply loop right after the LMDB transaction committed; must not block.
+public struct ApplyHooks: Sendable {
+    public var events: (@Sendable (_ events: [Mvccpb.Event], _ revision: Int64) -> Void)?
+    public var compacted: (@Sendable (_ revision: Int64) -> Void)?
+    public var leases: (@Sendable (_ changes: [LeaseApplied]) -> Void)?
+    public init() {}
+}
+
+/// Meta-table keys of the server's own records.
+enum MetaKey {
+    static let identity = "keel/identity"
+    static let alarms = "keel/alarms"
+}
+
+/// The apply loop: confined to its own event loop. Committed entries queue up here; each drain
+/// applies everything queued in ONE `MVCCStore.write` (one LMDB commit, with setAppliedIndex),
+/// then feeds watchers and the lessor and completes the waiting callers. Entries at or below the
+/// store's applied index were applied before a restart and are skipped (WAL replay is idempotent).
+final class Applier {
+    let store: MVCCStore
+    let shared: SharedState
+    let logger: Logger
+    let loop: any EventLoop
+    var hooks: ApplyHooks
+
+    private var queue: [([Raft.Entry], [UInt64: EventLoopPromise<ApplyResult>])] = []
+    private var queuedEntries = 0
+    private var drainScheduled = false
+    /// Linearizable reads waiting for the applied index, in arrival order.
+    private var readWaiters: [(index: UInt64, promises: [EventLoopPromise<Void>])] = []
+    private(set) var alarms: [Etcdserverpb.AlarmMember] = []
+    var backendCommit = Histogram.etcdDisk()
+    private var failedPermanently: MVCCError?
+
+    init(store: MVCCStore, shared: SharedState, logger: Logger, loop: any EventLoop, hooks: ApplyHooks) throws(MVCCError) {
+        self.store = store; self.shared = shared; self.logger = logger; self.loop = loop; self.hooks = hooks
+        if let bytes = try store.meta(MetaKey.alarms), let list = try? Keelpb.AlarmList(serializedBytes: bytes) {
+            alarms = list.alarms
+        }
+        publishAlarms()
+        shared.appliedIndex.store(store.appliedIndex, ordering: .releasing)
+    }
+
+    func enqueue(_ entries: [Raft.Entry], _ promises: [UInt64: EventLoopPromise<ApplyResult>]) {
+        queue.append((entries, promises))
+        queuedEntries += entries.count
+        guard !drainScheduled else { return }
+        drainScheduled = true
+        loop.execute { [self] in self.drain() }
+    }
+
+    func whenApplied(_ index: UInt64, _ promises: [EventLoopPromise<Void>]) {
+        if store.appliedIndex >= index || shared.applied >= index {
+            for p in promises { p.succeed(()) }
+        } else {
+            readWaiters.append((index, promises))
+        }
+    }
+
+    /// Forces the store to disk; returns the index the synced state covers.
+    func syncForSnapshot(upTo index: UInt64) -> Result<UInt64, MVCCError> {
+        do {
+            try store.sync()
+            return .success(min(index, store.appliedIndex))
+        } catch {
+            return .failure(error)
+        }
+    }
+
+    // MARK: applying
+
+    private func drain() {
+        drainScheduled = false
+        let batch = queue
+        queue.removeAll(keepingCapacity: true)
+        queuedEntries = 0
+        guard !batch.isEmpty else { return }
+        var promises: [UInt64: EventLoopPromise<ApplyResult>] = [:]
+        for (_, ps) in batch { promises.merge(ps) { a, _ in a } }
+        if let err = failedPermanently {
+            for (_, p) in promises { p.succeed(.failed(GRPCStatus(.internal, err.message))) }
+            return
+        }
+        let already = store.appliedIndex
+        var results: [UInt64: ApplyResult] = [:]
+        var leaseChanges: [LeaseApplied] = []
+        var events: [Mvccpb.Event] = []
+        var compactedTo: Int64?
+        var lastIndex = already
+        var newAlarms = alarms
+        let start = NIODeadline.now()
+        let revision: Int64
+        var applied = 0
+        do {
+            revision = try store.write { (txn: inout MVCCWriteTxn) throws(MVCCError) -> Int64 in
+                for (entries, _) in batch {
+                    for e in entries where e.index > already {
+                        lastIndex = e.index
+                        applied += 1
+                        guard e.type == .normal, !e.data.isEmpty else { continue }  // leader no-op / conf change
+                        guard let req = try? Keelpb.InternalRequest(serializedBytes: e.data) else {
+                            logger.error("apply: undecodable entry skipped", metadata: ["index": "\(e.index)"])
+                            continue
+                        }
+                        let r = applyOne(req, &txn, &newAlarms, &leaseChanges, &compactedTo)
+                        if promises[req.id] != nil { results[req.id] = r }
+                    }
+                }
+                if newAlarms != alarms {
+                    var list = Keelpb.AlarmList(); list.alarms = newAlarms
+                    txn.setMeta(MetaKey.alarms, list.serializedBytes())
+                }
+                txn.setAppliedIndex(lastIndex)
+                events = txn.events
+                return txn.revision
+            }
+        } catch {
+            // The batch broke (LMDB failure, map/disk full): nothing of it is committed. The entries
+            // are durable in the WAL; a restart replays them. Stop applying (etcd panics here).
+            logger.critical("apply: store write failed; refusing further writes", metadata: ["error": "\(error)"])
+            failedPermanently = error
+            shared.stopped.store(true, ordering: .relaxed)
+            for (_, p) in promises { p.succeed(.failed(error == .noSpace ? EtcdError.noSpace : GRPCStatus(.internal, error.message))) }
+            return
+        }
+        backendCommit.observe(Double((NIODeadline.now() - start).nanoseconds) / 1e9)
+        alarms = newAlarms
+        publishAlarms()
+        shared.appliedIndex.store(lastIndex, ordering: .releasing)
+        shared.proposalsApplied.add(UInt64(applied), ordering: .relaxed)
+        if !events.isEmpty { hooks.events?(events, revision) }
+        if let c = compactedTo { hooks.compacted?(c) }
+        if !leaseChanges.isEmpty { hooks.leases?(leaseChanges) }
+        for (id, p) in promises {
+            if let r = results[id] {
+                if case .failed = r { shared.proposalsFailed.add(1, ordering: .relaxed) }
+                p.succeed(r)
+            } else {
+                // Committed before this process started applying (replayed) or already applied.
+                p.succeed(.failed(GRPCStatus(.unavailable, "etcdserver: request was applied before restart")))
+            }
+        }
+        if !readWaiters.isEmpty {
+            var keep: [(index: UInt64, promises: [EventLoopPromise<Void>])] = []
+            for w in readWaiters {
+                if w.index <= lastIndex { for p in w.promises { p.succeed(()) } } else { keep.append(w) }
+            }
+            readWaiters = keep
+        }
+    }
+
+    /// Applies one request inside the batch's transaction. Store errors are per request (the
+    /// store leaves no trace of a failed op); the batch goes on.
+    private func applyOne(_ req: Keelpb.InternalRequest, _ txn: inout MVCCWriteTxn,
+                          _ alarms: inout [Etcdserverpb.AlarmMember], _ leases: inout [LeaseApplied],
+                          _ compactedTo: inout Int64?) -> ApplyResult {
+        let noSpace = alarms.contains { $0.alarm == .nospace }
+        do throws(MVCCError) {
+            switch req.request {
+            case .put(let p):
+                // etcd's capped applier: with NOSPACE raised, only deletes/reads/compactions pass.
+                if noSpace { return .failed(EtcdError.noSpace) }
+                return .put(try txn.put(p))
+            case .deleteRange(let d):
+                return .deleteRange(try txn.deleteRange(d))
+            case .txn(let t):
+                if noSpace && Self.txnWrites(t) { return .failed(EtcdError.noSpace) }
+                return .txn(try txn.txn(t))
+            case .compaction(let c):
+                try txn.compact(c.revision)
+                compactedTo = c.revision
+                var resp = Etcdserverpb.CompactionResponse()
+                resp.header = Etcdserverpb.ResponseHeader()
+                resp.header!.revision = txn.revision
+                return .compaction(resp)
+            case .leaseGrant(let g):
+                if noSpace { return .failed(EtcdError.noSpace) }
+                try txn.leaseGrant(id: g.id, ttl: g.ttl)
+                leases.append(.granted(id: g.id, ttl: g.ttl))
+                var resp = Etcdserverpb.LeaseGrantResponse()
+                resp.id = g.id; resp.ttl = g.ttl
+                resp.header = Etcdserverpb.ResponseHeader(); resp.header!.revision = txn.revision
+                return .leaseGrant(resp)
+            case .leaseRevoke(let r):
+                try txn.leaseRevoke(id: r.id)
+                leases.append(.revoked(id: r.id))
+                var resp = Etcdserverpb.LeaseRevokeResponse()
+                resp.header = Etcdserverpb.ResponseHeader(); resp.header!.revision = txn.revision
+                return .leaseRevoke(resp)
+            case .leaseCheckpoint(let c):
+                for cp in c.checkpoints {
+                    try txn.leaseCheckpoint(id: cp.id, remainingTTL: cp.remainingTTL)
+                    leases.append(.checkpointed(id: cp.id, remainingTTL: cp.remainingTTL))
+                }
+                var resp = Etcdserverpb.LeaseCheckpointResponse()
+                resp.header = Etcdserverpb.ResponseHeader(); resp.header!.revision = txn.revision
+                return .leaseCheckpoint(resp)
+            case .alarm(let a):
+                return .alarm(Self.applyAlarm(a, &alarms, revision: txn.revision))
+            case nil:
+                return .failed(GRPCStatus(.internal, "etcdserver: empty internal request"))
+            }
+        } catch {
+            if error == .noSpace {
+                // The store applied the op but the DB grew beyond the quota: raise NOSPACE (etcd's
+                // quota check raises the alarm the same way) and report it.
+                if !alarms.contains(where: { $0.alarm == .nospace }) {
+                    var m = Etcdserverpb.AlarmMember(); m.memberID = shared.memberID; m.alarm = .nospace
+                    alarms.append(m)
+                    logger.warning("alarm raised: NOSPACE (backend quota exceeded)")
+                }
+            }
+            return .failed(EtcdError.from(error))
+        }
+    }
+
+    static func txnWrites(_ t: Etcdserverpb.TxnRequest) -> Bool {
+        for op in t.success + t.failure {
+            switch op.request {
+            case .requestPut: return true
+            case .requestTxn(let inner): if txnWrites(inner) { return true }
+            default: continue
+            }
+        }
+        return false
+    }
+
+    /// etcd's alarm store: ACTIVATE adds (member, alarm) once, DEACTIVATE removes it; both answer
+    /// with the alarm that changed (empty if nothing did).
+    static func applyAlarm(_ a: Etcdserverpb.AlarmRequest, _ alarms: inout [Etcdserverpb.AlarmMember],
+                           revision: Int64) -> Etcdserverpb.AlarmResponse {
+        var resp = Etcdserverpb.AlarmResponse()
+        resp.header = Etcdserverpb.ResponseHeader(); resp.header!.revision = revision
+        var m = Etcdserverpb.AlarmMember(); m.memberID = a.memberID; m.alarm = a.alarm
+        switch a.action {
+        case .activate:
+            if a.alarm == .none { break }
+            if !alarms.contains(m) { alarms.append(m) }
+            resp.alarms = [m]
+        case .deactivate:
+            if let i = alarms.firstIndex(of: m) { alarms.remove(at: i); resp.alarms = [m] }
+        default:
+            resp.alarms = alarms
+        }
+        return resp
+    }
+
+    private func publishAlarms() {
+        var bits: UInt8 = 0
+        for a in alarms {
+            if a.alarm == .nospace { bits |= 1 }
+            if a.alarm == .corrupt { bits |= 2 }
+        }
+        shared.alarms.store(bits, ordering: .relaxed)
+    }
+
+    func stop() {
+        for (_, ps) in queue { for (_, p) in ps { p.succeed(.failed(EtcdError.stopped)) } }
+        queue.removeAll()
+        for w in readWaiters { for p in w.promises { p.fail(EtcdError.stopped) } }
+        readWaiters.removeAll()
+    }
+}

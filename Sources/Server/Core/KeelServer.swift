@@ -1,0 +1,290 @@
+import GRPC
+import KeelAPI
+import Logging
+import NIOCore
+import NIOPosix
+import Raft
+import Storage
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Errors that stop the server from starting (the executable prints them and exits 1).
+public struct StartupError: Error, Sendable, CustomStringConvertible {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// The request front-end shared by the services: validation limits, proposals through the Raft
+/// loop, linearizable read barriers, and the store for local reads. Sendable; the loops' state is
+/// reached only through jobs on their event loops.
+public final class KeelCore: Sendable {
+    public let config: ServerConfig
+    public let resolved: ServerConfig.Resolved
+    public let shared: SharedState
+    public let store: MVCCStore
+    public let name: String
+    let raftLoop: any EventLoop
+    let applyLoop: any EventLoop
+    let host: NIOLoopBound<RaftHost>
+    let applier: NIOLoopBound<Applier>
+    let logger: Logger
+    public let startTime: Double
+
+    init(config: ServerConfig, resolved: ServerConfig.Resolved, shared: SharedState, store: MVCCStore,
+         raftLoop: any EventLoop, applyLoop: any EventLoop, host: NIOLoopBound<RaftHost>,
+         applier: NIOLoopBound<Applier>, logger: Logger) {
+        self.config = config; self.resolved = resolved; self.shared = shared; self.store = store
+        self.name = config.name
+        self.raftLoop = raftLoop; self.applyLoop = applyLoop; self.host = host; self.applier = applier
+        self.logger = logger
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        startTime = Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+
+    public func header(revision: Int64) -> Etcdserverpb.ResponseHeader { shared.header(revision: revision) }
+    public func header() -> Etcdserverpb.ResponseHeader { shared.header(revision: store.revision) }
+
+    /// Proposes one request through Raft and waits until it is applied.
+    public func propose(_ request: Keelpb.InternalRequest.OneOf_Request) async throws(GRPCStatus) -> ApplyResult {
+        if shared.stopped.load(ordering: .relaxed) { throw EtcdError.stopped }
+        var req = Keelpb.InternalRequest()
+        req.id = shared.newID()
+        req.request = request
+        let data = req.serializedBytes()
+        // etcd: the marshalled internal request may not exceed --max-request-bytes.
+        if data.count > config.maxRequestBytes { throw EtcdError.requestTooLarge }
+        let promise = raftLoop.makePromise(of: ApplyResult.self)
+        let host = self.host
+        let id = req.id
+        raftLoop.execute { host.value.propose(id: id, data: data, promise: promise) }
+        do {
+            return try await promise.futureResult.get()
+        } catch {
+            throw EtcdError.stopped
+        }
+    }
+
+    /// Waits until a linearizable read may be served from the local store: a ReadIndex round
+    /// (one per Raft turn, shared by every read that arrived meanwhile) confirmed this member is
+    /// still the leader, and the apply loop has applied up to the read index. On a one-member
+    /// cluster the round is answered at once; the wait for the applied index is what matters
+    /// after a restart, while the WAL tail is being re-applied.
+    public func linearizableBarrier() async throws(GRPCStatus) {
+        if shared.stopped.load(ordering: .relaxed) { throw EtcdError.stopped }
+        let promise = raftLoop.makePromise(of: Void.self)
+        let host = self.host
+        raftLoop.execute { host.value.readBarrier(promise) }
+        do {
+            try await promise.futureResult.get()
+        } catch let e as GRPCStatus {
+            throw e
+        } catch {
+            throw EtcdError.stopped
+        }
+    }
+
+    /// Raft facts for Maintenance.Status: (commit index, term, leader).
+    public var raftIndex: UInt64 { shared.committed }
+
+    /// Histograms owned by the loops, copied on their loops.
+    func metricsSnapshot() async -> (walFsync: Histogram, backendCommit: Histogram) {
+        let host = self.host, applier = self.applier
+        let w = (try? await raftLoop.submit { host.value.walFsync }.get()) ?? Histogram.etcdDisk()
+        let b = (try? await applyLoop.submit { applier.value.backendCommit }.get()) ?? Histogram.etcdDisk()
+        return (w, b)
+    }
+
+    /// Alarms as the apply loop has them.
+    public func alarms() async -> [Etcdserverpb.AlarmMember] {
+        let applier = self.applier
+        return (try? await applyLoop.submit { applier.value.alarms }.get()) ?? []
+    }
+
+    /// Runs `body` on the apply loop, where nothing else writes the store meanwhile (defragment).
+    func onApplyLoop<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await applyLoop.submit(body).get()
+    }
+}
+
+/// A running Keel server: bootstrap (data dir, store, WAL replay, Raft), the Raft and apply
+/// loops, gRPC + HTTP listeners, and clean shutdown.
+public final class KeelServer: Sendable {
+    public let core: KeelCore
+    let group: MultiThreadedEventLoopGroup
+    let tickTask: NIOLoopBound<RepeatedTask>?
+    let servers: [GRPCServer]
+    let extras: ServerExtras
+    let logger: Logger
+
+    /// Client ports actually bound (useful with port 0).
+    public var clientPorts: [Int] { servers.map(\.port) }
+
+    public static func start(config: ServerConfig, logger: Logger = Logger(label: "keel")) async throws -> KeelServer {
+        let resolved: ServerConfig.Resolved
+        do { resolved = try config.resolve() } catch { throw StartupError(error.message) }
+        let dataDir = config.resolvedDataDir
+        let memberDir = dataDir + "/member"
+        if let file = config.restoreFile {
+            try SnapshotFile.restore(file: file, dataDir: dataDir, logger: logger)
+        }
+        for d in [dataDir, memberDir, memberDir + "/wal", memberDir + "/snap", memberDir + "/db"] {
+            if mkdir(d, 0o700) != 0 && errno != EEXIST {
+                throw StartupError("cannot create data directory \(d): \(String(cString: strerror(errno)))")
+            }
+        }
+        var mopts = MVCCOptions()
+        mopts.quotaBackendBytes = config.effectiveQuota
+        let store: MVCCStore
+        do { store = try MVCCStore.open(directory: memberDir + "/db", options: mopts) } catch {
+            throw StartupError("cannot open the backend in \(memberDir)/db: \(error.message)")
+        }
+        // Identity: a data dir keeps the IDs it was created with (etcd ignores --initial-cluster* then).
+        var identity = Keelpb.ClusterIdentity()
+        if let bytes = try store.meta(MetaKey.identity), let id = try? Keelpb.ClusterIdentity(serializedBytes: bytes) {
+            identity = id
+        } else {
+            identity.clusterId = resolved.clusterID
+            identity.memberId = resolved.memberID
+            identity.name = config.name
+            identity.peerUrls = resolved.peerURLs.map(\.description)
+            let bytes = identity.serializedBytes()
+            try store.write { (t: inout MVCCWriteTxn) throws(MVCCError) in t.setMeta(MetaKey.identity, bytes) }
+        }
+        identity.clientUrls = resolved.advertiseClientURLs.map(\.description)
+        let shared = SharedState(clusterID: identity.clusterId, memberID: identity.memberId,
+                                 nowMillis: UInt64(max(0, Self.nowMillis())))
+        logger.info("starting keel", metadata: [
+            "name": "\(config.name)", "data-dir": "\(dataDir)",
+            "member-id": "\(String(identity.memberId, radix: 16))", "cluster-id": "\(String(identity.clusterId, radix: 16))",
+            "revision": "\(store.revision)", "applied-index": "\(store.appliedIndex)"])
+
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        let loops = Array(group.makeIterator())
+        let raftLoop = loops[0], applyLoop = loops[1]
+        let hooksBox = ServerExtras()
+
+        let applier = try await applyLoop.submit { () throws -> NIOLoopBound<Applier> in
+            var hooks = ApplyHooks()
+            hooks.events = { ev, rev in hooksBox.publish(events: ev, revision: rev) }
+            hooks.compacted = { rev in hooksBox.compacted(revision: rev) }
+            let a = try Applier(store: store, shared: shared, logger: logger, loop: applyLoop, hooks: hooks)
+            return NIOLoopBound(a, eventLoop: applyLoop)
+        }.get()
+
+        let snapCount = config.snapshotCount
+        let memberID = identity.memberId
+        let electionTicks = max(2, config.electionTimeoutMs / config.heartbeatIntervalMs)
+        let host = try await raftLoop.submit { () throws -> NIOLoopBound<RaftHost> in
+            let (wal, replay) = try WAL.open(directory: memberDir + "/wal")
+            if let t = replay.truncatedTail {
+                logger.warning("WAL: cut a torn tail", metadata: ["file": "\(t.file)", "offset": "\(t.offset)", "bytes": "\(t.bytes)", "reason": "\(t.reason)"])
+            }
+            let snapshotter = try Snapshotter(directory: memberDir + "/snap")
+            var ms = MemoryStorage()
+            var snapIndex: UInt64 = 0
+            if let marker = replay.snapshot {
+                try ms.applySnapshot(Raft.Snapshot(metadata: Raft.SnapshotMetadata(
+                    index: marker.index, term: marker.term, confState: ConfState(voters: [memberID]))))
+                snapIndex = marker.index
+            }
+            if let hs = replay.hardState {
+                ms.setHardState(Raft.HardState(term: hs.term, vote: hs.vote, commit: max(hs.commit, snapIndex)))
+            }
+            try ms.append(replay.entries.map { Raft.Entry(term: $0.term, index: $0.index, data: $0.data) })
+            if store.appliedIndex < snapIndex {
+                throw StartupError("backend applied index \(store.appliedIndex) is behind the WAL snapshot at \(snapIndex): the data dir is damaged")
+            }
+            var rc = Raft.Config(id: memberID, peers: [memberID], seed: UInt64.random(in: 1...UInt64.max))
+            rc.electionTick = electionTicks
+            rc.heartbeatTick = 1
+            rc.applied = min(store.appliedIndex, ms.lastIndex)
+            rc.maxProposalBytes = config.maxRequestBytes + 4096
+            rc.maxSizePerMsg = 1 << 20
+            let node = try RaftNode(config: rc, storage: ms)
+            logger.info("raft: restored", metadata: ["wal-entries": "\(replay.entries.count)", "snapshot-index": "\(snapIndex)",
+                                                     "last-index": "\(node.lastIndex)", "applied": "\(rc.applied)"])
+            let h = RaftHost(loop: raftLoop, shared: shared, logger: logger, node: node, wal: wal, snapshotter: snapshotter,
+                             applier: applier, applyLoop: applyLoop, snapshotCount: snapCount, lastSnapshotIndex: snapIndex)
+            // One member: campaign now instead of waiting an election timeout (etcd fast-forwards
+            // the election ticks of a single-member cluster the same way).
+            for _ in 0..<(2 * electionTicks + 2) where h.node.role != .leader {
+                h.node.tick()
+                h.turn()
+            }
+            h.turn()
+            return NIOLoopBound(h, eventLoop: raftLoop)
+        }.get()
+        let tick = try await raftLoop.submit { () -> NIOLoopBound<RepeatedTask> in
+            let interval = TimeAmount.milliseconds(Int64(config.heartbeatIntervalMs))
+            let t = raftLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in host.value.tick() }
+            return NIOLoopBound(t, eventLoop: raftLoop)
+        }.get()
+
+        let core = KeelCore(config: config, resolved: resolved, shared: shared, store: store,
+                            raftLoop: raftLoop, applyLoop: applyLoop, host: host, applier: applier, logger: logger)
+        // Replay: wait (bounded) until what the WAL says is committed is applied before serving.
+        let target = shared.committed
+        for _ in 0..<6000 where shared.applied < target && !shared.stopped.load(ordering: .relaxed) {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        try await hooksBox.setUp(core: core, logger: logger)
+
+        let services = hooksBox.services(core: core)
+        var servers: [GRPCServer] = []
+        do {
+            for url in resolved.clientURLs {
+                var gc = GRPCServer.Configuration()
+                gc.host = url.bindHost
+                gc.port = url.port
+                // etcd's gRPC limit: --max-request-bytes plus 512 KiB of overhead; anything larger
+                // than --max-request-bytes that fits gets "etcdserver: request is too large".
+                gc.http2.maxReceiveMessageSize = config.maxRequestBytes + 512 * 1024
+                let http = HTTPEndpoints.initializer(router: HTTPRoutes(core: core).route)
+                servers.append(try await GRPCServer(configuration: gc, services: services, nonHTTP2Initializer: http))
+                logger.info("serving client requests", metadata: ["url": "\(url)", "port": "\(servers.last!.port)"])
+            }
+        } catch {
+            for s in servers { await s.shutdown(timeout: .seconds(1)) }
+            throw StartupError("cannot listen on client URLs \(config.listenClientURLs): \(error)")
+        }
+        return KeelServer(core: core, group: group, tickTask: tick, servers: servers, extras: hooksBox, logger: logger)
+    }
+
+    init(core: KeelCore, group: MultiThreadedEventLoopGroup, tickTask: NIOLoopBound<RepeatedTask>?,
+         servers: [GRPCServer], extras: ServerExtras, logger: Logger) {
+        self.core = core; self.group = group; self.tickTask = tickTask; self.servers = servers
+        self.extras = extras; self.logger = logger
+    }
+
+    /// Clean shutdown: stop accepting, let in-flight calls finish (GOAWAY), stop the Raft loop
+    /// (WAL closed), fail what still waits, sync and close the store.
+    public func shutdown() async {
+        logger.info("shutting down")
+        for s in servers { await s.shutdown(timeout: .seconds(5)) }
+        await extras.shutdown()
+        let core = self.core
+        let tick = self.tickTask
+        _ = try? await core.raftLoop.submit {
+            tick?.value.cancel()
+            core.host.value.stop()
+        }.get()
+        core.shared.stopped.store(true, ordering: .relaxed)
+        _ = try? await core.applyLoop.submit {
+            core.applier.value.stop()
+            try? core.store.sync()
+        }.get()
+        core.store.close()
+        try? await group.shutdownGracefully()
+        logger.info("stopped")
+    }
+
+    static func nowMillis() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
+    }
+}

@@ -1,0 +1,122 @@
+import GRPC
+import KeelAPI
+import Storage
+
+/// etcd's gRPC-layer request checks (api/v3rpc/key.go), before anything is proposed.
+public enum RequestValidation {
+    public static func checkRange(_ r: Etcdserverpb.RangeRequest) throws(GRPCStatus) {
+        if r.key.isEmpty { throw EtcdError.emptyKey }
+    }
+
+    public static func checkPut(_ r: Etcdserverpb.PutRequest) throws(GRPCStatus) {
+        if r.key.isEmpty { throw EtcdError.emptyKey }
+        if r.ignoreValue && !r.value.isEmpty { throw EtcdError.valueProvided }
+        if r.ignoreLease && r.lease != 0 { throw EtcdError.leaseProvided }
+    }
+
+    public static func checkDelete(_ r: Etcdserverpb.DeleteRangeRequest) throws(GRPCStatus) {
+        if r.key.isEmpty { throw EtcdError.emptyKey }
+    }
+
+    /// etcd's checkTxnRequest: the largest of compare/success/failure counts against the limit,
+    /// empty compare keys, then each op (nested txns with what is left of the limit); an op with
+    /// no request set is "key not found" as in etcd.
+    public static func checkTxn(_ r: Etcdserverpb.TxnRequest, maxTxnOps: Int) throws(GRPCStatus) {
+        let opc = max(r.compare.count, r.success.count, r.failure.count)
+        if opc > maxTxnOps { throw EtcdError.tooManyOps }
+        for c in r.compare where c.key.isEmpty { throw EtcdError.emptyKey }
+        for op in r.success { try checkOp(op, maxTxnOps: maxTxnOps - opc) }
+        for op in r.failure { try checkOp(op, maxTxnOps: maxTxnOps - opc) }
+    }
+
+    static func checkOp(_ op: Etcdserverpb.RequestOp, maxTxnOps: Int) throws(GRPCStatus) {
+        switch op.request {
+        case .requestRange(let r): try checkRange(r)
+        case .requestPut(let p): try checkPut(p)
+        case .requestDeleteRange(let d): try checkDelete(d)
+        case .requestTxn(let t): try checkTxn(t, maxTxnOps: maxTxnOps)
+        case nil: throw EtcdError.keyNotFound
+        }
+    }
+}
+
+/// etcdserverpb.KV: Range served from the local store (linearizable ones after a ReadIndex
+/// barrier), writes proposed through Raft and answered once applied.
+public struct KVService: GRPCService {
+    let core: KeelCore
+    public init(core: KeelCore) { self.core = core }
+
+    public var methods: [ServerMethod] {
+        [
+            .unary(Etcdserverpb.KV.range) { req, _ in try await self.range(req) },
+            .unary(Etcdserverpb.KV.put) { req, _ in try await self.put(req) },
+            .unary(Etcdserverpb.KV.deleteRange) { req, _ in try await self.deleteRange(req) },
+            .unary(Etcdserverpb.KV.txn) { req, _ in try await self.txn(req) },
+            .unary(Etcdserverpb.KV.compact) { req, _ in try await self.compact(req) },
+        ]
+    }
+
+    public func range(_ r: Etcdserverpb.RangeRequest) async throws(GRPCStatus) -> Etcdserverpb.RangeResponse {
+        try RequestValidation.checkRange(r)
+        if !r.serializable { try await core.linearizableBarrier() }
+        do {
+            var resp = try core.store.range(r)
+            resp.header = core.header(revision: resp.header?.revision ?? core.store.revision)
+            return resp
+        } catch {
+            throw EtcdError.from(error)
+        }
+    }
+
+    public func put(_ r: Etcdserverpb.PutRequest) async throws(GRPCStatus) -> Etcdserverpb.PutResponse {
+        try RequestValidation.checkPut(r)
+        guard case .put(var resp) = try await result(.put(r)) else { throw unexpected() }
+        resp.header = core.header(revision: resp.header?.revision ?? core.store.revision)
+        return resp
+    }
+
+    public func deleteRange(_ r: Etcdserverpb.DeleteRangeRequest) async throws(GRPCStatus) -> Etcdserverpb.DeleteRangeResponse {
+        try RequestValidation.checkDelete(r)
+        guard case .deleteRange(var resp) = try await result(.deleteRange(r)) else { throw unexpected() }
+        resp.header = core.header(revision: resp.header?.revision ?? core.store.revision)
+        return resp
+    }
+
+    public func txn(_ r: Etcdserverpb.TxnRequest) async throws(GRPCStatus) -> Etcdserverpb.TxnResponse {
+        try RequestValidation.checkTxn(r, maxTxnOps: core.config.maxTxnOps)
+        guard case .txn(var resp) = try await result(.txn(r)) else { throw unexpected() }
+        let rev = resp.header?.revision ?? core.store.revision
+        resp.header = core.header(revision: rev)
+        Self.fillHeaders(&resp, core.header(revision: rev))
+        return resp
+    }
+
+    /// etcd fills the header of every nested response too.
+    static func fillHeaders(_ t: inout Etcdserverpb.TxnResponse, _ h: Etcdserverpb.ResponseHeader) {
+        for i in t.responses.indices {
+            switch t.responses[i].response {
+            case .responseRange(var r): r.header = h; t.responses[i].response = .responseRange(r)
+            case .responsePut(var r): r.header = h; t.responses[i].response = .responsePut(r)
+            case .responseDeleteRange(var r): r.header = h; t.responses[i].response = .responseDeleteRange(r)
+            case .responseTxn(var r): r.header = h; fillHeaders(&r, h); t.responses[i].response = .responseTxn(r)
+            case nil: break
+            }
+        }
+    }
+
+    public func compact(_ r: Etcdserverpb.CompactionRequest) async throws(GRPCStatus) -> Etcdserverpb.CompactionResponse {
+        // The store compacts inside the apply transaction: when the answer comes, the old
+        // revisions are gone from the file, so `physical` needs no extra wait.
+        guard case .compaction(var resp) = try await result(.compaction(r)) else { throw unexpected() }
+        resp.header = core.header(revision: resp.header?.revision ?? core.store.revision)
+        return resp
+    }
+
+    private func result(_ req: Keelpb.InternalRequest.OneOf_Request) async throws(GRPCStatus) -> ApplyResult {
+        let r = try await core.propose(req)
+        if case .failed(let status) = r { throw status }
+        return r
+    }
+
+    private func unexpected() -> GRPCStatus { GRPCStatus(.internal, "keel: unexpected apply result") }
+}
