@@ -48,6 +48,10 @@ final class LMDBEnv: Sendable {
             var flags = UInt32(MDB_NOTLS | MDB_NOSUBDIR | MDB_NOMETASYNC | MDB_NORDAHEAD)
             if readOnly { flags |= UInt32(MDB_RDONLY) }
             try LMDB.check(mdb_env_open(env, path, flags, 0o644), path)
+            // Clear reader slots of dead processes (a SIGKILLed reader would otherwise pin old
+            // pages and make the file grow).
+            var dead: Int32 = 0
+            _ = mdb_reader_check(env, &dead)
         } catch {
             mdb_env_close(env)
             throw error
