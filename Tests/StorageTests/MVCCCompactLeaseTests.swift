@@ -71,6 +71,33 @@ struct MVCCCompactionTests {
         #expect(mvccError { _ = try t.get("a", rev: 7) } == .compacted(compactRevision: 8))
     }
 
+    @Test func physicalRemovalProceedsInSteps() throws {
+        let t = try TestStore(MVCCOptions(quotaBackendBytes: 2 << 30, mapSize: 256 << 20, compactionBatch: 2))
+        try t.put("a", "1"); try t.put("a", "2"); try t.put("b", "1"); try t.del("b")
+        try t.put("c", "1"); try t.put("a", "3"); try t.del("c")
+        let hashBefore = try t.store.hashKV(revision: 8).hash
+        let state = try t.get("\0", "\0", rev: 6).kvs
+        try t.store.write { (w) throws(MVCCError) in
+            try w.compact(6)
+            #expect(w.compactionPending)
+        }
+        // 2 entries examined per write: a@2 removed, a@3 kept so far
+        #expect(try t.storedRevisions() == [3, 4, 5, 6, 7, 8])
+        #expect(mvccError { _ = try t.get("a", rev: 5) } == .compacted(compactRevision: 6))
+        #expect(try t.get("\0", "\0", rev: 6).kvs == state)
+        #expect(try t.store.hashKV(revision: 8).hash != hashBefore)
+        let mid = try t.store.hashKV(revision: 8).hash
+        try t.reopen()                                  // progress is persistent
+        try t.store.write { (w) throws(MVCCError) in w.setAppliedIndex(1) }
+        #expect(try t.storedRevisions() == [3, 6, 7, 8])
+        #expect(try t.store.hashKV(revision: 8).hash == mid)    // HashKV does not depend on progress
+        try t.store.write { (w) throws(MVCCError) in w.setAppliedIndex(2) }
+        let done = try t.store.write { (w) throws(MVCCError) in !w.compactionPending }
+        #expect(done)
+        #expect(try t.storedRevisions() == [3, 6, 7, 8])
+        #expect(try t.get("\0", "\0", rev: 6).kvs == state)
+    }
+
     @Test func writesAfterCompactionKeepVersions() throws {
         let t = try store()
         try t.compact(8)

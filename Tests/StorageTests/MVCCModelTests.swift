@@ -93,7 +93,8 @@ struct MVCCModelTests {
 
     func run(seed: UInt64, ops: Int) throws {
         var g = SplitMix64(seed: seed)
-        let t = try TestStore()
+        // small compaction steps, so reads also run against half-done physical compactions
+        let t = try TestStore(MVCCOptions(quotaBackendBytes: 2 << 30, mapSize: 256 << 20, compactionBatch: 1 + Int(seed % 4)))
         let m = RefModel()
         let ctx = "seed \(seed) (MVCC_MODEL_SEED=\(seed))"
         func key() -> [UInt8] { Self.keys[g.below(Self.keys.count)] }

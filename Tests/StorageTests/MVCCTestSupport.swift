@@ -24,14 +24,17 @@ final class TestStore {
     let dir: TempDir
     var store: MVCCStore
 
+    let options: MVCCOptions
+
     init(_ options: MVCCOptions = MVCCOptions(quotaBackendBytes: 2 << 30, mapSize: 256 << 20)) throws {
         dir = TempDir("keel-mvcc")
+        self.options = options
         store = try openStore(dir.path, options)
     }
 
-    func reopen(_ options: MVCCOptions = MVCCOptions(quotaBackendBytes: 2 << 30, mapSize: 256 << 20)) throws {
+    func reopen(_ options: MVCCOptions? = nil) throws {
         store.close()
-        store = try openStore(dir.path, options)
+        store = try openStore(dir.path, options ?? self.options)
     }
 
     deinit {

@@ -173,8 +173,10 @@ extension LMDBTxn {
 
     /// Events with start <= main revision <= end in [key, rangeEnd), in revision order. Stops after
     /// `limit` events (if > 0) at the end of a main revision, so a revision is never split.
+    /// prevKv is filled as etcd's watch does it (a range at modRevision - 1): absent for an event at
+    /// the compacted revision itself (that read would be compacted), whatever compaction removed yet.
     func events(from start: Int64, to end: Int64, key: [UInt8], rangeEnd: [UInt8], prevKV: Bool,
-                limit: Int) throws(MVCCError) -> [Mvccpb.Event] {
+                limit: Int, compactRev: Int64 = 0) throws(MVCCError) -> [Mvccpb.Event] {
         let re = RangeEnd(rangeEnd)
         let rc = try cursor(env.revs)
         let kc = try cursor(env.keys)
@@ -203,7 +205,7 @@ extension LMDBTxn {
                     ev.type = .put
                     ev.kv = try Rec.decode(key: uk, mod: main, value: rec.value)
                 }
-                if prevKV, let p = try kc.prev() {
+                if prevKV, main > compactRev, let p = try kc.prev() {
                     let ps = Rec.splitKey(p.key)
                     if Rec.equal(ps.key, uk), !Rec.isTombstone(p.value) {
                         ev.prevKv = try Rec.decode(key: ps.key, mod: ps.main, value: p.value)

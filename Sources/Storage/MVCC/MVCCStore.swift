@@ -144,7 +144,8 @@ public final class MVCCStore: Sendable {
             let (cur, compact) = try t.revisions()
             if start < compact { throw .compacted(compactRevision: compact) }
             if let end, end > cur { throw .futureRevision }
-            return try t.events(from: start, to: end ?? cur, key: key, rangeEnd: rangeEnd, prevKV: prevKV, limit: limit)
+            return try t.events(from: start, to: end ?? cur, key: key, rangeEnd: rangeEnd, prevKV: prevKV, limit: limit,
+                                compactRev: compact)
         }
     }
 
@@ -191,6 +192,8 @@ public final class MVCCStore: Sendable {
             ctx = WriteContext(env: env, txn: txn, rev: cur, compactRev: compact, applied: applied,
                                sizeAtBegin: Int64((info.lastPage + 1) * env.pageSize),
                                quota: options.effectiveQuota)
+            ctx.compactNext = try lt.get(env.sys, Array("compactNext".utf8))
+            ctx.compactBatch = max(1, options.compactionBatch)
         } catch {
             mdb_txn_abort(txn)
             throw error
@@ -200,6 +203,7 @@ public final class MVCCStore: Sendable {
         do throws(MVCCError) {
             result = try body(&w)
             if let broken = ctx.broken { throw broken }
+            try ctx.compactStep()           // continue a pending compaction (bounded work)
             try ctx.persistCounters()
         } catch {
             mdb_txn_abort(txn)

@@ -11,9 +11,13 @@ public struct MVCCOptions: Sendable {
     /// sparse). 0 (default): 4x the quota, at least 8 GiB (64 GiB without a quota). When it is really
     /// full, the whole write{} throws `.noSpace` and commits nothing.
     public var mapSize: Int = 0
-    public init(quotaBackendBytes: Int64 = 2 << 30, mapSize: Int = 0) {
+    /// Revision entries examined per compaction step (one step per write{} while a compaction is
+    /// pending; etcd's --experimental-compaction-batch-limit is 1,000 per batch).
+    public var compactionBatch: Int = 10_000
+    public init(quotaBackendBytes: Int64 = 2 << 30, mapSize: Int = 0, compactionBatch: Int = 10_000) {
         self.quotaBackendBytes = quotaBackendBytes
         self.mapSize = mapSize
+        self.compactionBatch = compactionBatch
     }
     var effectiveQuota: Int64 { quotaBackendBytes == 0 ? 2 << 30 : quotaBackendBytes }
     var effectiveMapSize: Int {

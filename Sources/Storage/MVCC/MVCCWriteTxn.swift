@@ -7,6 +7,10 @@ final class WriteContext {
     let txn: OpaquePointer
     var rev: Int64
     var compactRev: Int64
+    /// Where the physical removal of the current compaction resumes (a revs-table key); nil: done.
+    var compactNext: [UInt8]?
+    var compactBatch = 10_000
+    var compactStepDone = false
     var applied: UInt64
     let sizeAtBegin: Int64
     let quota: Int64
@@ -60,6 +64,47 @@ final class WriteContext {
         try t.put(env.sys, Array("compact".utf8), b)
         b = []; Rec.appendLE(Int64(bitPattern: applied), to: &b)
         try t.put(env.sys, Array("applied".utf8), b)
+        if let next = compactNext { try t.put(env.sys, Array("compactNext".utf8), next) }
+        else { try t.del(env.sys, Array("compactNext".utf8)) }
+    }
+
+    /// One step (at most `compactBatch` revision entries) of removing versions below `compactRev`.
+    func compactStep() throws(MVCCError) {
+        guard let start = compactNext, !compactStepDone else { return }
+        compactStepDone = true
+        let target = compactRev
+        try mutate { () throws(MVCCError) in
+            let rc = try t.cursor(env.revs)
+            let kc = try t.cursor(env.keys)
+            var e = try rc.seek(start)
+            var examined = 0
+            while let cur = e {
+                let main = Int64(bitPattern: Rec.be(cur.key, 0)), sub = Int64(bitPattern: Rec.be(cur.key, 8))
+                if main > target { e = nil; break }
+                if examined >= compactBatch { break }
+                examined += 1
+                let key = Array(cur.value[1...])
+                let tomb = cur.value[0] == Rec.tombstone
+                let exact = Rec.keyTableKey(key, main, sub)
+                guard let here = try kc.seek(exact), Rec.splitKey(here.key).main == main else {
+                    throw .storage("mvcc: revision \(main).\(sub) missing from the key table")
+                }
+                var superseded = false
+                if let n = try kc.next() {
+                    let ns = Rec.splitKey(n.key)
+                    superseded = ns.main <= target && Rec.compare(ns.key, key) == 0
+                }
+                if superseded || (tomb && main < target) {
+                    _ = try kc.seek(exact)
+                    try kc.deleteCurrent()
+                    try rc.deleteCurrent()
+                    e = try rc.op(MDB_GET_CURRENT)
+                } else {
+                    e = try rc.next()
+                }
+            }
+            compactNext = e.map { Array($0.key) }
+        }
     }
 
     // MARK: the two mutations everything is made of
@@ -434,43 +479,24 @@ extension MVCCWriteTxn {
     /// newest version at `revision` is removed; that newest version stays if it is a put, or a
     /// tombstone exactly at `revision`; a key deleted before `revision` disappears entirely.
     /// `.compacted` when revision <= the compacted revision, `.futureRevision` beyond the current one.
+    /// The compacted revision takes effect at once (reads and history below it fail); the old
+    /// versions are removed in steps of `MVCCOptions.compactionBatch` revision entries, one step here
+    /// and one in each later write{} until done (etcd also deletes in batches), so a large
+    /// compaction never stalls the apply loop. Nothing observable depends on that progress except
+    /// dbSize and hash() (Keel's whole-store hash); HashKV follows etcd's `keep` rule and is the same.
     public mutating func compact(_ revision: Int64) throws(MVCCError) {
         try ctx.usable()
         // etcd's compactMainRev is -1 until the first compaction, so compact(0) on a fresh store succeeds
         if revision <= (ctx.compactRev == 0 ? -1 : ctx.compactRev) { throw .compacted(compactRevision: ctx.compactRev) }
         if revision > ctx.rev { throw .futureRevision }
-        let c = ctx
-        try c.mutate { () throws(MVCCError) in
-            let t = c.t
-            let rc = try t.cursor(c.env.revs)
-            let kc = try t.cursor(c.env.keys)
-            var e = try rc.first()
-            while let cur = e {
-                let main = Int64(bitPattern: Rec.be(cur.key, 0)), sub = Int64(bitPattern: Rec.be(cur.key, 8))
-                if main > revision { break }
-                let key = Array(cur.value[1...])
-                let tomb = cur.value[0] == Rec.tombstone
-                let exact = Rec.keyTableKey(key, main, sub)
-                guard let here = try kc.seek(exact), Rec.splitKey(here.key).main == main else {
-                    throw .storage("mvcc: revision \(main).\(sub) missing from the key table")
-                }
-                var superseded = false
-                if let n = try kc.next() {
-                    let ns = Rec.splitKey(n.key)
-                    superseded = ns.main <= revision && Rec.compare(ns.key, key) == 0
-                }
-                if superseded || (tomb && main < revision) {
-                    _ = try kc.seek(exact)
-                    try kc.deleteCurrent()
-                    try rc.deleteCurrent()
-                    e = try rc.op(MDB_GET_CURRENT)
-                } else {
-                    e = try rc.next()
-                }
-            }
-            c.compactRev = revision
-        }
+        ctx.compactRev = revision
+        ctx.compactNext = Rec.revKey(0, 0)      // (re)start the physical work from the oldest entry
+        ctx.compactStepDone = false
+        try ctx.compactStep()
     }
+
+    /// True while old versions of the last compaction are still being removed.
+    public var compactionPending: Bool { ctx.compactNext != nil }
 
     /// Grants a lease (the lessor chose id and TTL). `.leaseExists` if the id is taken;
     /// `.leaseNotFound` for id 0 (etcd's NoLease).
