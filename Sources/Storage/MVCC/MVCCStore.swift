@@ -217,6 +217,12 @@ public final class MVCCStore: Sendable {
         return result
     }
 
+    /// True while old versions of the last compaction are still being removed (one bounded step per
+    /// write{}; an empty `write { _ in }` advances it).
+    public var compactionPending: Bool {
+        (try? currentEnv().read { (t) throws(MVCCError) in try t.get(t.env.sys, Array("compactNext".utf8)) != nil }) ?? false
+    }
+
     // MARK: maintenance
 
     /// Forces everything committed to disk (the meta page too). Call before releasing WAL segments
