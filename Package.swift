@@ -77,6 +77,9 @@ let package = Package(
         .executableTarget(name: "storage-crash-helper", dependencies: ["Storage", "KeelAPI"], path: "Tests/StorageCrashHelper"),
         // Storage benchmark (not a test): see Benchmarks/RESULTS.md.
         .executableTarget(name: "storage-bench", dependencies: ["Storage", "KeelAPI"], path: "Benchmarks/StorageBench"),
+        // Raft benchmark (not a test): see Benchmarks/RESULTS.md. RaftBenchAlloc counts malloc & co.
+        .target(name: "RaftBenchAlloc", path: "Benchmarks/RaftBenchAlloc"),
+        .executableTarget(name: "raft-bench", dependencies: ["Raft", "RaftBenchAlloc"], path: "Benchmarks/RaftBench"),
         .testTarget(name: "ServerTests", dependencies: ["Server", "KeelAPI", "GRPC", "Storage", nio, nioPosix,
                                                         .product(name: "NIOHTTP1", package: "swift-nio"),
                                                         .product(name: "NIOEmbedded", package: "swift-nio")]),
