@@ -44,6 +44,12 @@
 //   file). An OS crash may lose the last committed transactions; they are replayed from the WAL.
 //   The one rule: `sync()` (mdb_env_sync force) before WAL segments or Raft log entries covering the
 //   applied index are released (snapshot / releaseBefore).
+// - Compaction: `compact(rev)` takes effect at once (ranges below it, history below it fail, as
+//   etcd); old versions are removed in steps of MVCCOptions.compactionBatch revision entries, one
+//   step per write{} (progress persisted in sys "compactNext"), like etcd's batched compaction, so
+//   the apply loop never stalls for a whole key space. An empty `write { _ in }` advances it.
+//   Watch history gives no prevKv for an event at the compacted revision itself (etcd reads it at
+//   rev-1, which is compacted), so nothing observable depends on the progress except dbSize/hash().
 // - Maintenance: hashKV is etcd's HashByRev byte for byte (checked against etcd 3.4.23 in
 //   MVCCHashKVReferenceTests); hash() is Keel's own (CRC-32C of all tables). writeSnapshot(to:) is
 //   LMDB's compacting copy of one read snapshot; restore validates before it replaces.
