@@ -10,6 +10,16 @@ struct MembershipTests {
         return c
     }
 
+    /// The cluster plus node 4, started as a learner and added with `addLearner`.
+    static func clusterWithLearner() throws -> TestCluster {
+        var c = try cluster()
+        c.configure = { $0.learners = [4] }
+        try c.start(4, peers: [1, 2, 3])
+        try c.nodes[1]!.proposeConfChange(ConfChange(type: .addLearner, nodeID: 4))
+        try c.stabilize(); try c.tick(1); try c.stabilize()
+        return c
+    }
+
     @Test("ConfChange round-trips through its entry encoding; bad bytes throw typed errors")
     func encoding() throws {
         for t in ConfChangeType.allCases {
@@ -24,12 +34,7 @@ struct MembershipTests {
 
     @Test("a learner joins (started with the membership including itself), receives the log, never votes, campaigns or counts")
     func learner() throws {
-        var c = try Self.cluster()
-        c.configure = { $0.learners = [4] }
-        try c.start(4, peers: [1, 2, 3])
-        try c.nodes[1]!.proposeConfChange(ConfChange(type: .addLearner, nodeID: 4))
-        try c.stabilize()
-        try c.tick(1); try c.stabilize()
+        var c = try Self.clusterWithLearner()
         #expect(c.nodes[1]!.confState == ConfState(voters: [1, 2, 3], learners: [4]))
         #expect(c.nodes[4]!.confState == ConfState(voters: [1, 2, 3], learners: [4]))
         #expect(c.log(4) == c.log(1))
@@ -48,11 +53,7 @@ struct MembershipTests {
 
     @Test("a promoted learner votes and counts toward the quorum")
     func promote() throws {
-        var c = try Self.cluster()
-        c.configure = { $0.learners = [4] }
-        try c.start(4, peers: [1, 2, 3])
-        try c.nodes[1]!.proposeConfChange(ConfChange(type: .addLearner, nodeID: 4))
-        try c.stabilize(); try c.tick(1); try c.stabilize()
+        var c = try Self.clusterWithLearner()
         try c.nodes[1]!.proposeConfChange(ConfChange(type: .promoteLearner, nodeID: 4))
         try c.stabilize(); try c.tick(1); try c.stabilize()
         for id: NodeID in [1, 2, 3, 4] { #expect(c.nodes[id]!.confState == ConfState(voters: [1, 2, 3, 4])) }
