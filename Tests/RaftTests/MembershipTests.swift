@@ -51,6 +51,23 @@ struct MembershipTests {
         #expect(!c.sent.contains { $0.from == 4 && ($0.type == .vote || $0.type == .preVote) })
     }
 
+    @Test("a follower forwards a membership change (the leader checks it) and a learner can ask for a read")
+    func forwardedChangeAndLearnerRead() throws {
+        var c = try Self.cluster()
+        try c.nodes[2]!.proposeConfChange(ConfChange(type: .removeNode, nodeID: 9))   // invalid: dropped by the leader
+        try c.stabilize()
+        #expect(c.nodes[1]!.confState == ConfState(voters: [1, 2, 3]))
+        c.configure = { $0.learners = [4] }
+        try c.start(4, peers: [1, 2, 3])
+        try c.nodes[2]!.proposeConfChange(ConfChange(type: .addLearner, nodeID: 4))
+        try c.stabilize(); try c.tick(1); try c.stabilize()
+        #expect(c.nodes[1]!.confState == ConfState(voters: [1, 2, 3], learners: [4]))
+        #expect(c.nodes[3]!.confState == ConfState(voters: [1, 2, 3], learners: [4]))
+        try c.nodes[4]!.readIndex(context: [4])
+        try c.stabilize()
+        #expect(c.readStates[4] == [ReadState(index: c.nodes[1]!.commitIndex, context: [4])])
+    }
+
     @Test("a promoted learner votes and counts toward the quorum")
     func promote() throws {
         var c = try Self.clusterWithLearner()
