@@ -197,3 +197,18 @@ struct MVCCOptionsTests {
         #expect(MVCCOptions(quotaBackendBytes: 1, mapSize: 1 << 20).effectiveMapSize == 1 << 20)
     }
 }
+
+@Suite("MVCC write txn lifetime")
+struct MVCCWriteTxnLifetimeTests {
+    @Test func escapedTxnIsRefused() throws {
+        let t = try TestStore()
+        var escaped: MVCCWriteTxn?
+        try t.store.write { (w) throws(MVCCError) in escaped = w }
+        #expect(mvccError { _ = try escaped!.put(putReq("a", "1")) } == .storage("mvcc: write transaction has ended"))
+        _ = mvccError {
+            try t.store.write { (w) throws(MVCCError) in escaped = w; throw MVCCError.storage("abort") }
+        }
+        #expect(mvccError { _ = try escaped!.lease(id: 1) } == .storage("mvcc: write transaction has ended"))
+        #expect(try t.get("a").kvs.isEmpty)
+    }
+}

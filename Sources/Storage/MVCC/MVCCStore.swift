@@ -206,6 +206,7 @@ public final class MVCCStore: Sendable {
             try ctx.compactStep()           // continue a pending compaction (bounded work)
             try ctx.persistCounters()
         } catch {
+            ctx.finished = true     // a copy of the txn that escaped the body must not touch it
             mdb_txn_abort(txn)
             throw error
         }

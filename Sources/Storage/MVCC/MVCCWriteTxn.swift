@@ -544,5 +544,8 @@ extension MVCCWriteTxn {
     }
 
     /// Leases as this batch sees them.
-    public func lease(id: Int64) throws(MVCCError) -> LeaseRecord? { try ctx.t.lease(id) }
+    public func lease(id: Int64) throws(MVCCError) -> LeaseRecord? {
+        try ctx.usable()
+        return try ctx.t.lease(id)
+    }
 }
