@@ -1,0 +1,444 @@
+// Reference etcd 3.4 (Debian's binaries, unpacked by Tests/install-deps.sh into .cache/etcd) for
+// end-to-end tests, plus the paths and ports those tests need.
+//
+//     let etcd = try await ReferenceEtcd.start()              // one member on free 127.0.0.1 ports
+//     let r = try await Etcdctl.run(["put", "k", "v"], endpoints: [etcd.endpoint])
+//     #expect(r.status.succeeded && r.stdout == "OK\n")
+//     await etcd.stop()                                        // also done by deinit (SIGKILL + rm -r)
+//
+//     let cluster = try await ReferenceEtcdCluster.start(members: 3)   // 3 members on loopback
+//     cluster.endpoints  // ["127.0.0.1:p1", ...]; cluster.members[i].kill(); try await cluster.restart(i)
+//
+//     RepoPaths.root                      // the repository (from #filePath)
+//     RepoPaths.etcd / RepoPaths.etcdctl  // .cache/etcd/usr/bin/..., or $KEEL_ETCD_BIN_DIR/...
+//     BuildProducts.executable("keel")    // a built executable next to the test bundle (or $KEEL_BIN_DIR)
+//     FreePorts.allocate(3)               // distinct free ports on 127.0.0.1 (bound to port 0, then released)
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+// MARK: paths
+
+public enum RepoPaths {
+    /// The repository root: three levels above this file (Tests/KeelTestSupport/ReferenceEtcd.swift).
+    public static let root: String = {
+        var url = URL(fileURLWithPath: #filePath)
+        for _ in 0..<3 { url.deleteLastPathComponent() }
+        return url.path
+    }()
+
+    /// Directory with the reference `etcd` and `etcdctl`: $KEEL_ETCD_BIN_DIR, else <root>/.cache/etcd/usr/bin.
+    public static var etcdBinDir: String {
+        if let d = ProcessInfo.processInfo.environment["KEEL_ETCD_BIN_DIR"], !d.isEmpty { return d }
+        return root + "/.cache/etcd/usr/bin"
+    }
+
+    public static var etcd: String { etcdBinDir + "/etcd" }
+    public static var etcdctl: String { etcdBinDir + "/etcdctl" }
+
+    /// True when both reference binaries are there and executable.
+    public static var etcdAvailable: Bool { access(etcd, X_OK) == 0 && access(etcdctl, X_OK) == 0 }
+
+    static func requireEtcd() throws {
+        guard etcdAvailable else {
+            throw ChildProcessError("reference etcd not found in \(etcdBinDir): run `bash Tests/install-deps.sh` "
+                                    + "or set KEEL_ETCD_BIN_DIR")
+        }
+    }
+}
+
+/// Executables built by SwiftPM into the same products directory as the running test bundle.
+public enum BuildProducts {
+    /// The products directory: $KEEL_BIN_DIR, else the directory of this process's executable
+    /// (`.../debug/KeelPackageTests.xctest` on Linux) or the nearest parent holding `name`.
+    public static func executable(_ name: String) -> String? {
+        if let d = ProcessInfo.processInfo.environment["KEEL_BIN_DIR"], !d.isEmpty {
+            let p = d + "/" + name
+            return access(p, X_OK) == 0 ? p : nil
+        }
+        var dir = URL(fileURLWithPath: selfExecutablePath()).deletingLastPathComponent()
+        while dir.path != "/" && !dir.path.isEmpty {
+            let p = dir.path + "/" + name
+            var isDir: ObjCBool = false
+            if FileManager.default.fileExists(atPath: p, isDirectory: &isDir), !isDir.boolValue, access(p, X_OK) == 0 {
+                return p
+            }
+            dir.deleteLastPathComponent()
+        }
+        return nil
+    }
+
+    /// Like `executable`, but throws a clear error when it is missing.
+    public static func require(_ name: String) throws -> String {
+        guard let p = executable(name) else {
+            throw ChildProcessError("built executable \(name) not found next to \(selfExecutablePath()) "
+                                    + "(build it, or set KEEL_BIN_DIR)")
+        }
+        return p
+    }
+
+    static func selfExecutablePath() -> String {
+        #if os(Linux)
+        var buf = [CChar](repeating: 0, count: 4096)
+        let n = readlink("/proc/self/exe", &buf, buf.count - 1)
+        if n > 0 { return String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) }
+        #endif
+        return Bundle.main.executablePath ?? CommandLine.arguments[0]
+    }
+}
+
+// MARK: ports
+
+public enum FreePorts {
+    /// `count` distinct TCP ports on 127.0.0.1 that were free a moment ago: each is bound to port 0 (the OS
+    /// picks) and all are released together. Another process may still take one before it is used;
+    /// callers that start servers retry on "address in use".
+    public static func allocate(_ count: Int) throws -> [Int] {
+        var fds: [Int32] = []
+        defer { fds.forEach { close($0) } }
+        var ports: [Int] = []
+        for _ in 0..<count {
+            #if canImport(Glibc)
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            #else
+            let fd = socket(AF_INET, SOCK_STREAM, 0)
+            #endif
+            guard fd >= 0 else { throw ChildProcessError("socket: \(String(cString: strerror(errno)))") }
+            fds.append(fd)
+            var addr = sockaddr_in()
+            addr.sin_family = sa_family_t(AF_INET)
+            addr.sin_port = 0
+            addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+            let ok = withUnsafePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                }
+            }
+            guard ok == 0 else { throw ChildProcessError("bind: \(String(cString: strerror(errno)))") }
+            var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+            let got = withUnsafeMutablePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
+            }
+            guard got == 0 else { throw ChildProcessError("getsockname: \(String(cString: strerror(errno)))") }
+            ports.append(Int(UInt16(bigEndian: addr.sin_port)))
+        }
+        return ports
+    }
+
+    /// One free port.
+    public static func allocate() throws -> Int { try allocate(1)[0] }
+
+    /// True if something accepts TCP connections on 127.0.0.1:port right now.
+    public static func isListening(_ port: Int) -> Bool {
+        #if canImport(Glibc)
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        #else
+        let fd = socket(AF_INET, SOCK_STREAM, 0)
+        #endif
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = UInt16(truncatingIfNeeded: port).bigEndian
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        return withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        } == 0
+    }
+}
+
+// MARK: etcdctl
+
+public enum Etcdctl {
+    /// Runs the reference `etcdctl` (API v3) with `--endpoints` set (comma-joined) before `args`.
+    public static func run(_ args: [String], endpoints: [String], stdin: String? = nil,
+                           timeout: Duration = .seconds(30)) async throws -> CommandResult {
+        try RepoPaths.requireEtcd()
+        return try await ChildProcess.run(RepoPaths.etcdctl, ["--endpoints", endpoints.joined(separator: ",")] + args,
+                                          extraEnvironment: ["ETCDCTL_API": "3"], stdin: stdin, timeout: timeout)
+    }
+
+    /// Runs it with the arguments exactly as given (no `--endpoints` added).
+    public static func runRaw(_ args: [String], stdin: String? = nil,
+                              timeout: Duration = .seconds(30)) async throws -> CommandResult {
+        try RepoPaths.requireEtcd()
+        return try await ChildProcess.run(RepoPaths.etcdctl, args, extraEnvironment: ["ETCDCTL_API": "3"],
+                                          stdin: stdin, timeout: timeout)
+    }
+
+    /// True once `etcdctl endpoint health` reports the endpoint healthy (a quorum read went through).
+    public static func isHealthy(_ endpoint: String) async -> Bool {
+        guard let r = try? await run(["endpoint", "health", "--command-timeout=2s", "--dial-timeout=1s"],
+                                     endpoints: [endpoint], timeout: .seconds(10)) else { return false }
+        return r.status.succeeded && r.stdout.contains("is healthy")
+    }
+}
+
+// MARK: one member
+
+/// One reference etcd member (a child process with its own temp data dir).
+public final class ReferenceEtcd: Sendable {
+    public let name: String
+    public let clientPort: Int
+    public let peerPort: Int
+    public let dataDir: String
+    /// True when this object created (and therefore removes) the data dir.
+    private let ownsDataDir: Bool
+    public let process: ChildProcess
+
+    /// "127.0.0.1:clientPort" (what `--endpoints` takes).
+    public var endpoint: String { "127.0.0.1:\(clientPort)" }
+    public var clientURL: String { "http://127.0.0.1:\(clientPort)" }
+    public var peerURL: String { "http://127.0.0.1:\(peerPort)" }
+
+    /// Tuning for tests: etcd's defaults are heartbeat 100 ms, election 1000 ms.
+    public struct Options: Sendable {
+        public var heartbeatMillis = 100
+        public var electionMillis = 1000
+        /// More flags for etcd.
+        public var extraArguments: [String] = []
+        /// How long to wait for the member (or cluster) to become healthy.
+        public var startTimeout: Duration = .seconds(30)
+        public init() {}
+        /// Faster elections for failover tests (heartbeat 25 ms, election 250 ms).
+        public static var fastElections: Options {
+            var o = Options()
+            o.heartbeatMillis = 25
+            o.electionMillis = 250
+            return o
+        }
+    }
+
+    private init(name: String, clientPort: Int, peerPort: Int, dataDir: String, ownsDataDir: Bool,
+                 process: ChildProcess) {
+        self.name = name
+        self.clientPort = clientPort
+        self.peerPort = peerPort
+        self.dataDir = dataDir
+        self.ownsDataDir = ownsDataDir
+        self.process = process
+    }
+
+    deinit {
+        process.kill()
+        _ = process.exitStatus
+        if ownsDataDir { try? FileManager.default.removeItem(atPath: dataDir) }
+    }
+
+    /// Starts a single-member etcd on free ports and waits until it is healthy.
+    /// Retries with new ports (up to 3 times) if the member dies early (e.g. a port was taken meanwhile).
+    public static func start(name: String = "ref0", options: Options = Options()) async throws -> ReferenceEtcd {
+        try RepoPaths.requireEtcd()
+        var lastError: any Error = ChildProcessError("etcd did not start")
+        for _ in 0..<3 {
+            let ports = try FreePorts.allocate(2)
+            let member = try launch(name: name, clientPort: ports[0], peerPort: ports[1], dataDir: nil,
+                                    initialCluster: "\(name)=http://127.0.0.1:\(ports[1])",
+                                    token: "keel-ref-\(ports[0])", state: "new", options: options)
+            do {
+                try await member.waitHealthy(timeout: options.startTimeout)
+                return member
+            } catch {
+                lastError = error
+                await member.stop()
+            }
+        }
+        throw lastError
+    }
+
+    /// Spawns one member (no waiting). `dataDir` nil: a new temp dir owned by the result.
+    static func launch(name: String, clientPort: Int, peerPort: Int, dataDir: String?, initialCluster: String,
+                       token: String, state: String, options: Options) throws -> ReferenceEtcd {
+        let dir = try dataDir ?? makeTempDirectory(prefix: "keel-etcd-\(name)")
+        let args = [
+            "--name", name, "--data-dir", dir,
+            "--listen-client-urls", "http://127.0.0.1:\(clientPort)",
+            "--advertise-client-urls", "http://127.0.0.1:\(clientPort)",
+            "--listen-peer-urls", "http://127.0.0.1:\(peerPort)",
+            "--initial-advertise-peer-urls", "http://127.0.0.1:\(peerPort)",
+            "--initial-cluster", initialCluster,
+            "--initial-cluster-token", token,
+            "--initial-cluster-state", state,
+            "--heartbeat-interval", String(options.heartbeatMillis),
+            "--election-timeout", String(options.electionMillis),
+            "--listen-metrics-urls", "",
+        ] + options.extraArguments
+        let p: ChildProcess
+        do {
+            p = try ChildProcess.spawn(RepoPaths.etcd, args, extraEnvironment: ["ETCD_UNSUPPORTED_ARCH": ""])
+        } catch {
+            if dataDir == nil { try? FileManager.default.removeItem(atPath: dir) }
+            throw error
+        }
+        return ReferenceEtcd(name: name, clientPort: clientPort, peerPort: peerPort, dataDir: dir,
+                             ownsDataDir: dataDir == nil, process: p)
+    }
+
+    /// Waits until `etcdctl endpoint health` succeeds; throws (with etcd's log) if the member exits or
+    /// the time runs out.
+    public func waitHealthy(timeout: Duration) async throws {
+        let clock = ContinuousClock()
+        let deadline = clock.now + timeout
+        while clock.now < deadline {
+            if let st = process.exitStatus {
+                throw ChildProcessError("etcd \(name) exited (\(st)) during start-up:\n\(process.stderr.suffix(3000))")
+            }
+            if FreePorts.isListening(clientPort), await Etcdctl.isHealthy(endpoint) { return }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw ChildProcessError("etcd \(name) not healthy after \(timeout):\n\(process.stderr.suffix(3000))")
+    }
+
+    /// Kills the member at once (SIGKILL), keeps the data dir.
+    public func kill() { process.kill() }
+
+    /// SIGTERM (then SIGKILL after `grace`), and removes the data dir if this object created it.
+    public func stop(grace: Duration = .seconds(5)) async {
+        await process.stop(grace: grace)
+        if ownsDataDir { try? FileManager.default.removeItem(atPath: dataDir) }
+    }
+
+    /// etcd's log so far (stderr).
+    public var log: String { process.stderr }
+}
+
+// MARK: a cluster
+
+/// A reference etcd cluster on loopback: `members.count` processes, each with its own data dir (owned by
+/// the cluster and removed by `stop`/deinit). Members can be killed and restarted on the same ports and data.
+public actor ReferenceEtcdCluster {
+    public struct Slot: Sendable {
+        public let name: String
+        public let clientPort: Int
+        public let peerPort: Int
+        public let dataDir: String
+        public var endpoint: String { "127.0.0.1:\(clientPort)" }
+    }
+
+    public nonisolated let slots: [Slot]
+    public private(set) var members: [ReferenceEtcd?]
+    private let options: ReferenceEtcd.Options
+    private let initialCluster: String
+    private let token: String
+    private let baseDir: String
+
+    /// Client endpoints of every member, in slot order.
+    public nonisolated var endpoints: [String] { slots.map(\.endpoint) }
+
+    private init(slots: [Slot], members: [ReferenceEtcd?], options: ReferenceEtcd.Options, initialCluster: String,
+                 token: String, baseDir: String) {
+        self.slots = slots
+        self.members = members
+        self.options = options
+        self.initialCluster = initialCluster
+        self.token = token
+        self.baseDir = baseDir
+    }
+
+    deinit {
+        for m in members { m?.process.kill(); _ = m?.process.exitStatus }
+        try? FileManager.default.removeItem(atPath: baseDir)
+    }
+
+    /// Starts `members` members on free ports and waits until every one is healthy. Retries with new ports
+    /// (up to 3 times) if a member dies during start-up.
+    public static func start(members n: Int = 3, options: ReferenceEtcd.Options = .init()) async throws
+        -> ReferenceEtcdCluster {
+        try RepoPaths.requireEtcd()
+        var lastError: any Error = ChildProcessError("etcd cluster did not start")
+        for _ in 0..<3 {
+            let ports = try FreePorts.allocate(2 * n)
+            let base = try makeTempDirectory(prefix: "keel-etcd-cluster")
+            var slots: [Slot] = []
+            for i in 0..<n {
+                let dir = base + "/m\(i)"
+                try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+                slots.append(Slot(name: "m\(i)", clientPort: ports[2 * i], peerPort: ports[2 * i + 1], dataDir: dir))
+            }
+            let initial = slots.map { "\($0.name)=http://127.0.0.1:\($0.peerPort)" }.joined(separator: ",")
+            let token = "keel-ref-cluster-\(ports[0])"
+            var started: [ReferenceEtcd?] = []
+            do {
+                for s in slots {
+                    started.append(try ReferenceEtcd.launch(name: s.name, clientPort: s.clientPort, peerPort: s.peerPort,
+                                                            dataDir: s.dataDir, initialCluster: initial, token: token,
+                                                            state: "new", options: options))
+                }
+            } catch {
+                for m in started { m?.kill() }
+                try? FileManager.default.removeItem(atPath: base)
+                throw error
+            }
+            let cluster = ReferenceEtcdCluster(slots: slots, members: started, options: options,
+                                               initialCluster: initial, token: token, baseDir: base)
+            do {
+                for m in started { try await m?.waitHealthy(timeout: options.startTimeout) }
+                return cluster
+            } catch {
+                lastError = error
+                await cluster.stop()
+            }
+        }
+        throw lastError
+    }
+
+    /// SIGKILLs member `i` (its data stays for `restart`).
+    public func kill(_ i: Int) async {
+        guard let m = members[i] else { return }
+        m.kill()
+        _ = await m.process.wait(timeout: .seconds(10))
+        members[i] = nil
+    }
+
+    /// SIGSTOPs / SIGCONTs member `i` (it keeps its sockets but stops answering).
+    public func suspend(_ i: Int) { members[i]?.process.suspend() }
+    public func resume(_ i: Int) { members[i]?.process.resume() }
+
+    /// Starts member `i` again on its old ports and data dir; waits until it is healthy.
+    public func restart(_ i: Int) async throws {
+        if members[i] != nil { await kill(i) }
+        let s = slots[i]
+        let m = try ReferenceEtcd.launch(name: s.name, clientPort: s.clientPort, peerPort: s.peerPort, dataDir: s.dataDir,
+                                         initialCluster: initialCluster, token: token, state: "existing",
+                                         options: options)
+        members[i] = m
+        try await m.waitHealthy(timeout: options.startTimeout)
+    }
+
+    /// Index of the member that is leader now (asks each live member with `etcdctl endpoint status`).
+    public func leaderIndex() async -> Int? {
+        for (i, m) in members.enumerated() {
+            guard let m else { continue }
+            guard let r = try? await Etcdctl.run(["endpoint", "status", "-w", "json"], endpoints: [m.endpoint],
+                                                 timeout: .seconds(10)), r.status.succeeded else { continue }
+            // [{"Endpoint":...,"Status":{"header":{...,"member_id":A,...},...,"leader":B,...}}]
+            if let member = Self.jsonNumber(after: "\"member_id\":", in: r.stdout),
+               let leader = Self.jsonNumber(after: "\"leader\":", in: r.stdout), member == leader {
+                return i
+            }
+        }
+        return nil
+    }
+
+    private static func jsonNumber(after key: String, in text: String) -> String? {
+        guard let r = text.range(of: key) else { return nil }
+        let digits = text[r.upperBound...].prefix { $0.isNumber }
+        return digits.isEmpty ? nil : String(digits)
+    }
+
+    /// Stops every member and removes all data.
+    public func stop() async {
+        for i in members.indices {
+            if let m = members[i] { await m.process.stop(grace: .seconds(5)) }
+            members[i] = nil
+        }
+        try? FileManager.default.removeItem(atPath: baseDir)
+    }
+}
