@@ -128,6 +128,7 @@ struct MVCCBasicTests {
             w.setAppliedIndex(77)
         }
         try t.store.write { (w) throws(MVCCError) in w.setMeta("gone", nil) }
+        try t.store.sync()
         #expect(t.store.appliedIndex == 77)
         try t.reopen()
         #expect(t.store.appliedIndex == 77)
