@@ -5,7 +5,9 @@ import Testing
 @Suite struct RunnerTests {
     @Test(arguments: [WorkerExecutor.loop, .pool])
     func everyRequestNumberIsIssuedExactlyOnce(executor: WorkerExecutor) async {
-        let runner = LoadRunner(total: 1000, durationSeconds: nil, rate: 0, executor: executor)
+        let loops = WorkerExecutor.loopExecutors
+        let runner = LoadRunner(total: 1000, durationSeconds: nil, rate: 0,
+                                placement: { executor == .loop ? loops[$0 % loops.count] : nil })
         let (results, _) = await runner.runWorkers(clients: 8, progressLabel: nil) { _ in
             var mine: [Int] = []
             while let i = await runner.next() { mine.append(i) }

@@ -21,21 +21,13 @@ public final class EventLoopTaskExecutor: TaskExecutor {
 
 /// Where the workers of a run execute.
 public enum WorkerExecutor: String, Sendable, CaseIterable {
-    /// Each worker prefers one event loop of the shared group (round robin).
+    /// Each worker runs on the event loop of the connection it uses.
     case loop
     /// Swift's global concurrent executor (the cooperative pool).
     case pool
 
-    /// The executor preference for worker `w` (nil: none).
-    func executor(for w: Int) -> (any TaskExecutor)? {
-        switch self {
-        case .pool: return nil
-        case .loop: return Self.loopExecutors[w % Self.loopExecutors.count]
-        }
-    }
-
-    /// One executor per loop of the group GRPCClient uses by default.
-    static let loopExecutors: [EventLoopTaskExecutor] = {
+    /// One executor per loop of the shared group (GRPCClient's default group).
+    public static let loopExecutors: [EventLoopTaskExecutor] = {
         MultiThreadedEventLoopGroup.singleton.makeIterator().map { EventLoopTaskExecutor($0) }
     }()
 }

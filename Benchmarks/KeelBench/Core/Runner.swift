@@ -69,13 +69,15 @@ public final class LoadRunner: Sendable {
     public let total: Int?
     public let durationNanos: UInt64?
     public let rate: Double
-    public let executor: WorkerExecutor
+    /// Executor preference of worker w (nil: Swift's default executor).
+    let placement: @Sendable (Int) -> (any TaskExecutor)?
     let issued = Atomic<Int>(0)
     public let completed = Atomic<Int>(0)
     let start = Atomic<UInt64>(0)
 
-    public init(total: Int?, durationSeconds: Double?, rate: Double, executor: WorkerExecutor = .loop) {
-        self.executor = executor
+    public init(total: Int?, durationSeconds: Double?, rate: Double,
+                placement: @escaping @Sendable (Int) -> (any TaskExecutor)? = { _ in nil }) {
+        self.placement = placement
         self.total = total
         self.durationNanos = durationSeconds.map { UInt64(max(0, $0) * 1e9) }
         self.rate = rate
@@ -110,7 +112,7 @@ public final class LoadRunner: Sendable {
         let printer = bar.map { b in Task { await b.loop() } }
         let results = await withTaskGroup(of: Out.self) { group in
             for w in 0..<max(1, clients) {
-                group.addTask(executorPreference: executor.executor(for: w)) { await worker(w) }
+                group.addTask(executorPreference: placement(w)) { await worker(w) }
             }
             var all: [Out] = []
             for await r in group { all.append(r) }

@@ -19,7 +19,7 @@ extension Workloads {
             let received = EventCounter()
             return try await withThrowingTaskGroup(of: WatchStreamResult?.self) { group in
                 for s in 0..<streams {
-                    group.addTask(executorPreference: c.executor.executor(for: s)) {
+                    group.addTask(executorPreference: conns.executor(s)) {
                         await watchStream(s, client: conns.client(s), keys: keys, watchers: watchersPerStream,
                                           registry: registry, received: received)
                     }
@@ -35,7 +35,7 @@ extension Workloads {
                 }
                 let watchersOnKey = await registry.watchersOnKey
 
-                let runner = c.runner()
+                let runner = c.runner(conns)
                 let putStart = monotonicNanos()
                 let (puts, putElapsed) = await runner.runWorkers(clients: c.clients, progressLabel: c.label(label)) { w in
                     var rec = Recorder()

@@ -35,7 +35,9 @@ public struct CommonParams: Sendable {
         guard total != nil || durationSeconds != nil else { throw BenchError("give --total or --duration") }
     }
 
-    func runner() -> LoadRunner { LoadRunner(total: total, durationSeconds: durationSeconds, rate: rate, executor: executor) }
+    func runner(_ conns: Connections) -> LoadRunner {
+        LoadRunner(total: total, durationSeconds: durationSeconds, rate: rate, placement: { conns.executor($0) })
+    }
     func label(_ s: String) -> String? { progress ? s : nil }
 }
 
@@ -50,7 +52,7 @@ public enum Consistency: String, Sendable, CaseIterable {
 public enum Workloads {
     static func withConnections<R>(_ c: CommonParams, _ body: (Connections) async throws -> R) async throws -> R {
         try c.validate()
-        let conns = try Connections(endpoints: c.endpoints, conns: c.conns, timeoutSeconds: c.timeoutSeconds)
+        let conns = try Connections(endpoints: c.endpoints, conns: c.conns, timeoutSeconds: c.timeoutSeconds, mode: c.executor)
         do {
             try await conns.warmUp()
             let r = try await body(conns)
@@ -67,7 +69,7 @@ public enum Workloads {
     public static func put(_ c: CommonParams, keys: KeyGenerator, valSize: Int) async throws -> [PhaseResult] {
         let value = Values.filler(size: valSize)
         return try await withConnections(c) { conns in
-            let runner = c.runner()
+            let runner = c.runner(conns)
             return await runner.run(names: ["put"], clients: c.clients, progressLabel: c.label("put"),
                                     worker: runner.unaryWorker { w, i in
                 var req = Etcdserverpb.PutRequest()
@@ -82,7 +84,7 @@ public enum Workloads {
     static func runPrefill(_ c: CommonParams, _ conns: Connections, keys: KeyGenerator, count: Int, valSize: Int) async throws -> PhaseResult? {
         guard count > 0 else { return nil }
         let value = Values.filler(size: valSize)
-        let runner = LoadRunner(total: count, durationSeconds: nil, rate: 0, executor: c.executor)
+        let runner = LoadRunner(total: count, durationSeconds: nil, rate: 0, placement: { conns.executor($0) })
         let r = await runner.run(names: ["prefill"], clients: c.clients, progressLabel: c.label("prefill"),
                                  worker: runner.unaryWorker { w, i in
             var req = Etcdserverpb.PutRequest()
@@ -107,7 +109,7 @@ public enum Workloads {
         return try await withConnections(c) { conns in
             var phases: [PhaseResult] = []
             let pre = try await runPrefill(c, conns, keys: keys, count: prefill, valSize: valSize)
-            let runner = c.runner()
+            let runner = c.runner(conns)
             let main = await runner.run(names: ["range"], clients: c.clients, progressLabel: c.label("range"),
                                         worker: runner.unaryWorker { w, i in
                 let req = rangeRequest(keys: keys, fixed: fixed, i: i, rangeSize: rangeSize,
@@ -143,7 +145,7 @@ public enum Workloads {
         guard opsPerTxn <= keys.space else { throw BenchError("--txn-ops \(opsPerTxn) exceeds the key space \(keys.space) (keys of one txn must differ)") }
         let value = Values.filler(size: valSize)
         return try await withConnections(c) { conns in
-            let runner = c.runner()
+            let runner = c.runner(conns)
             return await runner.run(names: ["txn-put"], clients: c.clients, progressLabel: c.label("txn-put"),
                                     worker: runner.unaryWorker { w, i in
                 var txn = Etcdserverpb.TxnRequest()
@@ -176,7 +178,7 @@ public enum Workloads {
         let readsPerMillion = UInt64((readsPerWrite / (1 + readsPerWrite) * 1_000_000).rounded())
         return try await withConnections(c) { conns in
             let pre = try await runPrefill(c, conns, keys: keys, count: prefill, valSize: valSize)
-            let runner = c.runner()
+            let runner = c.runner(conns)
             var phases = await runner.run(names: ["read", "write"], clients: c.clients, progressLabel: c.label("txn-mixed")) { w in
                 var reads = Recorder(), writes = Recorder()
                 while let i = await runner.next() {
@@ -216,7 +218,7 @@ public enum Workloads {
     public static func leaseKeepAlive(_ c: CommonParams, ttl: Int64) async throws -> [PhaseResult] {
         guard ttl >= 1 else { throw BenchError("--ttl must be at least 1") }
         return try await withConnections(c) { conns in
-            let runner = c.runner()
+            let runner = c.runner(conns)
             return await runner.run(names: ["lease-keepalive"], clients: c.clients, progressLabel: c.label("lease-keepalive")) { w in
                 var rec = Recorder()
                 let client = conns.client(w)
