@@ -71,6 +71,20 @@ struct MVCCCompactionTests {
         #expect(mvccError { _ = try t.get("a", rev: 7) } == .compacted(compactRevision: 8))
     }
 
+    /// Checked with the reference etcd 3.4.23 (etcdctl watch --rev --prev-kv after compact 3): a watch
+    /// from the compacted revision works, its event there has no prev_kv, later events have it;
+    /// from below it is compacted.
+    @Test func historyAtTheCompactedRevisionLikeEtcd() throws {
+        let t = try TestStore()
+        try t.put("x", "1"); try t.put("x", "2"); try t.put("x", "3")
+        try t.compact(3)
+        let ev = try t.store.events(from: 3, key: b("x"), prevKV: true)
+        #expect(ev.map { $0.kv!.modRevision } == [3, 4])
+        #expect(ev[0].prevKv == nil && ev[0].kv?.version == 2)
+        #expect(ev[1].prevKv?.modRevision == 3 && ev[1].prevKv?.value == b("2"))
+        #expect(mvccError { _ = try t.store.events(from: 2, key: b("x"), prevKV: true) } == .compacted(compactRevision: 3))
+    }
+
     @Test func physicalRemovalProceedsInSteps() throws {
         let t = try TestStore(MVCCOptions(quotaBackendBytes: 2 << 30, mapSize: 256 << 20, compactionBatch: 2))
         try t.put("a", "1"); try t.put("a", "2"); try t.put("b", "1"); try t.del("b")
