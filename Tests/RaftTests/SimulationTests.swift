@@ -27,6 +27,17 @@ struct SimulationTests {
         }
         // Snapshot frequency varies so that followers often need a snapshot.
         o.snapshotEvery = 10 + Int(seed % 5) * 10
+        // A quarter of the seeds run without check-quorum (a partitioned leader then keeps its
+        // role until it hears a higher term: reads must still be confirmed by a quorum), half
+        // of those also without pre-vote.
+        if seed % 4 == 2 {
+            o.checkQuorum = false
+            if seed % 8 == 6 { o.preVote = false }
+            // Long partitions, few crashes: a deposed leader keeps serving clients for a while.
+            o.healPerMille = 1
+            o.partitionPerMille = 3
+            o.crashPerMille = 1
+        }
     }
 
     /// Seeds per shard: `count`, or RAFT_SIM_SEEDS when set.

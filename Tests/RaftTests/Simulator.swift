@@ -32,6 +32,8 @@ struct Simulator {
         var maxSizePerMsg = 256
         var maxInflightMsgs = 8
         var maxInflightBytes = 1024
+        var checkQuorum = true
+        var preVote = true
         var livenessBudget = 4000   // ms after healing in which a new proposal must commit everywhere
         var clients = 3
         var keys: UInt8 = 2
@@ -130,6 +132,8 @@ struct Simulator {
         c.maxSizePerMsg = options.maxSizePerMsg
         c.maxInflightMsgs = options.maxInflightMsgs
         c.maxInflightBytes = options.maxInflightBytes
+        c.checkQuorum = options.checkQuorum
+        c.preVote = options.preVote
         let disk = disks[id]!
         var h = Host(node: try RaftNode(config: c, storage: disk))
         if let snap = disk.snapshot {
