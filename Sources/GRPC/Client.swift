@@ -227,17 +227,7 @@ public final class GRPCClient: Sendable {
         let compress = options.compress ?? config.compressRequests
         let framed = try GRPCFramer.frame(request, compress: compress, allocator: ByteBufferAllocator())
         let call = try await openCall(method.path, options, compress, firstMessage: framed)
-        return try await withTaskCancellationHandler {
-            do {
-                return try await call.single(Resp.self)
-            } catch {
-                call.cancel(GRPCStatus(.cancelled, "call abandoned by the client"))
-                if !(error is GRPCStatus), let st = try? await call.status.get(), st.code != .ok { throw st }
-                throw error
-            }
-        } onCancel: {
-            call.cancel(GRPCStatus(.cancelled, "call cancelled by the client"))
-        }
+        return try await runCall(call, resetWhenDone: false) { try await $0.single(Resp.self) }
     }
 
     public func serverStreaming<Req, Resp, R: Sendable>(
@@ -374,12 +364,15 @@ public final class GRPCClient: Sendable {
         }.get()
     }
 
-    private func runCall<R: Sendable>(_ call: Call, _ body: (Call) async throws -> R) async throws -> R {
+    /// Runs `body` on the call; `resetWhenDone` false only where `body` returns after the stream has
+    /// closed (a unary call's `single` waits for the status), so no reset is needed.
+    private func runCall<R: Sendable>(_ call: Call, resetWhenDone: Bool = true,
+                                      _ body: (Call) async throws -> R) async throws -> R {
         try await withTaskCancellationHandler {
             do {
                 let r = try await body(call)
                 // Done with the call: reset it if the server has not ended it yet (no leak).
-                call.cancel(GRPCStatus(.cancelled, "call finished by the client"))
+                if resetWhenDone { call.cancel(GRPCStatus(.cancelled, "call finished by the client")) }
                 return r
             } catch {
                 call.cancel(GRPCStatus(.cancelled, "call abandoned by the client"))
