@@ -45,9 +45,7 @@ extension Workloads {
                         let k = keys.index(forRequest: i)
                         var ok = false
                         await rec.measure(runner) {
-                            var req = Etcdserverpb.PutRequest()
-                            req.key = keys.key(k)
-                            req.value = Values.stamped(base, nanos: monotonicNanos())
+                            let req = putRequest(keys.key(k), Values.stamped(base, nanos: monotonicNanos()))
                             _ = try await client.unary(Etcdserverpb.KV.put, req, options: conns.options)
                             ok = true
                         }

@@ -66,15 +66,20 @@ public enum Workloads {
 
     // MARK: put
 
+    static func putRequest(_ key: [UInt8], _ value: [UInt8]) -> Etcdserverpb.PutRequest {
+        var req = Etcdserverpb.PutRequest()
+        req.key = key
+        req.value = value
+        return req
+    }
+
     public static func put(_ c: CommonParams, keys: KeyGenerator, valSize: Int) async throws -> [PhaseResult] {
         let value = Values.filler(size: valSize)
         return try await withConnections(c) { conns in
             let runner = c.runner(conns)
             return await runner.run(names: ["put"], clients: c.clients, progressLabel: c.label("put"),
                                     worker: runner.unaryWorker { w, i in
-                var req = Etcdserverpb.PutRequest()
-                req.key = keys.key(keys.index(forRequest: i))
-                req.value = value
+                let req = putRequest(keys.key(keys.index(forRequest: i)), value)
                 _ = try await conns.client(w).unary(Etcdserverpb.KV.put, req, options: conns.options)
             })
         }
@@ -87,9 +92,7 @@ public enum Workloads {
         let runner = LoadRunner(total: count, durationSeconds: nil, rate: 0, placement: { conns.executor($0) })
         let r = await runner.run(names: ["prefill"], clients: c.clients, progressLabel: c.label("prefill"),
                                  worker: runner.unaryWorker { w, i in
-            var req = Etcdserverpb.PutRequest()
-            req.key = keys.key(i % keys.space)
-            req.value = value
+            let req = putRequest(keys.key(i % keys.space), value)
             _ = try await conns.client(w).unary(Etcdserverpb.KV.put, req, options: conns.options)
         })[0]
         if r.recorder.errorCount > 0 {
@@ -151,9 +154,7 @@ public enum Workloads {
                 var txn = Etcdserverpb.TxnRequest()
                 let base = keys.index(forRequest: i)
                 for j in 0..<opsPerTxn {
-                    var put = Etcdserverpb.PutRequest()
-                    put.key = keys.key((base + j) % keys.space)
-                    put.value = value
+                    let put = putRequest(keys.key((base + j) % keys.space), value)
                     var op = Etcdserverpb.RequestOp()
                     op.request = .requestPut(put)
                     txn.success.append(op)
@@ -189,10 +190,7 @@ public enum Workloads {
                         op.request = .requestRange(rangeRequest(keys: keys, fixed: nil, i: i, rangeSize: rangeSize,
                                                                 consistency: consistency, limit: 0))
                     } else {
-                        var put = Etcdserverpb.PutRequest()
-                        put.key = keys.key(keys.index(forRequest: i))
-                        put.value = value
-                        op.request = .requestPut(put)
+                        op.request = .requestPut(putRequest(keys.key(keys.index(forRequest: i)), value))
                     }
                     txn.success = [op]
                     let request = txn
