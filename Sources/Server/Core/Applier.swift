@@ -46,6 +46,10 @@ final class Applier {
     private(set) var alarms: [Etcdserverpb.AlarmMember] = []
     var backendCommit = Histogram.etcdDisk()
     private var failedPermanently: MVCCError?
+    /// Physical compactions answer only when the store removed the old versions (it does that in
+    /// bounded steps, one per write transaction).
+    private var physicalWaiters: [(EventLoopPromise<ApplyResult>, ApplyResult)] = []
+    private var compactionStepScheduled = false
 
     init(store: MVCCStore, shared: SharedState, logger: Logger, loop: any EventLoop, hooks: ApplyHooks) throws(MVCCError) {
         self.store = store; self.shared = shared; self.logger = logger; self.loop = loop; self.hooks = hooks
@@ -101,11 +105,13 @@ final class Applier {
         var leaseChanges: [LeaseApplied] = []
         var events: [Mvccpb.Event] = []
         var compactedTo: Int64?
+        var physical = Set<UInt64>()
         var lastIndex = already
         var newAlarms = alarms
         let start = NIODeadline.now()
         let revision: Int64
         var applied = 0
+        var pending = false
         do {
             revision = try store.write { (txn: inout MVCCWriteTxn) throws(MVCCError) -> Int64 in
                 for (entries, _) in batch {
@@ -117,6 +123,7 @@ final class Applier {
                             logger.error("apply: undecodable entry skipped", metadata: ["index": "\(e.index)"])
                             continue
                         }
+                        if case .compaction(let c) = req.request, c.physical { physical.insert(req.id) }
                         let r = applyOne(req, &txn, &newAlarms, &leaseChanges, &compactedTo)
                         if promises[req.id] != nil { results[req.id] = r }
                     }
@@ -127,6 +134,7 @@ final class Applier {
                 }
                 txn.setAppliedIndex(lastIndex)
                 events = txn.events
+                pending = txn.compactionPending
                 return txn.revision
             }
         } catch {
@@ -149,12 +157,17 @@ final class Applier {
         for (id, p) in promises {
             if let r = results[id] {
                 if case .failed = r { shared.proposalsFailed.add(1, ordering: .relaxed) }
+                if case .compaction = r, physical.contains(id), pending {
+                    physicalWaiters.append((p, r))
+                    continue
+                }
                 p.succeed(r)
             } else {
                 // Committed before this process started applying (replayed) or already applied.
                 p.succeed(.failed(GRPCStatus(.unavailable, "etcdserver: request was applied before restart")))
             }
         }
+        compactionProgress(pending: pending)
         if !readWaiters.isEmpty {
             var keep: [(index: UInt64, promises: [EventLoopPromise<Void>])] = []
             for w in readWaiters {
@@ -229,6 +242,31 @@ final class Applier {
         }
     }
 
+    /// While the store still removes old versions of a compaction, run one more step when the
+    /// loop has nothing else to do (an empty write transaction advances it); answer physical
+    /// compactions once it is done.
+    private func compactionProgress(pending: Bool) {
+        if !pending {
+            let done = physicalWaiters
+            physicalWaiters.removeAll()
+            for (p, r) in done { p.succeed(r) }
+            return
+        }
+        guard !compactionStepScheduled else { return }
+        compactionStepScheduled = true
+        loop.execute { [self] in
+            self.compactionStepScheduled = false
+            // Queued entries will run a step in their own transaction.
+            guard self.queue.isEmpty, self.failedPermanently == nil else { return }
+            do {
+                let still = try self.store.write { (t: inout MVCCWriteTxn) throws(MVCCError) -> Bool in t.compactionPending }
+                self.compactionProgress(pending: still)
+            } catch {
+                self.logger.error("compaction step failed", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
     static func txnWrites(_ t: Etcdserverpb.TxnRequest) -> Bool {
         for op in t.success + t.failure {
             switch op.request {
@@ -270,6 +308,8 @@ final class Applier {
     }
 
     func stop() {
+        for (p, _) in physicalWaiters { p.succeed(.failed(EtcdError.stopped)) }
+        physicalWaiters.removeAll()
         for (_, ps) in queue { for (_, p) in ps { p.succeed(.failed(EtcdError.stopped)) } }
         queue.removeAll()
         for w in readWaiters { for p in w.promises { p.fail(EtcdError.stopped) } }

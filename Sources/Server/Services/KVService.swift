@@ -86,22 +86,10 @@ public struct KVService: GRPCService {
         try RequestValidation.checkTxn(r, maxTxnOps: core.config.maxTxnOps)
         guard case .txn(var resp) = try await result(.txn(r)) else { throw unexpected() }
         let rev = resp.header?.revision ?? core.store.revision
+        // Only the outer header gets cluster/member/term; nested responses keep just the
+        // revision, as etcd's.
         resp.header = core.header(revision: rev)
-        Self.fillHeaders(&resp, core.header(revision: rev))
         return resp
-    }
-
-    /// etcd fills the header of every nested response too.
-    static func fillHeaders(_ t: inout Etcdserverpb.TxnResponse, _ h: Etcdserverpb.ResponseHeader) {
-        for i in t.responses.indices {
-            switch t.responses[i].response {
-            case .responseRange(var r): r.header = h; t.responses[i].response = .responseRange(r)
-            case .responsePut(var r): r.header = h; t.responses[i].response = .responsePut(r)
-            case .responseDeleteRange(var r): r.header = h; t.responses[i].response = .responseDeleteRange(r)
-            case .responseTxn(var r): r.header = h; fillHeaders(&r, h); t.responses[i].response = .responseTxn(r)
-            case nil: break
-            }
-        }
     }
 
     public func compact(_ r: Etcdserverpb.CompactionRequest) async throws(GRPCStatus) -> Etcdserverpb.CompactionResponse {
