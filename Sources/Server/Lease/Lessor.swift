@@ -81,6 +81,9 @@ public struct LessorOptions: Sendable {
     public var revokeLimitPerTick: Int = 500
     /// A lease whose revoke did not take is retried after this (etcd: 3 s).
     public var expiredRetryInterval: Duration = .seconds(3)
+    /// Source of server-chosen lease IDs (etcd uses its request-ID generator); nil: the lessor's own
+    /// generator with the same layout. Non-positive results are skipped.
+    public var idGenerator: (@Sendable () -> Int64)? = nil
     public init() {}
     public init(minTTL: Int64, memberID: UInt64) { self.minTTL = minTTL; self.memberID = memberID }
 }
@@ -211,6 +214,12 @@ public actor Lessor {
     // MARK: RPC operations
 
     private func nextID() -> Int64 {
+        if let gen = options.idGenerator {
+            for _ in 0..<1000 {
+                let id = gen() & Int64.max
+                if id != 0 && leases[id] == nil { return id }
+            }
+        }
         while true {
             idSuffix &+= 1
             let id = Int64(bitPattern: ((options.memberID << 48) | (idSuffix & ((1 << 48) - 1)))) & Int64.max

@@ -1,0 +1,121 @@
+// WatchLeaseRuntime: the watch hub, the lessor and their services for one running server, in one
+// object. SERVER can hold it in ServerExtras and delegate (this is the whole wiring):
+//
+//   init:      let rt = try WatchLeaseRuntime(store: store, config: config, memberID: identity.memberId)  // before the Applier
+//   hooks:     hooks.events = { ev, rev in rt.publish(events: ev, revision: rev) }
+//              hooks.compacted = { rev in rt.compacted(revision: rev) }
+//              hooks.leases = { changes in rt.leasesApplied(changes) }
+//   setUp:     await rt.attach(core: core)        // after replay; starts following leadership
+//   services:  rt.services(core: core)            // [WatchService, LeaseService]
+//   shutdown:  await rt.shutdown()
+//
+// The lessor is created here, before anything is applied, so it reads the store's leases first and
+// then sees every later change through the apply feed: nothing is missed across a restart.
+// Leadership is followed by polling KeelCore's shared state every heartbeat (promote with
+// etcd's extend = election timeout; demote when another member leads). SERVER may instead call
+// lessor.promote/demote from the Raft loop; then skip attach's polling (followLeadership: false).
+import GRPC
+import KeelAPI
+import Logging
+import Storage
+
+public actor WatchLeaseRuntime {
+    public nonisolated let hub: WatchHub
+    public nonisolated let lessor: Lessor
+    nonisolated let proposer: DeferredLeaseProposer
+    private nonisolated let hubTask: Task<Void, Never>
+    private nonisolated let lessorTask: Task<Void, Never>
+    private var leadershipTask: Task<Void, Never>?
+    private let electionTimeout: Duration
+    private let heartbeat: Duration
+
+    /// - memberID: prefixes server-chosen lease IDs as etcd does.
+    public init(store: MVCCStore, config: ServerConfig, memberID: UInt64 = 0, logger: Logger = Logger(label: "keel")) throws {
+        let heartbeat = Duration.milliseconds(max(1, config.heartbeatIntervalMs))
+        let electionTicks = max(1, config.electionTimeoutMs / max(1, config.heartbeatIntervalMs))
+        self.heartbeat = heartbeat
+        self.electionTimeout = .milliseconds(config.electionTimeoutMs)
+        let hub = WatchHub(source: store, logger: logger)
+        let proposer = DeferredLeaseProposer()
+        var lo = LessorOptions()
+        lo.minTTL = Lessor.minLeaseTTL(electionTicks: electionTicks, heartbeat: heartbeat)
+        lo.memberID = memberID
+        let lessor = try Lessor(backend: store, proposer: proposer, options: lo, logger: logger)
+        self.hub = hub
+        self.lessor = lessor
+        self.proposer = proposer
+        hubTask = Task { await hub.run() }
+        lessorTask = Task { await lessor.run() }
+    }
+
+    /// Apply loop -> watchers. Never blocks.
+    public nonisolated func publish(events: [Mvccpb.Event], revision: Int64) {
+        hub.publish(events: events, revision: revision)
+    }
+
+    /// Apply loop -> watchers, after a compaction.
+    public nonisolated func compacted(revision: Int64) { hub.compacted(revision: revision) }
+
+    /// Apply loop -> lessor, the lease changes of a committed batch in order. Never blocks.
+    public nonisolated func leasesApplied(_ changes: [LeaseApplied]) { lessor.applied(changes) }
+
+    /// Connects lease proposals to Raft and (by default) follows leadership.
+    public func attach(core: KeelCore, followLeadership: Bool = true) async {
+        await proposer.attach(core)
+        guard followLeadership, leadershipTask == nil else { return }
+        let lessor = self.lessor, shared = core.shared
+        let every = heartbeat, extend = electionTimeout
+        leadershipTask = Task {
+            var leading = false
+            while !Task.isCancelled {
+                let now = shared.currentLeader == shared.memberID
+                if now != leading {
+                    leading = now
+                    if now { await lessor.promote(extend: extend) } else { await lessor.demote() }
+                }
+                try? await Task.sleep(for: every)
+            }
+        }
+    }
+
+    /// The Watch and Lease gRPC services.
+    public nonisolated func services(core: KeelCore) -> [any GRPCService] {
+        [WatchService(hub: hub, header: { core.header() }, maxRequestBytes: core.config.maxRequestBytes),
+         LeaseService(lessor: lessor, header: { core.header() })]
+    }
+
+    public func shutdown() async {
+        leadershipTask?.cancel()
+        await hub.shutdown()
+        await lessor.shutdown()
+        hubTask.cancel()
+        lessorTask.cancel()
+        _ = await hubTask.value
+        _ = await lessorTask.value
+    }
+}
+
+/// A LeaseProposer whose Raft front-end is connected after start-up (the lessor must exist before
+/// anything is applied; KeelCore exists only after replay).
+actor DeferredLeaseProposer: LeaseProposer {
+    private var target: RaftLeaseProposer?
+
+    func attach(_ core: KeelCore) { target = RaftLeaseProposer(core: core) }
+
+    private func proposer() throws -> RaftLeaseProposer {
+        guard let target else { throw GRPCStatus(.unavailable, "etcdserver: not capable") }
+        return target
+    }
+
+    func proposeLeaseGrant(_ r: Etcdserverpb.LeaseGrantRequest) async throws -> Etcdserverpb.LeaseGrantResponse {
+        try await proposer().proposeLeaseGrant(r)
+    }
+
+    func proposeLeaseRevoke(_ r: Etcdserverpb.LeaseRevokeRequest) async throws -> Etcdserverpb.LeaseRevokeResponse {
+        try await proposer().proposeLeaseRevoke(r)
+    }
+
+    func proposeLeaseCheckpoint(_ r: Etcdserverpb.LeaseCheckpointRequest) async throws -> Etcdserverpb.LeaseCheckpointResponse {
+        try await proposer().proposeLeaseCheckpoint(r)
+    }
+}
