@@ -20,28 +20,44 @@ enum Linearizability {
         var client: Int = 0
     }
 
+    enum Verdict: Sendable, Hashable { case linearizable, violation, inconclusive }
+
     /// Whether the whole history is linearizable. Reads with unknown outcome are ignored.
     static func check(_ history: [Op]) -> Bool {
         firstViolation(history) == nil
     }
 
-    /// The first key whose history is not linearizable, or nil.
+    /// The first key whose history is not linearizable, or nil. (An inconclusive key, one
+    /// whose search ran out of budget, is not reported here; see `verdicts`.)
     static func firstViolation(_ history: [Op]) -> UInt8? {
+        verdicts(history).first { $0.value == .violation }?.key
+    }
+
+    /// The verdict per key, in key order. Pruning that keeps the verdict exact: reads with
+    /// unknown outcome are dropped (they change nothing), and so are writes with unknown outcome
+    /// whose value no read returned (linearizing them after everything else is always possible).
+    static func verdicts(_ history: [Op], budget: Int = 2_000_000) -> [(key: UInt8, value: Verdict)] {
         var byKey: [UInt8: [Op]] = [:]
+        var readValues: [UInt8: Set<UInt64>] = [:]
         for op in history {
-            if case .get = op.kind, op.ret == nil { continue }
+            if case .get(let v?) = op.kind, op.ret != nil { readValues[op.key, default: []].insert(v) }
+        }
+        for op in history {
+            switch op.kind {
+            case .get: if op.ret == nil { continue }
+            case .put(let v): if op.ret == nil && !(readValues[op.key]?.contains(v) ?? false) { continue }
+            }
             byKey[op.key, default: []].append(op)
         }
-        for key in byKey.keys.sorted() where !checkRegister(byKey[key]!) { return key }
-        return nil
+        return byKey.keys.sorted().map { ($0, checkRegister(byKey[$0]!, budget: budget)) }
     }
 
     private struct CacheKey: Hashable { var bits: [UInt64]; var state: UInt64? }
 
-    /// Wing-Gong-Lowe search over one register's history.
-    static func checkRegister(_ ops: [Op]) -> Bool {
+    /// Wing-Gong-Lowe search over one register's history; `budget` bounds the search steps.
+    static func checkRegister(_ ops: [Op], budget: Int = 2_000_000) -> Verdict {
         let n = ops.count
-        if n == 0 { return true }
+        if n == 0 { return .linearizable }
         // Events: (time, isReturn, op). Unknown returns happen after everything else. At equal
         // times calls come first (an op returning at t and one called at t count as concurrent).
         struct Event { var time: Int; var isReturn: Bool; var op: Int }
@@ -88,8 +104,11 @@ enum Linearizability {
         var cache = Set<CacheKey>()
         var stack: [(pos: Int, state: UInt64?)] = []
         var entry = next[m]
+        var steps = 0
         while next[m] >= 0 {
-            if entry < 0 { return false }   // cannot happen: a return event ends every list
+            steps += 1
+            if steps > budget { return .inconclusive }
+            if entry < 0 { return .violation }   // cannot happen: a return event ends every list
             let e = events[entry]
             if !e.isReturn {
                 let op = ops[e.op]
@@ -113,7 +132,7 @@ enum Linearizability {
                 entry = next[entry]
             } else {
                 // An op returned before it could be linearized: undo the latest choice.
-                guard let top = stack.popLast() else { return false }
+                guard let top = stack.popLast() else { return .violation }
                 let op = events[top.pos].op
                 bits[op / 64] &= ~(1 << UInt64(op % 64))
                 state = top.state
@@ -121,6 +140,6 @@ enum Linearizability {
                 entry = next[top.pos]
             }
         }
-        return true
+        return .linearizable
     }
 }

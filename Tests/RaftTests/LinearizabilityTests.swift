@@ -43,6 +43,21 @@ struct LinearizabilityTests {
         #expect(Linearizability.check([Self.get(99, 0, nil)]))
     }
 
+    @Test("unread writes with unknown outcome are pruned; the search is bounded and says so")
+    func pruningAndBudget() {
+        // 40 writes that timed out and were never read would make the search exponential;
+        // they are dropped, and the violation among the rest is still found.
+        var hist = (0..<40).map { Self.put(UInt64(1000 + $0), $0, nil) }
+        hist += [Self.put(1, 0, 10), Self.put(2, 20, 30), Self.get(1, 40, 50)]
+        #expect(Linearizability.verdicts(hist).map(\.value) == [.violation])
+        hist[hist.count - 1] = Self.get(2, 40, 50)
+        #expect(Linearizability.verdicts(hist).map(\.value) == [.linearizable])
+        // A tiny budget ends the search as inconclusive instead of running on.
+        let concurrent = (0..<12).map { Self.put(UInt64($0), 0, 100) } + [Self.get(99, 101, 102)]
+        #expect(Linearizability.checkRegister(concurrent, budget: 50) == .inconclusive)
+        #expect(Linearizability.checkRegister(concurrent) == .violation)
+    }
+
     @Test("keys are checked independently (a violation on one key is found among others)")
     func perKey() {
         let ok = [Self.put(1, 0, 10, key: 1), Self.get(1, 20, 30, key: 1)]

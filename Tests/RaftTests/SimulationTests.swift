@@ -65,6 +65,7 @@ struct SimulationTests {
         var failures: [String] = []
         var commits = 0, elections = 0, snapshotsMade = 0, snapshotsInstalled = 0
         var confChanges = 0, transfers = 0, opsOK = 0, opsUnknown = 0, reads = 0, crashes = 0
+        var inconclusive = 0
     }
 
     /// Runs shard `shard` of `count` seeds starting at `start` (shards never overlap).
@@ -83,8 +84,9 @@ struct SimulationTests {
             t.snapshotsMade += s.snapshotsMade; t.snapshotsInstalled += s.snapshotsInstalled
             t.confChanges += s.confChanges; t.transfers += s.transfers
             t.opsOK += s.opsOK; t.opsUnknown += s.opsUnknown; t.reads += s.reads; t.crashes += s.crashes
+            t.inconclusive += s.inconclusiveKeys
         }
-        print("raft sim: \(nodes) nodes, seeds \(base)..<\(base + UInt64(count)): \(t.commits) entries committed, \(t.elections) leaders, \(t.crashes) crashes, \(t.snapshotsMade) snapshots made / \(t.snapshotsInstalled) installed, \(t.confChanges) conf changes, \(t.transfers) transfers, client ops \(t.opsOK) ok (\(t.reads) reads) / \(t.opsUnknown) unknown, \(t.failures.count) failures")
+        print("raft sim: \(nodes) nodes, seeds \(base)..<\(base + UInt64(count)): \(t.commits) entries committed, \(t.elections) leaders, \(t.crashes) crashes, \(t.snapshotsMade) snapshots made / \(t.snapshotsInstalled) installed, \(t.confChanges) conf changes, \(t.transfers) transfers, client ops \(t.opsOK) ok (\(t.reads) reads) / \(t.opsUnknown) unknown, \(t.inconclusive) keys inconclusive, \(t.failures.count) failures")
         return t
     }
 
@@ -100,6 +102,8 @@ struct SimulationTests {
         #expect(t.transfers > 0)
         #expect(t.reads > perShard(count) * 5)
         #expect(t.opsOK > perShard(count) * 10)
+        // The linearizability search finished for (nearly) every key of every history.
+        #expect(t.inconclusive * 100 <= perShard(count))
     }
 
     @Test("1-node clusters (growing to 2 with learners and removals) stay safe, live and linearizable",

@@ -88,6 +88,9 @@ struct Simulator {
     // Clients.
     private var pending: [UInt64: PendingOp] = [:]
     private var busy: Set<Int> = []
+    /// Each client sticks to one node (like a client's connection) until an operation fails or
+    /// times out, or the node is down; then it picks another.
+    private var clientNode: [Int: NodeID] = [:]
     private(set) var history: [Linearizability.Op] = []
 
     // Checker state.
@@ -103,7 +106,7 @@ struct Simulator {
     struct Stats {
         var elections = 0, crashes = 0, committedEntries = 0, messages = 0
         var snapshotsMade = 0, snapshotsInstalled = 0, confChanges = 0, transfers = 0
-        var opsOK = 0, opsUnknown = 0, reads = 0
+        var opsOK = 0, opsUnknown = 0, reads = 0, inconclusiveKeys = 0
     }
 
     init(seed: UInt64, options: Options = Options()) throws {
@@ -157,7 +160,9 @@ struct Simulator {
         // Operations still waiting have an unknown outcome.
         for op in pending.values.sorted(by: { $0.opID < $1.opID }) { finishUnknown(op) }
         pending.removeAll()
-        if failure == nil, let key = Linearizability.firstViolation(history) {
+        let verdicts = Linearizability.verdicts(history)
+        stats.inconclusiveKeys += verdicts.filter { $0.value == .inconclusive }.count
+        if failure == nil, let key = verdicts.first(where: { $0.value == .violation })?.key {
             let ops = history.filter { $0.key == key }.sorted { $0.call < $1.call }
             let shown = ops.suffix(40).map { op -> String in
                 let r = op.ret.map(String.init) ?? "?"
@@ -275,7 +280,8 @@ struct Simulator {
             guard Int(rng.next() % 100) < options.clientOpPercent else { continue }
             let up = upIDs
             guard !up.isEmpty else { continue }
-            let node = pick(up)
+            let node: NodeID
+            if let n = clientNode[c], hosts[n] != nil { node = n } else { node = pick(up); clientNode[c] = node }
             let key = UInt8(rng.next() % UInt64(options.keys))
             let opID = nextOpID; nextOpID += 1
             let isPut = rng.next() % 2 == 0
@@ -287,7 +293,8 @@ struct Simulator {
                     try hosts[node]!.node.readIndex(context: Self.le(opID))
                 }
             } catch {
-                continue   // refused with a typed reason: the operation never happened
+                clientNode[c] = nil   // refused with a typed reason: never happened; try elsewhere
+                continue
             }
             op.readIndex = nil
             pending[opID] = op
@@ -311,6 +318,7 @@ struct Simulator {
     private mutating func finishUnknown(_ op: PendingOp) {
         pending[op.opID] = nil
         busy.remove(op.client)
+        clientNode[op.client] = nil
         stats.opsUnknown += 1
         if let v = op.put {
             history.append(.init(key: op.key, kind: .put(v), call: op.call, ret: nil, client: op.client))
