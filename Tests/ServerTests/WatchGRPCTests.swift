@@ -15,10 +15,7 @@ import Testing
 
     @Test func watchOverHTTP2WithAClientThatStopsReading() async throws {
         let ts = try WatchTestStore()
-        var options = WatchHubOptions()
-        options.streamBufferCapacity = 4
-        options.historyBatchLimit = 50
-        let hub = WatchHub(source: ts.store, options: options)
+        let hub = smallBufferHub(ts, capacity: 4, historyBatch: 50)
         let runner = Task { await hub.run() }
         let server = try await GRPCServer(configuration: .init(), services: [
             WatchService(hub: hub, header: { Self.header() }),

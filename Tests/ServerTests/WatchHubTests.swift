@@ -76,6 +76,16 @@ func prefixEnd(_ p: String) -> [UInt8] {
     return [0]
 }
 
+/// A hub on a real store with small per-stream buffers and history reads (to exercise falling behind).
+func smallBufferHub(_ ts: WatchTestStore, capacity: Int, historyBatch: Int,
+                    configure: (inout WatchHubOptions) -> Void = { _ in }) -> WatchHub {
+    var options = WatchHubOptions()
+    options.streamBufferCapacity = capacity
+    options.historyBatchLimit = historyBatch
+    configure(&options)
+    return WatchHub(source: ts.store, options: options)
+}
+
 extension Mvccpb.Event {
     var keyString: String { String(decoding: kv?.key ?? [], as: UTF8.self) }
     var rev: Int64 { kv?.modRevision ?? 0 }
@@ -294,10 +304,7 @@ extension Mvccpb.Event {
     @Test func progressRequestWaitsUntilStreamIsSynced() async throws {
         let ts = try WatchTestStore()
         for i in 0..<20 { try ts.put("k", "\(i)") }        // revs 2...21
-        var options = WatchHubOptions()
-        options.streamBufferCapacity = 2
-        options.historyBatchLimit = 3
-        let hub = WatchHub(source: ts.store, options: options)
+        let hub = smallBufferHub(ts, capacity: 2, historyBatch: 3)
         let sid = await hub.openStream()
         await hub.create(stream: sid, watchCreate("k", start: 2))
         await hub.requestProgress(stream: sid)
@@ -315,10 +322,7 @@ extension Mvccpb.Event {
 
     @Test func slowStreamFallsBehindWithoutBlockingOthers() async throws {
         let ts = try WatchTestStore()
-        var options = WatchHubOptions()
-        options.streamBufferCapacity = 4
-        options.historyBatchLimit = 5
-        let hub = WatchHub(source: ts.store, options: options)
+        let hub = smallBufferHub(ts, capacity: 4, historyBatch: 5)
         let slow = await hub.openStream()
         let fast = await hub.openStream()
         await hub.create(stream: slow, watchCreate("k"))
@@ -349,13 +353,11 @@ extension Mvccpb.Event {
     func concurrentWriterSlowWatchersNoGapsNoDuplicates(publishQueue: Int) async throws {
         let ts = try WatchTestStore()
         let writes = 600
-        var options = WatchHubOptions()
-        options.streamBufferCapacity = 3
-        options.historyBatchLimit = 7
-        options.publishQueueCapacity = publishQueue
-        options.syncRetryInterval = .milliseconds(5)
         for i in 0..<50 { try ts.put("p/\(i % 7)", "pre\(i)") }   // history: revs 2...51
-        let hub = WatchHub(source: ts.store, options: options)
+        let hub = smallBufferHub(ts, capacity: 3, historyBatch: 7) {
+            $0.publishQueueCapacity = publishQueue
+            $0.syncRetryInterval = .milliseconds(5)
+        }
         let runner = Task { await hub.run() }
         defer { runner.cancel() }
         let past = await hub.openStream()
