@@ -130,7 +130,7 @@ func compareWithEtcd(_ steps: [Step], sourceLocation: SourceLocation = #_sourceL
         try await compareWithEtcd(steps)
     }
 
-    @Test(.disabled("Watch/Lease services are wired in the next commit")) func leaseErrorsMatchEtcd() async throws {
+    @Test func leaseErrorsMatchEtcd() async throws {
         try await compareWithEtcd([
             Step(args: ["lease", "revoke", "1234"]),
             Step(args: ["lease", "timetolive", "1234"]),

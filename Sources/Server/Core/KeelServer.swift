@@ -118,6 +118,7 @@ public final class KeelServer: Sendable {
     let tickTask: NIOLoopBound<RepeatedTask>?
     let servers: [GRPCServer]
     let extras: ServerExtras
+    let compactor: Task<Void, Never>?
     let logger: Logger
 
     /// Client ports actually bound (useful with port 0).
@@ -165,12 +166,15 @@ public final class KeelServer: Sendable {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         let loops = Array(group.makeIterator())
         let raftLoop = loops[0], applyLoop = loops[1]
-        let hooksBox = ServerExtras()
+        let hooksBox: ServerExtras
+        do {
+            hooksBox = try ServerExtras(store: store, config: config, memberID: identity.memberId, logger: logger)
+        } catch {
+            throw StartupError("cannot load leases from the backend: \(error)")
+        }
+        let hooks = hooksBox.hooks
 
         let applier = try await applyLoop.submit { () throws -> NIOLoopBound<Applier> in
-            var hooks = ApplyHooks()
-            hooks.events = { ev, rev in hooksBox.publish(events: ev, revision: rev) }
-            hooks.compacted = { rev in hooksBox.compacted(revision: rev) }
             let a = try Applier(store: store, shared: shared, logger: logger, loop: applyLoop, hooks: hooks)
             return NIOLoopBound(a, eventLoop: applyLoop)
         }.get()
@@ -251,19 +255,22 @@ public final class KeelServer: Sendable {
             for s in servers { await s.shutdown(timeout: .seconds(1)) }
             throw StartupError("cannot listen on client URLs \(config.listenClientURLs): \(error)")
         }
-        return KeelServer(core: core, group: group, tickTask: tick, servers: servers, extras: hooksBox, logger: logger)
+        let compactor = resolved.autoCompaction.map { AutoCompactor.start($0, core: core, logger: logger) }
+        return KeelServer(core: core, group: group, tickTask: tick, servers: servers, extras: hooksBox,
+                          compactor: compactor, logger: logger)
     }
 
     init(core: KeelCore, group: MultiThreadedEventLoopGroup, tickTask: NIOLoopBound<RepeatedTask>?,
-         servers: [GRPCServer], extras: ServerExtras, logger: Logger) {
+         servers: [GRPCServer], extras: ServerExtras, compactor: Task<Void, Never>?, logger: Logger) {
         self.core = core; self.group = group; self.tickTask = tickTask; self.servers = servers
-        self.extras = extras; self.logger = logger
+        self.extras = extras; self.compactor = compactor; self.logger = logger
     }
 
     /// Clean shutdown: stop accepting, let in-flight calls finish (GOAWAY), stop the Raft loop
     /// (WAL closed), fail what still waits, sync and close the store.
     public func shutdown() async {
         logger.info("shutting down")
+        compactor?.cancel()
         for s in servers { await s.shutdown(timeout: .seconds(5)) }
         await extras.shutdown()
         let core = self.core

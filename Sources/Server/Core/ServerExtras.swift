@@ -1,20 +1,37 @@
 import GRPC
 import KeelAPI
 import Logging
+import Storage
 
-/// The services and the apply-loop listeners of a running server.
+/// The services and the apply-loop listeners of a running server: KV, Maintenance, Cluster and
+/// Auth (SERVER) plus Watch and Lease (WatchLeaseRuntime: the watch hub and the lessor, created
+/// before anything is applied so they see every change through the apply hooks).
 final class ServerExtras: Sendable {
-    init() {}
+    let runtime: WatchLeaseRuntime
 
-    /// Apply loop -> watchers (must not block).
-    func publish(events: [Mvccpb.Event], revision: Int64) {}
-    func compacted(revision: Int64) {}
+    init(store: MVCCStore, config: ServerConfig, memberID: UInt64, logger: Logger) throws {
+        runtime = try WatchLeaseRuntime(store: store, config: config, memberID: memberID, logger: logger)
+    }
 
-    func setUp(core: KeelCore, logger: Logger) async throws {}
+    /// The apply loop's listeners (they never block it).
+    var hooks: ApplyHooks {
+        var h = ApplyHooks()
+        let rt = runtime
+        h.events = { ev, rev in rt.publish(events: ev, revision: rev) }
+        h.compacted = { rev in rt.compacted(revision: rev) }
+        h.leases = { changes in rt.leasesApplied(changes) }
+        return h
+    }
+
+    /// After replay: lease proposals go to Raft, the lessor follows leadership.
+    func setUp(core: KeelCore, logger: Logger) async throws {
+        await runtime.attach(core: core)
+    }
 
     func services(core: KeelCore) -> [any GRPCService] {
         [KVService(core: core), MaintenanceService(core: core), ClusterService(core: core), AuthService(core: core)]
+            + runtime.services(core: core)
     }
 
-    func shutdown() async {}
+    func shutdown() async { await runtime.shutdown() }
 }
