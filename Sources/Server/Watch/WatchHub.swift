@@ -137,6 +137,8 @@ public actor WatchHub {
     private var streams: [UInt64: Stream] = [:]
     private var nextStreamID: UInt64 = 1
     private var singleKeyIndex: [[UInt8]: [WKey: Watcher]] = [:]
+    /// Streams with unsynced watchers or a pending progress request (so publish need not scan all).
+    private var needsSync: Set<UInt64> = []
     private var rangeWatchers: [WKey: Watcher] = [:]
     /// Last revision fed to the hub (synced watchers have everything up to it in their outbox).
     private(set) var lastRev: Int64
@@ -250,7 +252,7 @@ public actor WatchHub {
             }
             enqueueEvents(s, w, evs, headerRevision: revision)
         }
-        for (id, s) in streams where !s.unsynced.isEmpty || s.progressAllPending { touched.insert(id) }
+        touched.formUnion(needsSync)
         for id in touched { syncStream(id) }
     }
 
@@ -284,6 +286,7 @@ public actor WatchHub {
 
     func closeStream(_ id: UInt64) {
         guard let s = streams.removeValue(forKey: id) else { return }
+        needsSync.remove(id)
         for (_, w) in s.watchers { unindex(w) }
         s.watchers = [:]
         s.closed = true
@@ -472,17 +475,21 @@ public actor WatchHub {
         w.nextRev = max(w.nextRev, deliveredThrough + 1)
         unindex(w)
         streams[w.stream]?.unsynced.append(w.id)
+        needsSync.insert(w.stream)
     }
 
     // MARK: catch-up from history
 
     private func syncAll() {
-        for id in Array(streams.keys) { syncStream(id) }
+        for id in Array(needsSync) { syncStream(id) }
     }
 
     /// Reads history for the stream's unsynced watchers while its outbox has room.
     func syncStream(_ id: UInt64) {
-        guard let s = streams[id], !s.closed else { return }
+        guard let s = streams[id], !s.closed else { needsSync.remove(id); return }
+        defer {
+            if s.unsynced.isEmpty && !s.progressAllPending { needsSync.remove(id) } else { needsSync.insert(id) }
+        }
         var rounds = s.unsynced.count
         while rounds > 0, !s.unsynced.isEmpty, s.eventResponses < options.streamBufferCapacity {
             rounds -= 1
