@@ -65,8 +65,12 @@ public actor WatchLeaseRuntime {
         guard followLeadership, leadershipTask == nil else { return }
         let lessor = self.lessor, shared = core.shared
         let every = heartbeat, extend = electionTimeout
+        // Already leading (a single member elects itself during start-up): promote before the
+        // services open, so the first keep-alive does not meet a follower's lessor.
+        let leadingNow = shared.currentLeader == shared.memberID
+        if leadingNow { await lessor.promote(extend: extend) }
         leadershipTask = Task {
-            var leading = false
+            var leading = leadingNow
             while !Task.isCancelled {
                 let now = shared.currentLeader == shared.memberID
                 if now != leading {
