@@ -57,7 +57,9 @@ public final class KeelCore: Sendable {
         let data = req.serializedBytes()
         // etcd: the marshalled internal request may not exceed --max-request-bytes.
         if data.count > config.maxRequestBytes { throw EtcdError.requestTooLarge }
-        let promise = raftLoop.makePromise(of: ApplyResult.self)
+        // The apply loop completes the promise: made on that loop, its completion resumes the
+        // caller at once instead of hopping through the Raft loop (busy in fdatasync).
+        let promise = applyLoop.makePromise(of: ApplyResult.self)
         let host = self.host
         let id = req.id
         raftLoop.execute { host.value.propose(id: id, data: data, promise: promise) }
@@ -75,7 +77,7 @@ public final class KeelCore: Sendable {
     /// after a restart, while the WAL tail is being re-applied.
     public func linearizableBarrier() async throws(GRPCStatus) {
         if shared.stopped.load(ordering: .relaxed) { throw EtcdError.stopped }
-        let promise = raftLoop.makePromise(of: Void.self)
+        let promise = applyLoop.makePromise(of: Void.self)
         let host = self.host
         raftLoop.execute { host.value.readBarrier(promise) }
         do {
