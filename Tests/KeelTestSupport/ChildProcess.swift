@@ -129,22 +129,12 @@ public final class ChildProcess: Sendable {
             }
             let outPath = route(1, stdout, "stdout")
             let errPath = route(2, stderr, "stderr")
-            #if canImport(Glibc)
-            if let workingDirectory {
-                posix_spawn_file_actions_addchdir_np(&actions, workingDirectory)
-            }
-            #else
-            if workingDirectory != nil { throw ChildProcessError("workingDirectory is only supported on Linux") }
-            #endif
 
             var attr = posix_spawnattr_t()
             posix_spawnattr_init(&attr)
             defer { posix_spawnattr_destroy(&attr) }
             // Own process group (signals reach its helpers too); default signal dispositions and mask.
-            var flags = Int32(POSIX_SPAWN_SETPGROUP) | Int32(POSIX_SPAWN_SETSIGMASK) | Int32(POSIX_SPAWN_SETSIGDEF)
-            #if canImport(Glibc)
-            flags |= Int32(POSIX_SPAWN_USEVFORK)
-            #endif
+            let flags = Int32(POSIX_SPAWN_SETPGROUP) | Int32(POSIX_SPAWN_SETSIGMASK) | Int32(POSIX_SPAWN_SETSIGDEF)
             posix_spawnattr_setflags(&attr, Int16(truncatingIfNeeded: flags))
             posix_spawnattr_setpgroup(&attr, 0)
             var empty = sigset_t()
@@ -157,14 +147,19 @@ public final class ChildProcess: Sendable {
 
             var env = environment ?? ProcessInfo.processInfo.environment
             for (k, v) in extraEnvironment { env[k] = v }
-            let argv: [UnsafeMutablePointer<CChar>?] = ([path] + arguments).map { strdup($0) } + [nil]
+            // A working directory goes through /bin/sh (`cd DIR && exec PATH ARGS...`): glibc's
+            // posix_spawn_file_actions_addchdir_np is not visible to Swift without _GNU_SOURCE.
+            let spawnPath = workingDirectory == nil ? path : "/bin/sh"
+            let spawnArgs = workingDirectory.map { ["/bin/sh", "-c", "cd \"$0\" && exec \"$@\"", $0, path] + arguments }
+                ?? ([path] + arguments)
+            let argv: [UnsafeMutablePointer<CChar>?] = spawnArgs.map { strdup($0) } + [nil]
             let envp: [UnsafeMutablePointer<CChar>?] = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
             defer {
                 argv.forEach { free($0) }
                 envp.forEach { free($0) }
             }
             var pid: pid_t = 0
-            let rc = posix_spawn(&pid, path, &actions, &attr, argv, envp)
+            let rc = posix_spawn(&pid, spawnPath, &actions, &attr, argv, envp)
             guard rc == 0 else {
                 throw ChildProcessError("posix_spawn \(path): \(String(cString: strerror(rc)))")
             }
