@@ -1,7 +1,8 @@
 // Lessor: leases in memory on top of the store's lease records, expiry driven by the leader
 // (etcd's lease/lessor.go semantics, written anew).
 //
-// How SERVER wires it in
+// How SERVER wires it in (KeelServer does this through WatchLeaseRuntime, WatchLeaseRuntime.swift,
+// held by ServerExtras; the steps it performs are:)
 //   let lessor = Lessor(backend: mvccStore,                  // MVCCStore conforms to LeaseBackend
 //                       proposer: raftFrontEnd,              // SERVER's LeaseProposer (through Raft)
 //                       options: LessorOptions(minTTL: Lessor.minLeaseTTL(electionTicks: 10,

@@ -1,12 +1,15 @@
 // WatchHub: every watcher of the server, fed by the apply loop, with etcd's synced / unsynced
 // (victim) watcher semantics.
 //
-// How SERVER wires it in
+// How SERVER wires it in (KeelServer does this through WatchLeaseRuntime, WatchLeaseRuntime.swift,
+// held by ServerExtras; the steps it performs are:)
 //   let hub = WatchHub(source: mvccStore, options: WatchHubOptions())   // MVCCStore conforms to WatchEventSource
 //   let hubTask = Task { await hub.run() }          // ingest loop + catch-up retry + progress-notify timer
 //   services: [..., WatchService(hub: hub, header: { server.responseHeader() }, maxRequestBytes: cfg.maxRequestBytes)]
 //   apply loop, after each LMDB write txn commits:   hub.publish(events: txn.events, revision: txnRevisionAfterCommit)
-//       (synchronous, never blocks, never waits for watchers; call it also when `events` is empty is fine)
+//       (synchronous, never blocks, never waits for watchers. Publish batches that produced events:
+//        a higher revision without events is taken as a gap and makes every watcher re-read history,
+//        which is also what happens, correctly, after a snapshot install replaced the store's data)
 //   after a compaction is applied:                    hub.compacted(revision: rev)
 //   shutdown:                                          await hub.shutdown(); hubTask.cancel()
 //   The header closure fills cluster_id / member_id / raft_term; the hub sets `revision` itself.
@@ -304,6 +307,17 @@ public actor WatchHub {
         return await withCheckedContinuation { c in
             if s.closed { c.resume(returning: nil) } else { s.waiter = c }
         }
+    }
+
+    /// Everything queued on a stream (at most `max`), waiting for at least one; nil once the
+    /// stream is closed. One actor hop for a burst of responses (a put seen by many watchers of
+    /// one stream) instead of one per response.
+    func nextBatch(_ id: UInt64, max: Int = 64) async -> [WatchOutgoing]? {
+        guard let first = await next(id) else { return nil }
+        guard let s = streams[id] else { return [first] }
+        var out = [first]
+        while out.count < max, let item = take(s, id) { out.append(item) }
+        return out
     }
 
     private func take(_ s: Stream, _ id: UInt64) -> WatchOutgoing? {

@@ -37,15 +37,17 @@ public struct WatchService: GRPCService {
         do {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask {
-                    while let out = await hub.next(sid) {
-                        var r = out.response
-                        var h = header()
-                        h.revision = r.header?.revision ?? 0
-                        r.header = h
-                        if out.fragment {
-                            for part in fragmentWatchResponse(r, maxRequestBytes: limit) { try await send(part) }
-                        } else {
-                            try await send(r)
+                    while let batch = await hub.nextBatch(sid) {
+                        for out in batch {
+                            var r = out.response
+                            var h = header()
+                            h.revision = r.header?.revision ?? 0
+                            r.header = h
+                            if out.fragment {
+                                for part in fragmentWatchResponse(r, maxRequestBytes: limit) { try await send(part) }
+                            } else {
+                                try await send(r)
+                            }
                         }
                     }
                 }
