@@ -50,34 +50,62 @@ private struct BlockBuffer {
     }
 }
 
-public struct SHA1: Sendable {
-    private var h: [UInt32] = [0x6745_2301, 0xEFCD_AB89, 0x98BA_DCFE, 0x1032_5476, 0xC3D2_E1F0]
+/// A hash function's state and compression (the rest - buffering, padding, output - is shared).
+public protocol SHACompression: Sendable {
+    static var initialState: [UInt32] { get }
+    /// Words in the message schedule (SHA-1: 80, SHA-256: 64).
+    static var scheduleLength: Int { get }
+    /// Extends `w[16...]` from the block's 16 words, then mixes the schedule into `h`.
+    static func compress(_ h: inout [UInt32], _ w: inout [UInt32])
+}
+
+/// SHA-1 / SHA-256 over any number of updates.
+public struct SHAHasher<C: SHACompression>: Sendable {
+    private var h = C.initialState
     private var buf = BlockBuffer()
 
     public init() {}
 
     public mutating func update<S: Sequence>(_ bytes: S) where S.Element == UInt8 {
         var hh = h
-        buf.feed(bytes) { SHA1.compress(&hh, $0) }
+        buf.feed(bytes) { Self.compress(&hh, $0) }
+        h = hh
+    }
+
+    public mutating func update(_ raw: UnsafeRawBufferPointer) {
+        var hh = h
+        buf.feed(raw) { Self.compress(&hh, $0) }
         h = hh
     }
 
     public mutating func finalize() -> [UInt8] {
         var hh = h
-        buf.finish { SHA1.compress(&hh, $0) }
+        buf.finish { Self.compress(&hh, $0) }
         return hh.flatMap { v in (0..<4).map { UInt8(truncatingIfNeeded: v >> (24 - 8 * UInt32($0))) } }
     }
 
     public static func hash<S: Sequence>(_ bytes: S) -> [UInt8] where S.Element == UInt8 {
-        var s = SHA1(); s.update(bytes); return s.finalize()
+        var s = Self(); s.update(bytes); return s.finalize()
     }
 
     private static func compress(_ h: inout [UInt32], _ block: UnsafeBufferPointer<UInt8>) {
-        var w = [UInt32](repeating: 0, count: 80)
+        var w = [UInt32](repeating: 0, count: C.scheduleLength)
         for t in 0..<16 {
             w[t] = UInt32(block[4 * t]) << 24 | UInt32(block[4 * t + 1]) << 16
                 | UInt32(block[4 * t + 2]) << 8 | UInt32(block[4 * t + 3])
         }
+        C.compress(&h, &w)
+    }
+}
+
+public typealias SHA1 = SHAHasher<SHA1Compression>
+public typealias SHA256 = SHAHasher<SHA256Compression>
+
+public enum SHA1Compression: SHACompression {
+    public static let initialState: [UInt32] = [0x6745_2301, 0xEFCD_AB89, 0x98BA_DCFE, 0x1032_5476, 0xC3D2_E1F0]
+    public static let scheduleLength = 80
+
+    public static func compress(_ h: inout [UInt32], _ w: inout [UInt32]) {
         for t in 16..<80 { w[t] = rotl(w[t - 3] ^ w[t - 8] ^ w[t - 14] ^ w[t - 16], 1) }
         var a = h[0], b = h[1], c = h[2], d = h[3], e = h[4]
         for t in 0..<80 {
@@ -95,8 +123,8 @@ public struct SHA1: Sendable {
     }
 }
 
-public struct SHA256: Sendable {
-    private static let k: [UInt32] = [
+public enum SHA256Compression: SHACompression {
+    static let k: [UInt32] = [
         0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
         0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
         0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
@@ -106,40 +134,11 @@ public struct SHA256: Sendable {
         0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
         0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
     ]
-    private var h: [UInt32] = [0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
-                               0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19]
-    private var buf = BlockBuffer()
+    public static let initialState: [UInt32] = [0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                                                0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19]
+    public static let scheduleLength = 64
 
-    public init() {}
-
-    public mutating func update<S: Sequence>(_ bytes: S) where S.Element == UInt8 {
-        var hh = h
-        buf.feed(bytes) { SHA256.compress(&hh, $0) }
-        h = hh
-    }
-
-    public mutating func update(_ raw: UnsafeRawBufferPointer) {
-        var hh = h
-        buf.feed(raw) { SHA256.compress(&hh, $0) }
-        h = hh
-    }
-
-    public mutating func finalize() -> [UInt8] {
-        var hh = h
-        buf.finish { SHA256.compress(&hh, $0) }
-        return hh.flatMap { v in (0..<4).map { UInt8(truncatingIfNeeded: v >> (24 - 8 * UInt32($0))) } }
-    }
-
-    public static func hash<S: Sequence>(_ bytes: S) -> [UInt8] where S.Element == UInt8 {
-        var s = SHA256(); s.update(bytes); return s.finalize()
-    }
-
-    private static func compress(_ h: inout [UInt32], _ block: UnsafeBufferPointer<UInt8>) {
-        var w = [UInt32](repeating: 0, count: 64)
-        for t in 0..<16 {
-            w[t] = UInt32(block[4 * t]) << 24 | UInt32(block[4 * t + 1]) << 16
-                | UInt32(block[4 * t + 2]) << 8 | UInt32(block[4 * t + 3])
-        }
+    public static func compress(_ h: inout [UInt32], _ w: inout [UInt32]) {
         for t in 16..<64 {
             let s0 = rotr(w[t - 15], 7) ^ rotr(w[t - 15], 18) ^ (w[t - 15] >> 3)
             let s1 = rotr(w[t - 2], 17) ^ rotr(w[t - 2], 19) ^ (w[t - 2] >> 10)
