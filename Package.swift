@@ -84,7 +84,7 @@ let package = Package(
                                                         .product(name: "NIOHTTP1", package: "swift-nio"),
                                                         .product(name: "NIOEmbedded", package: "swift-nio")]),
         // End-to-end: the real keel binary driven by Debian's etcdctl 3.4, compared with etcd 3.4.
-        .testTarget(name: "E2ETests", dependencies: ["keel"], exclude: ["python"]),
+        .testTarget(name: "E2ETests", dependencies: ["keel", "KeelTestSupport"], exclude: ["python"]),
         .testTarget(name: "GRPCTests", dependencies: ["GRPC", "ProtoWire", "CNGHTTP2", nio, nioPosix],
                     exclude: ["echo.proto", "python"], plugins: ["ProtoGenPlugin"]),
     ],
