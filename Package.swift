@@ -80,7 +80,7 @@ let package = Package(
         // Raft benchmark (not a test): see Benchmarks/RESULTS.md. RaftBenchAlloc counts malloc & co.
         .target(name: "RaftBenchAlloc", path: "Benchmarks/RaftBenchAlloc"),
         .executableTarget(name: "raft-bench", dependencies: ["Raft", "RaftBenchAlloc"], path: "Benchmarks/RaftBench"),
-        .testTarget(name: "ServerTests", dependencies: ["Server", "KeelAPI", "GRPC", "Storage", nio, nioPosix,
+        .testTarget(name: "ServerTests", dependencies: ["Server", "KeelAPI", "GRPC", "Storage", "KeelTestSupport", nio, nioPosix,
                                                         .product(name: "NIOHTTP1", package: "swift-nio"),
                                                         .product(name: "NIOEmbedded", package: "swift-nio")]),
         // End-to-end: the real keel binary driven by Debian's etcdctl 3.4, compared with etcd 3.4.

@@ -1,4 +1,5 @@
 import Foundation
+import KeelTestSupport
 import Testing
 
 #if canImport(Glibc)
@@ -11,34 +12,10 @@ func python(_ script: String, _ args: [String], timeout: Duration = .seconds(60)
                        env: ["PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python"], timeout: timeout)
 }
 
-/// One plain HTTP/1.1 GET on a fresh connection (what curl / Prometheus do on the client port).
+/// One plain HTTP/1.1 GET (KeelTestSupport).
 func httpGet(port: Int, path: String) throws -> (status: Int, body: String) {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    guard fd >= 0 else { throw E2EError("socket") }
-    defer { close(fd) }
-    var tv = timeval(tv_sec: 10, tv_usec: 0)
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-    var addr = sockaddr_in()
-    addr.sin_family = sa_family_t(AF_INET)
-    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-    addr.sin_port = UInt16(port).bigEndian
-    let ok = withUnsafePointer(to: &addr) { p in
-        p.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
-    }
-    guard ok else { throw E2EError("connect") }
-    let req = Array("GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".utf8)
-    _ = req.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
-    var data = [UInt8]()
-    var buf = [UInt8](repeating: 0, count: 65536)
-    while true {
-        let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress, 65536, 0) }
-        if n <= 0 { break }
-        data += buf[0..<n]
-    }
-    let text = String(decoding: data, as: UTF8.self)
-    guard let sep = text.range(of: "\r\n\r\n"), text.hasPrefix("HTTP/1.1 ") else { throw E2EError("bad HTTP reply: \(text)") }
-    let status = Int(text.dropFirst(9).prefix(3)) ?? 0
-    return (status, String(text[sep.upperBound...]))
+    let r = try plainHTTPGet(port: port, path: path)
+    return (r.status, r.body)
 }
 
 @Suite(.serialized) struct ServerE2ETests {

@@ -5,6 +5,7 @@ import NIOEmbedded
 import NIOHTTP1
 import NIOPosix
 import Storage
+import KeelTestSupport
 import Testing
 @testable import Server
 
@@ -170,8 +171,8 @@ import Glibc
         let server = try await GRPCServer(configuration: cfg, services: [],
                                           nonHTTP2Initializer: HTTPEndpoints.initializer(router: Self.router))
         let port = server.port
-        let reply = try await NIOThreadPool.singleton.runIfActive { try Self.rawHTTPGet(port: port, path: "/health") }
-        #expect(reply.hasPrefix("HTTP/1.1 200 OK\r\n") && reply.hasSuffix("{\"health\":\"true\"}"))
+        let reply = try await NIOThreadPool.singleton.runIfActive { try plainHTTPGet(port: port, path: "/health") }
+        #expect(reply.status == 200 && reply.head.hasPrefix("HTTP/1.1 200 OK") && reply.body == "{\"health\":\"true\"}")
         let client = GRPCClient(host: "127.0.0.1", port: port)
         await #expect(throws: GRPCStatus(.unimplemented, "unknown service etcdserverpb.KV")) {
             _ = try await client.unary(Etcdserverpb.KV.range, Etcdserverpb.RangeRequest(),
@@ -179,29 +180,5 @@ import Glibc
         }
         await client.close()
         await server.shutdown(timeout: .seconds(2))
-    }
-
-    static func rawHTTPGet(port: Int, path: String) throws -> String {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var tv = timeval(tv_sec: 10, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        addr.sin_port = UInt16(port).bigEndian
-        let ok = withUnsafePointer(to: &addr) { p in
-            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
-        }
-        guard ok else { throw GRPCStatus(.unavailable, "connect failed") }
-        let req = Array("GET \(path) HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".utf8)
-        _ = req.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
-        var data = [UInt8](), buf = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress, 4096, 0) }
-            if n <= 0 { break }
-            data += buf[0..<n]
-        }
-        return String(decoding: data, as: UTF8.self)
     }
 }
