@@ -75,7 +75,7 @@ final class RefEtcd: Sendable {
         try? FileManager.default.removeItem(atPath: dir)
     }
 
-    static func start() async throws -> RefEtcd {
+    static func start(extraArguments: [String] = []) async throws -> RefEtcd {
         var last = ""
         for _ in 0..<3 {
             let dir = try Proc.tempDir("keel-ref-etcd")
@@ -83,7 +83,7 @@ final class RefEtcd: Sendable {
             let proc = try Proc(Paths.etcd, [
                 "--data-dir", dir + "/data", "--listen-client-urls", "http://127.0.0.1:\(ports[0])",
                 "--advertise-client-urls", "http://127.0.0.1:\(ports[0])", "--listen-peer-urls", "http://127.0.0.1:\(ports[1])",
-            ])
+            ] + extraArguments)
             if await proc.waitFor(stderrContaining: "ready to serve client requests", timeout: .seconds(30)) {
                 return RefEtcd(proc: proc, port: ports[0], dir: dir)
             }

@@ -70,6 +70,7 @@ public struct KVService: GRPCService {
 
     public func put(_ r: Etcdserverpb.PutRequest) async throws(GRPCStatus) -> Etcdserverpb.PutResponse {
         try RequestValidation.checkPut(r)
+        try await checkQuota(cost: Self.cost(r))
         guard case .put(var resp) = try await result(.put(r)) else { throw unexpected() }
         resp.header = core.header(revision: resp.header?.revision ?? core.store.revision)
         return resp
@@ -84,6 +85,7 @@ public struct KVService: GRPCService {
 
     public func txn(_ r: Etcdserverpb.TxnRequest) async throws(GRPCStatus) -> Etcdserverpb.TxnResponse {
         try RequestValidation.checkTxn(r, maxTxnOps: core.config.maxTxnOps)
+        try await checkQuota(cost: Self.cost(r))
         guard case .txn(var resp) = try await result(.txn(r)) else { throw unexpected() }
         let rev = resp.header?.revision ?? core.store.revision
         // Only the outer header gets cluster/member/term; nested responses keep just the
@@ -98,6 +100,29 @@ public struct KVService: GRPCService {
         guard case .compaction(var resp) = try await result(.compaction(r)) else { throw unexpected() }
         resp.header = core.header(revision: resp.header?.revision ?? core.store.revision)
         return resp
+    }
+
+    /// etcd's backend quota (etcdserver/quota.go): a request that would take the backend to the
+    /// quota raises the NOSPACE alarm (through Raft) and is refused before it is proposed.
+    private func checkQuota(cost: Int) async throws(GRPCStatus) {
+        guard cost > 0, core.store.dbSize + Int64(cost) >= core.config.effectiveQuota else { return }
+        var a = Etcdserverpb.AlarmRequest()
+        a.action = .activate; a.memberID = core.shared.memberID; a.alarm = .nospace
+        _ = try? await core.propose(.alarm(a))
+        throw EtcdError.noSpace
+    }
+
+    /// etcd's request costs: 256 bytes of overhead + key + value per put; a txn costs its larger branch.
+    static func cost(_ p: Etcdserverpb.PutRequest) -> Int { 256 + p.key.count + p.value.count }
+
+    static func cost(_ t: Etcdserverpb.TxnRequest) -> Int {
+        func branch(_ ops: [Etcdserverpb.RequestOp]) -> Int {
+            ops.reduce(0) { sum, op in
+                if case .requestPut(let p) = op.request { return sum + cost(p) }
+                return sum
+            }
+        }
+        return max(branch(t.success), branch(t.failure))
     }
 
     private func result(_ req: Keelpb.InternalRequest.OneOf_Request) async throws(GRPCStatus) -> ApplyResult {
