@@ -66,6 +66,7 @@ let package = Package(
 
         // Helpers shared by the test targets (the seeded PRNG every fuzz/model test replays from).
         .target(name: "KeelTestSupport", path: "Tests/KeelTestSupport"),
+        .testTarget(name: "KeelTestSupportTests", dependencies: ["KeelTestSupport"]),
 
         .testTarget(name: "ProtoWireTests", dependencies: ["ProtoWire"]),
         .testTarget(name: "ProtoGenTests", dependencies: ["ProtoGenCore", "ProtoWire", "KeelTestSupport"],

@@ -16,8 +16,9 @@ import Testing
             t.append(try await s.ctl(["put", "--lease=\(id)", "lk1", "v"]).transcript)
             t.append(try await s.ctl(["put", "--lease=\(id)", "lk2", "v"]).transcript)
             let ttl = try await s.ctl(["lease", "timetolive", id, "--keys"])
-            // remaining(99s) or remaining(100s) depending on timing: keep it out of the comparison
-            let remaining = ttl.stdout.replacingOccurrences(of: "remaining\\((99|100)s\\)", with: "remaining(~100s)",
+            // remaining(90s)...remaining(100s) depending on how long the three commands took on a
+            // loaded machine (etcdctl spawns each): keep it out of the comparison
+            let remaining = ttl.stdout.replacingOccurrences(of: "remaining\\((9[0-9]|100)s\\)", with: "remaining(~100s)",
                                                             options: .regularExpression)
             t.append("[\(ttl.status)] " + sortAttachedKeys(remaining))
             t.append(try await s.ctl(["lease", "keep-alive", "--once", id]).transcript)

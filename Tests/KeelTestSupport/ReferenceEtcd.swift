@@ -177,7 +177,8 @@ public enum Etcdctl {
     public static func isHealthy(_ endpoint: String) async -> Bool {
         guard let r = try? await run(["endpoint", "health", "--command-timeout=2s", "--dial-timeout=1s"],
                                      endpoints: [endpoint], timeout: .seconds(10)) else { return false }
-        return r.status.succeeded && r.stdout.contains("is healthy")
+        // etcdctl 3.4 prints "... is healthy: ..." on stderr (3.5 on stdout): accept either.
+        return r.status.succeeded && (r.stdout + r.stderr).contains("is healthy")
     }
 }
 
