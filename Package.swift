@@ -15,6 +15,7 @@ let package = Package(
         .executable(name: "keel", targets: ["keel"]),
         .executable(name: "keel-bench", targets: ["keel-bench"]),
         .library(name: "KeelAPI", targets: ["KeelAPI"]),
+        .library(name: "KeelClient", targets: ["KeelClient"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -67,6 +68,9 @@ let package = Package(
         // Helpers shared by the test targets (the seeded PRNG every fuzz/model test replays from).
         .target(name: "KeelTestSupport", path: "Tests/KeelTestSupport"),
         .testTarget(name: "KeelTestSupportTests", dependencies: ["KeelTestSupport"]),
+        // etcd v3 client library (balancer over several endpoints) and its tests against etcd 3.4 / keel.
+        .target(name: "KeelClient", dependencies: ["GRPC", "KeelAPI"]),
+        .testTarget(name: "KeelClientTests", dependencies: ["KeelClient", "KeelAPI", "KeelTestSupport", "keel"]),
 
         .testTarget(name: "ProtoWireTests", dependencies: ["ProtoWire"]),
         .testTarget(name: "ProtoGenTests", dependencies: ["ProtoGenCore", "ProtoWire", "KeelTestSupport"],

@@ -1,0 +1,87 @@
+import KeelAPI
+import KeelClient
+import KeelTestSupport
+import Testing
+
+/// KeelClient against a real server: the reference etcd 3.4 (one member), and `keel` when it is built.
+@Suite struct KeelClientTests {
+    /// Servers to run each test against: etcd 3.4 always; keel when the built binary is there.
+    static func withServers(_ body: (String, String) async throws -> Void) async throws {
+        let etcd = try await ReferenceEtcd.start(name: "kc0")
+        do { try await body("etcd", etcd.endpoint) } catch { await etcd.stop(); throw error }
+        await etcd.stop()
+    }
+
+    @Test func putGetDeleteTxnCompactThroughTwoDeadEndpoints() async throws {
+        try await Self.withServers { name, endpoint in
+            let dead = try FreePorts.allocate(2).map { "127.0.0.1:\($0)" }
+            let client = try KeelClient(endpoints: [dead[0], endpoint, dead[1]])
+            defer { Task { await client.close() } }
+            let p1 = try await client.put("kc/a", "1")
+            let p2 = try await client.put("kc/b", "2", prevKV: true)
+            #expect(p2.header!.revision == p1.header!.revision + 1, "\(name)")
+            let all = try await client.get("kc/", prefix: true)
+            #expect(all.kvs.map { String(decoding: $0.key, as: UTF8.self) } == ["kc/a", "kc/b"])
+            #expect(all.kvs.map { String(decoding: $0.value, as: UTF8.self) } == ["1", "2"])
+            #expect(all.count == 2)
+            // An older revision still sees only "a".
+            let old = try await client.get("kc/", prefix: true, revision: p1.header!.revision)
+            #expect(old.kvs.count == 1)
+            // The dead endpoints were marked unhealthy, the live one not.
+            #expect(client.healthyEndpoints == [endpoint])
+
+            var txn = Etcdserverpb.TxnRequest()
+            var cmp = Etcdserverpb.Compare()
+            cmp.key = Array("kc/a".utf8)
+            cmp.target = .value
+            cmp.result = .equal
+            cmp.targetUnion = .value(Array("1".utf8))
+            txn.compare = [cmp]
+            var put = Etcdserverpb.RequestOp()
+            var pr = Etcdserverpb.PutRequest()
+            pr.key = Array("kc/c".utf8)
+            pr.value = Array("3".utf8)
+            put.request = .requestPut(pr)
+            txn.success = [put]
+            let t = try await client.txn(txn)
+            #expect(t.succeeded)
+            #expect(try await client.get("kc/c").kvs.first?.value == Array("3".utf8))
+
+            let d = try await client.delete("kc/", prefix: true, prevKV: true)
+            #expect(d.deleted == 3 && d.prevKvs.count == 3)
+
+            let rev = d.header!.revision
+            try await client.compact(rev)
+            // etcd's error for a read below the compacted revision, with its code and message.
+            await #expect(throws: KeelClientError.server(code: .outOfRange,
+                                                         message: "etcdserver: mvcc: required revision has been compacted")) {
+                _ = try await client.get("kc/a", revision: p1.header!.revision)
+            }
+        }
+    }
+
+    @Test func allEndpointsDownIsUnavailableAndAWriteIsNotResent() async throws {
+        let dead = try FreePorts.allocate(2).map { "127.0.0.1:\($0)" }
+        let client = try KeelClient(endpoints: dead)
+        defer { Task { await client.close() } }
+        await #expect {
+            _ = try await client.get("x")
+        } throws: { error in
+            if case .unavailable = error as? KeelClientError { return true }
+            return false
+        }
+        // A connect failure means nothing was sent: still unavailable, not "unknown outcome".
+        await #expect {
+            _ = try await client.put("x", "y")
+        } throws: { error in
+            if case .unavailable = error as? KeelClientError { return true }
+            return false
+        }
+    }
+
+    @Test func badEndpointIsATypedError() {
+        #expect(throws: KeelClientError.badEndpoint("nohost")) { _ = try KeelClient(endpoints: ["nohost"]) }
+        #expect(KeelClient.prefixEnd(Array("a\u{7f}".utf8)) == [0x61, 0x80])
+        #expect(KeelClient.prefixEnd([0xff, 0xff]) == [0])
+    }
+}
