@@ -87,6 +87,10 @@ final class H2Stream {
     var inboundDiscard = false
     var unconsumed = 0
     var remoteEnded = false
+    /// Server, unary call: the request message goes to `unaryStart` (called once, on this loop)
+    /// instead of an inbound sequence; later messages are deframed (size checks) and dropped.
+    var unaryMode = false
+    var unaryStart: ((ByteBuffer) -> Void)?
 
     // Outbound messages.
     var outbound = CircularBuffer<ByteBuffer>()
@@ -134,13 +138,20 @@ final class H2Stream {
 
     func receivedData(_ bytes: UnsafeRawBufferPointer) {
         unconsumed += bytes.count
-        if inboundDiscard || source == nil {
+        if inboundDiscard || (source == nil && !unaryMode) {
             consumePending()
             return
         }
         deframer.append(bytes, allocator: connection.allocator)
         do {
             while let message = try deframer.next(allocator: connection.allocator) {
+                if unaryMode {
+                    if let start = unaryStart {
+                        unaryStart = nil
+                        start(message)
+                    }
+                    continue
+                }
                 guard let src = source else { break }
                 switch src.yield(message) {
                 case .produceMore: break
@@ -188,6 +199,10 @@ final class H2Stream {
             return
         }
         if isServer { source?.finish(); source = nil }
+        if unaryStart != nil {
+            unaryStart = nil
+            finishServer(status: GRPCStatus(.internal, "grpc: request stream ended without a message"))
+        }
     }
 
     /// A malformed or oversized message: the call ends with that status.
@@ -196,6 +211,7 @@ final class H2Stream {
         deframer = GRPCDeframer(maxMessageSize: 0)
         source?.finish(status)
         source = nil
+        unaryStart = nil
         consumePending()
         if isServer {
             task?.cancel()
@@ -355,6 +371,7 @@ final class H2Stream {
             status = clientStatus(errorCode: errorCode)
         }
         finalStatus = status
+        unaryStart = nil
         if let src = source {
             if status.code == .ok && (remoteEnded || !isServer) { src.finish() } else { src.finish(status) }
             source = nil

@@ -81,16 +81,38 @@ public struct ResponseWriter<Message: ProtoMessage>: Sendable {
 public struct ServerMethod: Sendable {
     public let descriptor: AnyMethodDescriptor
     let run: @Sendable (InboundSequence, NIOLoopBound<H2Stream>, any EventLoop, Bool, ServerContext) async throws -> Void
+    /// Unary calls: runs with the first request message and ends the call itself on success.
+    let unaryRun: (@Sendable (ByteBuffer, NIOLoopBound<H2Stream>, any EventLoop, Bool, ServerContext) async throws -> Void)?
+
+    init(descriptor: AnyMethodDescriptor,
+         run: @escaping @Sendable (InboundSequence, NIOLoopBound<H2Stream>, any EventLoop, Bool, ServerContext) async throws -> Void,
+         unaryRun: (@Sendable (ByteBuffer, NIOLoopBound<H2Stream>, any EventLoop, Bool, ServerContext) async throws -> Void)? = nil) {
+        self.descriptor = descriptor
+        self.run = run
+        self.unaryRun = unaryRun
+    }
 
     public static func unary<Req, Resp>(
         _ d: MethodDescriptor<Req, Resp>,
         _ handler: @escaping @Sendable (Req, ServerContext) async throws -> Resp
     ) -> ServerMethod {
-        ServerMethod(descriptor: d.erased) { inbound, stream, loop, gz, ctx in
+        ServerMethod(descriptor: d.erased, run: { inbound, stream, loop, gz, ctx in
             let req = try await single(RequestStream<Req>(base: inbound))
             let resp = try await handler(req, ctx)
             try await ResponseWriter<Resp>(stream: stream, loop: loop, compress: gz).send(resp)
-        }
+        }, unaryRun: { message, stream, loop, gz, ctx in
+            // The request message was delivered by the connection's loop (no inbound sequence);
+            // the response and the OK trailers go out in ONE job on that loop (no await of the
+            // enqueue: a unary call ends right after its one message anyway).
+            let req = try decodeMessage(Req.self, message)
+            let resp = try await handler(req, ctx)
+            let framed = try GRPCFramer.frame(resp, compress: gz, allocator: ByteBufferAllocator())
+            loop.execute {
+                let s = stream.value
+                _ = s.enqueue(framed)
+                s.finishServer(status: .ok)
+            }
+        })
     }
 
     public static func serverStreaming<Req, Resp>(
@@ -326,26 +348,46 @@ final class ServerDispatcher: H2StreamOwner {
         }
         let ctx = ServerContext(path: path, requestHeaders: s.headers.map { .init(name: $0.name, value: $0.value) },
                                 deadline: deadline)
-        let inbound = s.makeInbound()
         let loop = connection.loop
         let bound = NIOLoopBound(s, eventLoop: loop)
         let gz = s.compressOutbound
+        if let unary = m.unaryRun {
+            // Unary: no inbound sequence and no task until the request message is here; the
+            // task starts with it (the stream clears this closure when it ends first).
+            s.unaryMode = true
+            s.unaryStart = { message in
+                bound.value.task = Task {
+                    do {
+                        try await unary(message, bound, loop, gz, ctx)
+                    } catch {
+                        let status = callStatus(of: error)
+                        loop.execute { bound.value.finishServer(status: status) }
+                    }
+                }
+            }
+            return
+        }
+        let inbound = s.makeInbound()
         let run = m.run
         s.task = Task {
-            let status: GRPCStatus
+            var status = GRPCStatus.ok
             do {
                 try await run(inbound, bound, loop, gz, ctx)
-                status = .ok
-            } catch let st as GRPCStatus {
-                status = st
-            } catch is CancellationError {
-                status = GRPCStatus(.cancelled, "call cancelled")
             } catch {
-                status = GRPCStatus(.unknown, "\(error)")
+                status = callStatus(of: error)
             }
-            loop.execute { bound.value.finishServer(status: status) }
+            let final = status
+            loop.execute { bound.value.finishServer(status: final) }
         }
     }
+
+}
+
+/// The status a server call ends with when its handler throws.
+func callStatus(of error: any Error) -> GRPCStatus {
+    if let st = error as? GRPCStatus { return st }
+    if error is CancellationError { return GRPCStatus(.cancelled, "call cancelled") }
+    return GRPCStatus(.unknown, "\(error)")
 }
 
 extension Substring {

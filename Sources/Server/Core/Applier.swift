@@ -50,6 +50,14 @@ final class Applier {
     /// bounded steps, one per write transaction).
     private var physicalWaiters: [(EventLoopPromise<ApplyResult>, ApplyResult)] = []
     private var compactionStepScheduled = false
+    /// With a store opened with `syncEachWrite: false` (MDB_NOSYNC), commits only reach the page
+    /// cache; the apply loop syncs the store this long after the first unsynced commit (etcd's
+    /// backend commits every 100 ms too), and before WAL segments are released (snapshot).
+    static let backendSyncInterval: TimeAmount = .milliseconds(100)
+    private var backendSyncScheduled = false
+    private var stopped = false
+    var backendSyncs = 0
+    var backendSyncSeconds = 0.0
 
     init(store: MVCCStore, shared: SharedState, logger: Logger, loop: any EventLoop, hooks: ApplyHooks) throws(MVCCError) {
         self.store = store; self.shared = shared; self.logger = logger; self.loop = loop; self.hooks = hooks
@@ -147,6 +155,7 @@ final class Applier {
             return
         }
         backendCommit.observe(Double((NIODeadline.now() - start).nanoseconds) / 1e9)
+        if !store.options.syncEachWrite { scheduleBackendSync() }
         alarms = newAlarms
         publishAlarms()
         shared.appliedIndex.store(lastIndex, ordering: .releasing)
@@ -307,7 +316,29 @@ final class Applier {
         shared.alarms.store(bits, ordering: .relaxed)
     }
 
+    private func scheduleBackendSync() {
+        guard !backendSyncScheduled, !stopped else { return }
+        backendSyncScheduled = true
+        let me = NIOLoopBound(self, eventLoop: loop)
+        loop.scheduleTask(in: Self.backendSyncInterval) { me.value.backendSync() }
+    }
+
+    private func backendSync() {
+        backendSyncScheduled = false
+        guard !stopped, failedPermanently == nil else { return }
+        let start = NIODeadline.now()
+        do {
+            try store.sync()
+            backendSyncs += 1
+            backendSyncSeconds += Double((NIODeadline.now() - start).nanoseconds) / 1e9
+        } catch {
+            // Acknowledged writes are in the WAL, which is not released before a successful sync.
+            logger.error("backend sync failed", metadata: ["error": "\(error)"])
+        }
+    }
+
     func stop() {
+        stopped = true
         for (p, _) in physicalWaiters { p.succeed(.failed(EtcdError.stopped)) }
         physicalWaiters.removeAll()
         for (_, ps) in queue { for (_, p) in ps { p.succeed(.failed(EtcdError.stopped)) } }

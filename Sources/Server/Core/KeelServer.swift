@@ -141,6 +141,11 @@ public final class KeelServer: Sendable {
         }
         var mopts = MVCCOptions()
         mopts.quotaBackendBytes = config.effectiveQuota
+        // One fdatasync per apply batch (MDB_NOMETASYNC: an OS crash never corrupts the store).
+        // KEEL_BACKEND_NOSYNC=1: LMDB commits go to the page cache only (MDB_NOSYNC) and the apply
+        // loop syncs every 100 ms and before WAL segments are released; measured no faster here
+        // (Benchmarks/RESULTS.md, "Write path profile") and an OS crash could corrupt the store, so off.
+        mopts.syncEachWrite = !(getenv("KEEL_BACKEND_NOSYNC").map { String(cString: $0) == "1" } ?? false)
         let store: MVCCStore
         do { store = try MVCCStore.open(directory: memberDir + "/db", options: mopts) } catch {
             throw StartupError("cannot open the backend in \(memberDir)/db: \(error.message)")

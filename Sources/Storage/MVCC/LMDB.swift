@@ -37,7 +37,8 @@ final class LMDBEnv: Sendable {
 
     static let maxKeySize = 511
 
-    init(path: String, mapSize: Int, readOnly: Bool = false) throws(MVCCError) {
+    /// `noSync`: MDB_NOSYNC instead of MDB_NOMETASYNC (see `MVCCOptions.syncEachWrite`).
+    init(path: String, mapSize: Int, readOnly: Bool = false, noSync: Bool = false) throws(MVCCError) {
         var e: OpaquePointer?
         try LMDB.check(mdb_env_create(&e))
         guard let env = e else { throw .storage("mdb_env_create returned no environment") }
@@ -47,6 +48,7 @@ final class LMDBEnv: Sendable {
             try LMDB.check(mdb_env_set_mapsize(env, mapSize))
             var flags = UInt32(MDB_NOTLS | MDB_NOSUBDIR | MDB_NOMETASYNC | MDB_NORDAHEAD)
             if readOnly { flags |= UInt32(MDB_RDONLY) }
+            if noSync { flags |= UInt32(MDB_NOSYNC) }
             try LMDB.check(mdb_env_open(env, path, flags, 0o644), path)
             // Clear reader slots of dead processes (a SIGKILLed reader would otherwise pin old
             // pages and make the file grow).

@@ -229,7 +229,7 @@ extension MVCCStore {
             do throws(MVCCError) {
                 guard rename(tmp, final) == 0 else { throw .storage("rename \(tmp): \(String(cString: strerror(errno)))") }
                 do { try FileIO.fsyncDir(directory) } catch { throw .storage("\(error)") }
-                new = try LMDBEnv(path: final, mapSize: options.effectiveMapSize)
+                new = try LMDBEnv(path: final, mapSize: options.effectiveMapSize, noSync: !options.syncEachWrite)
             } catch {
                 mdb_txn_abort(wtxn)
                 unlink(tmp); unlink(final); unlink(final + "-lock")

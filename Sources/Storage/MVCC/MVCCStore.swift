@@ -25,6 +25,7 @@ import Synchronization
 // commit but never corrupts the file; the applied Raft index is in the same commit as the data, so
 // the server replays the WAL from `appliedIndex` + 1 idempotently. A process crash (SIGKILL) loses
 // nothing that was committed. Call `sync()` before releasing WAL entries <= appliedIndex.
+// `MVCCOptions.syncEachWrite = false` (MDB_NOSYNC) leaves syncing to `sync()` alone; see its doc.
 //
 // Concurrency: reads from any thread (each call reads one LMDB snapshot); ONE writer at a time (the
 // apply loop; a second concurrent write{} blocks in LMDB until the first ends; write{} must not be
@@ -76,7 +77,8 @@ public final class MVCCStore: Sendable {
             unlink(directory + "/" + dbName(g)); unlink(directory + "/" + dbName(g) + "-lock")
         }
         for n in names where n.hasSuffix(".tmp") { unlink(directory + "/" + n) }
-        let env = try LMDBEnv(path: directory + "/" + dbName(gen), mapSize: options.effectiveMapSize)
+        let env = try LMDBEnv(path: directory + "/" + dbName(gen), mapSize: options.effectiveMapSize,
+                              noSync: !options.syncEachWrite)
         let (rev, compact, applied) = try env.read { (t) throws(MVCCError) in
             let r = try t.revisions()
             return (r.current, r.compacted, UInt64(bitPattern: try t.sysInt("applied") ?? 0))

@@ -14,10 +14,22 @@ public struct MVCCOptions: Sendable {
     /// Revision entries examined per compaction step (one step per write{} while a compaction is
     /// pending; etcd's --experimental-compaction-batch-limit is 1,000 per batch).
     public var compactionBatch: Int = 10_000
-    public init(quotaBackendBytes: Int64 = 2 << 30, mapSize: Int = 0, compactionBatch: Int = 10_000) {
+    /// true (default): every write{} is one LMDB commit with one fdatasync of its data pages
+    /// (MDB_NOMETASYNC): an OS crash loses at most the last commit and never corrupts the file.
+    /// false: MDB_NOSYNC: a commit only writes the pages into the OS page cache (a process crash,
+    /// SIGKILL included, loses nothing committed; the kernel still writes the pages back), and only
+    /// `sync()` makes the file durable. An OS crash or power loss before the next `sync()` can lose
+    /// the commits since the last one AND can leave the file inconsistent (LMDB may have reused pages
+    /// the last synced meta page still points to): use it only when another log (the Raft WAL) holds
+    /// every write since the last `sync()`, and call `sync()` often (the server: every 100 ms) and
+    /// before that log is released.
+    public var syncEachWrite: Bool = true
+    public init(quotaBackendBytes: Int64 = 2 << 30, mapSize: Int = 0, compactionBatch: Int = 10_000,
+                syncEachWrite: Bool = true) {
         self.quotaBackendBytes = quotaBackendBytes
         self.mapSize = mapSize
         self.compactionBatch = compactionBatch
+        self.syncEachWrite = syncEachWrite
     }
     var effectiveQuota: Int64 { quotaBackendBytes == 0 ? 2 << 30 : quotaBackendBytes }
     var effectiveMapSize: Int {
