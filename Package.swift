@@ -16,6 +16,7 @@ let package = Package(
         .executable(name: "keel-bench", targets: ["keel-bench"]),
         .library(name: "KeelAPI", targets: ["KeelAPI"]),
         .library(name: "KeelClient", targets: ["KeelClient"]),
+        .executable(name: "keelctl", targets: ["keelctl"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -71,6 +72,10 @@ let package = Package(
         // etcd v3 client library (balancer over several endpoints) and its tests against etcd 3.4 / keel.
         .target(name: "KeelClient", dependencies: ["GRPC", "KeelAPI"]),
         .testTarget(name: "KeelClientTests", dependencies: ["KeelClient", "KeelAPI", "KeelTestSupport", "keel"]),
+        .executableTarget(name: "keelctl", dependencies: [
+            "KeelClient", "KeelAPI", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .testTarget(name: "KeelctlTests", dependencies: ["KeelTestSupport", "keelctl"]),
 
         .testTarget(name: "ProtoWireTests", dependencies: ["ProtoWire"]),
         .testTarget(name: "ProtoGenTests", dependencies: ["ProtoGenCore", "ProtoWire", "KeelTestSupport"],

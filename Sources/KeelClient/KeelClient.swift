@@ -161,6 +161,12 @@ public final class KeelClient: Sendable {
         return try await call(Etcdserverpb.KV.deleteRange, r, idempotent: false, timeout: nil)
     }
 
+    /// DeleteRange with every option of etcd's request.
+    public func deleteRange(_ r: Etcdserverpb.DeleteRangeRequest) async throws(KeelClientError)
+        -> Etcdserverpb.DeleteRangeResponse {
+        try await call(Etcdserverpb.KV.deleteRange, r, idempotent: false, timeout: nil)
+    }
+
     public func txn(_ r: Etcdserverpb.TxnRequest) async throws(KeelClientError) -> Etcdserverpb.TxnResponse {
         try await call(Etcdserverpb.KV.txn, r, idempotent: false, timeout: nil)
     }
