@@ -75,7 +75,7 @@ let package = Package(
         .executableTarget(name: "keelctl", dependencies: [
             "KeelClient", "KeelAPI", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
-        .testTarget(name: "KeelctlTests", dependencies: ["KeelTestSupport", "keelctl"]),
+        .testTarget(name: "KeelctlTests", dependencies: ["KeelTestSupport", "keelctl", "keel"]),
 
         .testTarget(name: "ProtoWireTests", dependencies: ["ProtoWire"]),
         .testTarget(name: "ProtoGenTests", dependencies: ["ProtoGenCore", "ProtoWire", "KeelTestSupport"],

@@ -11,18 +11,9 @@ import Foundation
         let etcd = try await ReferenceEtcd.start(name: "kc0")
         do { try await body("etcd", etcd.endpoint) } catch { await etcd.stop(); throw error }
         await etcd.stop()
-        guard let keel = BuildProducts.executable("keel") else { return }
-        let dir = try makeTempDirectory(prefix: "keel-client-test")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        let port = try FreePorts.allocate()
-        let p = try ChildProcess.spawn(keel, ["--data-dir", dir + "/data",
-                                              "--listen-client-urls", "http://127.0.0.1:\(port)",
-                                              "--advertise-client-urls", "http://127.0.0.1:\(port)"])
-        let ready = await p.waitForOutput(containing: "ready to serve client requests", stderr: true,
-                                          timeout: .seconds(30))
-        try #require(ready, "keel did not start: \(p.stderr.suffix(2000))")
-        do { try await body("keel", "127.0.0.1:\(port)") } catch { await p.stop(); throw error }
-        #expect(await p.stop() == .exited(0))
+        guard let keel = try await BuiltKeel.start() else { return }
+        do { try await body("keel", keel.endpoint) } catch { await keel.stop(); throw error }
+        #expect(await keel.stop() == .exited(0))
     }
 
     @Test func putGetDeleteTxnCompactThroughTwoDeadEndpoints() async throws {

@@ -443,3 +443,54 @@ public actor ReferenceEtcdCluster {
         try? FileManager.default.removeItem(atPath: baseDir)
     }
 }
+
+// MARK: the built keel
+
+/// A single-node `keel` (the built executable) on a free port with a temp data dir, for suites that
+/// run the same checks against etcd 3.4 and keel. `stop()` / deinit end it and remove the dir.
+public final class BuiltKeel: Sendable {
+    public let process: ChildProcess
+    public let port: Int
+    public let dir: String
+    public var endpoint: String { "127.0.0.1:\(port)" }
+
+    private init(process: ChildProcess, port: Int, dir: String) {
+        self.process = process
+        self.port = port
+        self.dir = dir
+    }
+
+    deinit {
+        process.kill()
+        _ = process.exitStatus
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+
+    /// Starts keel (nil if it is not built) and waits for "ready to serve client requests".
+    public static func start() async throws -> BuiltKeel? {
+        guard let exe = BuildProducts.executable("keel") else { return nil }
+        let dir = try makeTempDirectory(prefix: "keel-built")
+        var last = ""
+        for _ in 0..<3 {
+            let port = try FreePorts.allocate()
+            let p = try ChildProcess.spawn(exe, ["--data-dir", dir + "/data",
+                                                 "--listen-client-urls", "http://127.0.0.1:\(port)",
+                                                 "--advertise-client-urls", "http://127.0.0.1:\(port)"])
+            if await p.waitForOutput(containing: "ready to serve client requests", stderr: true, timeout: .seconds(30)) {
+                return BuiltKeel(process: p, port: port, dir: dir)
+            }
+            last = p.stderr
+            p.kill()
+        }
+        try? FileManager.default.removeItem(atPath: dir)
+        throw ChildProcessError("keel did not start: \(last.suffix(2000))")
+    }
+
+    /// SIGTERM (SIGKILL after `grace`); removes the data dir. Returns how keel ended.
+    @discardableResult
+    public func stop(grace: Duration = .seconds(10)) async -> ExitStatus {
+        let st = await process.stop(grace: grace)
+        try? FileManager.default.removeItem(atPath: dir)
+        return st
+    }
+}

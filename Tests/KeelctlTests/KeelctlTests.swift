@@ -5,10 +5,23 @@ import Testing
 /// keelctl's output compared with etcdctl 3.4's for the same commands against the same server
 /// (the reference etcd 3.4).
 @Suite struct KeelctlTests {
-    @Test func putGetDelMatchEtcdctl() async throws {
-        let keelctl = try BuildProducts.require("keelctl")
+    @Test func putGetDelMatchEtcdctlAgainstEtcd() async throws {
         let etcd = try await ReferenceEtcd.start(name: "kctl0")
-        defer { Task { await etcd.stop() } }
+        do { try await Self.compare(etcd.endpoint) } catch { await etcd.stop(); throw error }
+        await etcd.stop()
+    }
+
+    /// The same comparison against the built keel (when it is built): both tools talk to keel.
+    @Test func putGetDelMatchEtcdctlAgainstKeel() async throws {
+        guard let keel = try await BuiltKeel.start() else { return }
+        do { try await Self.compare(keel.endpoint) } catch { await keel.stop(); throw error }
+        await keel.stop()
+    }
+
+    static func compare(_ endpoint: String) async throws {
+        let keelctl = try BuildProducts.require("keelctl")
+        struct E { let endpoint: String }
+        let etcd = E(endpoint: endpoint)
         func both(_ args: [String], prefix: String) async throws -> (CommandResult, CommandResult) {
             // Each tool works on its own key prefix so that both see the same data shape.
             let mine = args.map { $0.replacingOccurrences(of: "P/", with: "k-\(prefix)/") }
