@@ -64,6 +64,26 @@ import Foundation
         }
     }
 
+    @Test func leaseGrantAttachTimeToLiveListRevoke() async throws {
+        try await Self.withServers { name, endpoint in
+            let client = try KeelClient(endpoints: [endpoint])
+            defer { Task { await client.close() } }
+            let g = try await client.leaseGrant(ttl: 60)
+            #expect(g.id != 0 && g.ttl == 60, "\(name)")
+            try await client.put("kl/x", "v", lease: g.id)
+            let t = try await client.leaseTimeToLive(g.id, keys: true)
+            #expect(t.grantedTTL == 60 && t.ttl > 0 && t.ttl <= 60, "\(name)")
+            #expect(t.keys == [Array("kl/x".utf8)], "\(name)")
+            #expect(try await client.leaseList().contains(g.id), "\(name)")
+            try await client.leaseRevoke(g.id)
+            #expect(try await client.get("kl/x").kvs.isEmpty, "\(name): revoke deletes the attached key")
+            #expect(try await client.leaseTimeToLive(g.id).ttl == -1, "\(name)")
+            await #expect(throws: KeelClientError.server(code: .notFound, message: "etcdserver: requested lease not found")) {
+                try await client.leaseRevoke(g.id)
+            }
+        }
+    }
+
     @Test func allEndpointsDownIsUnavailableAndAWriteIsNotResent() async throws {
         let dead = try FreePorts.allocate(2).map { "127.0.0.1:\($0)" }
         let client = try KeelClient(endpoints: dead)
