@@ -27,6 +27,20 @@ import Glibc
         #expect(throws: EtcdError.emptyKey) { try RequestValidation.checkDelete(Etcdserverpb.DeleteRangeRequest()) }
     }
 
+    @Test func keysLongerThanTheStoreHoldsAreRefusedBeforeRaft() {
+        var p = Etcdserverpb.PutRequest()
+        p.key = [UInt8](repeating: 0x6b, count: MVCCStore.maxKeySize)
+        #expect((try? RequestValidation.checkPut(p)) != nil)
+        p.key.append(0x6b)
+        #expect(throws: EtcdError.keyTooLong) { try RequestValidation.checkPut(p) }
+        var op = Etcdserverpb.RequestOp()
+        op.requestPut = p
+        var t = Etcdserverpb.TxnRequest()
+        t.success = [op]
+        #expect(throws: EtcdError.keyTooLong) { try RequestValidation.checkTxn(t, maxTxnOps: 128) }
+        #expect(EtcdError.keyTooLong.code == .invalidArgument)
+    }
+
     @Test func txnLimitsAndOps() {
         func put(_ k: String) -> Etcdserverpb.RequestOp {
             var op = Etcdserverpb.RequestOp(); var p = Etcdserverpb.PutRequest(); p.key = Array(k.utf8)

@@ -67,6 +67,10 @@ public enum ApplyResult: Sendable {
 /// etcd's gRPC statuses (api/v3rpc/rpctypes/error.go): code and exact message.
 public enum EtcdError {
     public static let emptyKey = GRPCStatus(.invalidArgument, "etcdserver: key is not provided")
+    /// Keel-only (etcd has no key length limit): the store's key-major LMDB table holds keys up to
+    /// MVCCStore.maxKeySize bytes; refused up front so nothing reaches Raft.
+    public static let keyTooLong = GRPCStatus(.invalidArgument,
+                                              "etcdserver: key is too long (keel stores keys of at most \(MVCCStore.maxKeySize) bytes)")
     public static let keyNotFound = GRPCStatus(.invalidArgument, "etcdserver: key not found")
     public static let valueProvided = GRPCStatus(.invalidArgument, "etcdserver: value is provided")
     public static let leaseProvided = GRPCStatus(.invalidArgument, "etcdserver: lease is provided")

@@ -10,6 +10,7 @@ public enum RequestValidation {
 
     public static func checkPut(_ r: Etcdserverpb.PutRequest) throws(GRPCStatus) {
         if r.key.isEmpty { throw EtcdError.emptyKey }
+        if r.key.count > MVCCStore.maxKeySize { throw EtcdError.keyTooLong }
         if r.ignoreValue && !r.value.isEmpty { throw EtcdError.valueProvided }
         if r.ignoreLease && r.lease != 0 { throw EtcdError.leaseProvided }
     }

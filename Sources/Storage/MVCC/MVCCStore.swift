@@ -32,6 +32,9 @@ import Synchronization
 // nested on one thread).
 
 public final class MVCCStore: Sendable {
+    /// The longest key this store can hold (LMDB's 511-byte key limit minus the 16 revision bytes of
+    /// the key-major table). etcd has no such limit; the server refuses longer keys before Raft.
+    public static let maxKeySize = Rec.maxUserKey
     public let directory: String
     public let options: MVCCOptions
 
