@@ -8,6 +8,9 @@ import Glibc
 /// and reads HTTP/2 frames back. Always used from a detached task, always closed.
 final class RawSocket {
     let fd: Int32
+    /// HPACK decoder for the server's header blocks: one per connection, since HPACK's dynamic
+    /// table spans every stream on it.
+    let inflater = H2Raw.Inflater()
 
     init(port: Int) throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
@@ -71,6 +74,19 @@ final class RawSocket {
             if stop(f) { break }
         }
         return out
+    }
+
+    enum EndStreamFrame { case any, headersOnly }
+
+    /// Reads frames until END_STREAM on `stream` (on any frame, or only on a HEADERS frame) and
+    /// returns the header fields of that stream's HEADERS frames, HPACK-decoded in order.
+    func readHeaders(stream: Int32, untilEndStreamOn end: EndStreamFrame = .any) -> [(String, String)] {
+        var headers: [(String, String)] = []
+        _ = readFrames { f in
+            if f.type == 1 && f.stream == stream { headers += inflater.decode(H2Raw.headerBlock(f)) }
+            return f.stream == stream && f.flags & 1 != 0 && (end == .any || f.type == 1)
+        }
+        return headers
     }
 }
 

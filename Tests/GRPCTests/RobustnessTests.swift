@@ -89,12 +89,7 @@ import Testing
             s.send(H2Raw.preface + H2Raw.settings + H2Raw.settingsAck)
             s.send(H2Raw.grpcRequestHeaders(stream: 1))
             s.send(H2Raw.data(stream: 1, [0, 0xFF, 0xFF, 0xFF, 0xFF, 1, 2, 3]))
-            let inflater = H2Raw.Inflater()
-            var headers: [(String, String)] = []
-            _ = s.readFrames { f in
-                if f.type == 1 && f.stream == 1 { headers += inflater.decode(H2Raw.headerBlock(f)) }
-                return f.type == 1 && f.stream == 1 && f.flags & 1 != 0
-            }
+            let headers = s.readHeaders(stream: 1, untilEndStreamOn: .headersOnly)
             c.expect(headers.first(where: { $0.0 == "grpc-status" })?.1 == "8", "\(headers)")
             c.expect(headers.first(where: { $0.0 == "grpc-message" })?.1.contains("larger than max") == true)
             // The connection still works: a second stream on it gets a real answer.
@@ -107,7 +102,7 @@ import Testing
             var trailers: [(String, String)] = []
             _ = s.readFrames { f in
                 if f.stream == 3 && f.type == 0 { gotData += f.payload }
-                if f.stream == 3 && f.type == 1 { trailers += inflater.decode(H2Raw.headerBlock(f)) }
+                if f.stream == 3 && f.type == 1 { trailers += s.inflater.decode(H2Raw.headerBlock(f)) }
                 return f.stream == 3 && f.flags & 1 != 0
             }
             c.expect(trailers.first(where: { $0.0 == "grpc-status" })?.1 == "0")
@@ -125,12 +120,7 @@ import Testing
             s.send(H2Raw.preface + H2Raw.settings)
             s.send(H2Raw.grpcRequestHeaders(stream: 1))
             s.send(H2Raw.data(stream: 1, [7, 0, 0, 0, 1, 0], endStream: true))
-            let inflater = H2Raw.Inflater()
-            var headers: [(String, String)] = []
-            _ = s.readFrames { f in
-                if f.type == 1 && f.stream == 1 { headers += inflater.decode(H2Raw.headerBlock(f)) }
-                return f.stream == 1 && f.flags & 1 != 0
-            }
+            let headers = s.readHeaders(stream: 1)
             c.expect(headers.first(where: { $0.0 == "grpc-status" })?.1 == "13", "\(headers)")
         }
     }
@@ -141,12 +131,7 @@ import Testing
             s.send(H2Raw.preface + H2Raw.settings)
             // A unary request that ends without any message.
             s.send(H2Raw.grpcRequestHeaders(stream: 1, endStream: true))
-            let inflater = H2Raw.Inflater()
-            var headers: [(String, String)] = []
-            _ = s.readFrames { f in
-                if f.type == 1 && f.stream == 1 { headers += inflater.decode(H2Raw.headerBlock(f)) }
-                return f.stream == 1 && f.flags & 1 != 0
-            }
+            let headers = s.readHeaders(stream: 1)
             c.expect(headers.first(where: { $0.0 == "grpc-status" })?.1 == "13", "\(headers)")
             // Streams left half-open by the client (no END_STREAM), then the client goes away.
             for id in stride(from: Int32(3), through: 41, by: 2) {
@@ -171,12 +156,7 @@ import Testing
             s.send(H2Raw.preface + H2Raw.settings)
             s.send(H2Raw.grpcRequestHeaders(stream: 1, path: "/echotest.Echo/Collect"))
             s.send(H2Raw.data(stream: 1, [0, 0, 0, 0, 10, 1, 2], endStream: true))
-            let inflater = H2Raw.Inflater()
-            var headers: [(String, String)] = []
-            _ = s.readFrames { f in
-                if f.type == 1 && f.stream == 1 { headers += inflater.decode(H2Raw.headerBlock(f)) }
-                return f.stream == 1 && f.flags & 1 != 0
-            }
+            let headers = s.readHeaders(stream: 1)
             c.expect(headers.first(where: { $0.0 == "grpc-status" })?.1 == "13", "\(headers)")
         }
     }
@@ -213,12 +193,7 @@ import Testing
             let block = H2Raw.hpack([(":method", "POST"), (":scheme", "http"), (":path", "/echotest.Echo/Get"),
                                      (":authority", "x"), ("content-type", "application/json")])
             s.send(H2Raw.frame(type: 1, flags: 0x5, stream: 1, payload: block))
-            let inflater = H2Raw.Inflater()
-            var headers: [(String, String)] = []
-            _ = s.readFrames { f in
-                if f.type == 1 && f.stream == 1 { headers += inflater.decode(H2Raw.headerBlock(f)) }
-                return f.stream == 1 && f.flags & 1 != 0
-            }
+            let headers = s.readHeaders(stream: 1)
             c.expect(headers.first(where: { $0.0 == ":status" })?.1 == "415", "\(headers)")
         }
     }
