@@ -70,7 +70,7 @@ let package = Package(
         .target(name: "KeelTestSupport", path: "Tests/KeelTestSupport"),
         .testTarget(name: "KeelTestSupportTests", dependencies: ["KeelTestSupport"]),
         // etcd v3 client library (balancer over several endpoints) and its tests against etcd 3.4 / keel.
-        .target(name: "KeelClient", dependencies: ["GRPC", "KeelAPI"]),
+        .target(name: "KeelClient", dependencies: ["GRPC", "KeelAPI", nio, nioPosix]),
         .testTarget(name: "KeelClientTests", dependencies: ["KeelClient", "KeelAPI", "KeelTestSupport", "keel"]),
         .executableTarget(name: "keelctl", dependencies: [
             "KeelClient", "KeelAPI", .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -22,14 +22,14 @@ import Foundation
             let client = try KeelClient(endpoints: [dead[0], endpoint, dead[1]])
             defer { Task { await client.close() } }
             let p1 = try await client.put("kc/a", "1")
-            let p2 = try await client.put("kc/b", "2", prevKV: true)
+            let p2 = try await client.put("kc/b", "2", PutOptions(prevKV: true))
             #expect(p2.header!.revision == p1.header!.revision + 1, "\(name)")
-            let all = try await client.get("kc/", prefix: true)
+            let all = try await client.get("kc/", .prefix)
             #expect(all.kvs.map { String(decoding: $0.key, as: UTF8.self) } == ["kc/a", "kc/b"])
             #expect(all.kvs.map { String(decoding: $0.value, as: UTF8.self) } == ["1", "2"])
             #expect(all.count == 2)
             // An older revision still sees only "a".
-            let old = try await client.get("kc/", prefix: true, revision: p1.header!.revision)
+            let old = try await client.get("kc/", GetOptions.prefix.revision(p1.header!.revision))
             #expect(old.kvs.count == 1)
             // The dead endpoints were marked unhealthy, the live one not.
             #expect(client.healthyEndpoints == [endpoint])
@@ -51,7 +51,7 @@ import Foundation
             #expect(t.succeeded)
             #expect(try await client.get("kc/c").kvs.first?.value == Array("3".utf8))
 
-            let d = try await client.delete("kc/", prefix: true, prevKV: true)
+            let d = try await client.delete("kc/", DeleteOptions(range: .prefix, prevKV: true))
             #expect(d.deleted == 3 && d.prevKvs.count == 3)
 
             let rev = d.header!.revision
@@ -59,7 +59,7 @@ import Foundation
             // etcd's error for a read below the compacted revision, with its code and message.
             await #expect(throws: KeelClientError.server(code: .outOfRange,
                                                          message: "etcdserver: mvcc: required revision has been compacted")) {
-                _ = try await client.get("kc/a", revision: p1.header!.revision)
+                _ = try await client.get("kc/a", GetOptions().revision(p1.header!.revision))
             }
         }
     }
