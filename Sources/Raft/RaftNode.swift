@@ -867,6 +867,15 @@ public struct RaftNode: Sendable {
         progress[to] = pr
     }
 
+    /// Tells the leader that the transport could not deliver to `to` (etcd-io/raft's
+    /// MsgUnreachable): a follower in replicate state goes back to probe, so the leader stops
+    /// pipelining appends into a broken stream and probes once it answers again.
+    public mutating func reportUnreachable(_ to: NodeID) {
+        guard role == .leader, var pr = progress[to], pr.state == .replicate else { return }
+        pr.becomeProbe()
+        progress[to] = pr
+    }
+
     /// Commits the highest index stored on a quorum, if it belongs to the current term
     /// (§5.4.2: older-term entries are committed only indirectly). Returns whether it moved.
     private mutating func maybeCommit() -> Bool {
