@@ -73,7 +73,7 @@ let package = Package(
         .target(name: "KeelClient", dependencies: ["GRPC", "KeelAPI", nio, nioPosix]),
         .testTarget(name: "KeelClientTests", dependencies: ["KeelClient", "KeelAPI", "KeelTestSupport", "keel"]),
         .executableTarget(name: "keelctl", dependencies: [
-            "KeelClient", "KeelAPI", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "KeelClient", "KeelAPI", "GRPC", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "KeelctlTests", dependencies: ["KeelTestSupport", "keelctl", "keel"]),
 
