@@ -186,7 +186,9 @@ struct CtlFailure: Error, Sendable {
             if message.hasPrefix("etcdserver: ") || message.hasPrefix("mvcc: ") { return message }
             return "rpc error: code = \(goCodeName(code)) desc = \(message)"
         }
-        if case .unknownOutcome(_, let reason) = error { return "rpc error: code = Unavailable desc = \(reason)" }
+        if case .unknownOutcome(_, let reason) = error {
+            return reason.hasPrefix("etcdserver: ") ? reason : "rpc error: code = Unavailable desc = \(reason)"
+        }
         if case .unavailable = error { return "context deadline exceeded" }
         if case .badEndpoint(let e) = error { return e.isEmpty ? "no available endpoints" : "bad endpoint \(e)" }
         return "\(error)"

@@ -16,11 +16,14 @@ struct Step: Sendable, CustomStringConvertible {
     var stdin: String?
     /// Text keelctl's stdout+stderr must contain (so that two equal outputs are not two empty ones).
     var expect: String?
+    /// Compare the lines sorted (member lists ordered by random member IDs, health in completion order).
+    var sorted: Bool
 
-    init(_ args: [String], stdin: String? = nil, expect: String? = nil) {
+    init(_ args: [String], stdin: String? = nil, expect: String? = nil, sorted: Bool = false) {
         self.args = args
         self.stdin = stdin
         self.expect = expect
+        self.sorted = sorted
     }
 
     var description: String { args.joined(separator: " ") + (stdin.map { " <<< \($0.debugDescription)" } ?? "") }
@@ -74,14 +77,27 @@ struct ScriptRunner: Sendable {
     }
 
     /// Runs the whole script with `tool` from a clean key space under t/ and returns each step's outcome.
-    func run(_ tool: Tool, _ steps: [Step]) async throws -> [(Step, Outcome, CommandResult)] {
+    /// `vars`: more placeholders ({NAME} -> value) for this tool's run; outputs show them as {NAME} again.
+    func run(_ tool: Tool, _ steps: [Step], vars: [String: String] = [:]) async throws -> [(Step, Outcome, CommandResult)] {
         _ = try await raw(.etcdctl, ["del", "t/", "--prefix"])
         let base = try await revision()
         var leases: [Int64] = []
+        var vars = vars
         var out: [(Step, Outcome, CommandResult)] = []
         for step in steps {
-            let args = step.args.map { substitute($0, base: base, leases: leases) }
+            let args = step.args.map { a in
+                vars.reduce(substitute(a, base: base, leases: leases)) { $0.replacingOccurrences(of: "{\($1.key)}", with: $1.value) }
+            }
             let r = try await raw(tool, args, stdin: step.stdin)
+            if Array(step.args.prefix(2)) == ["member", "add"], r.status.succeeded {
+                // "Member <%16x> added to cluster ...": the new member's ID is {M1}, {M2}, ...
+                let words = r.stdout.split(whereSeparator: { $0 == " " || $0 == "\n" })
+                if words.count > 1, let id = UInt64(words[1], radix: 16) {
+                    let n = vars.keys.filter { $0.hasPrefix("M") && $0.dropFirst().allSatisfy(\.isNumber) }.count + 1
+                    vars["M\(n)"] = String(id, radix: 16)
+                    vars["M\(n)dec"] = String(id)
+                }
+            }
             if Array(step.args.prefix(2)) == ["lease", "grant"], r.status.succeeded {
                 if let id = r.stdout.split(separator: " ").dropFirst().first.flatMap({ Int64($0, radix: 16) }) {
                     leases.append(id)
@@ -89,7 +105,24 @@ struct ScriptRunner: Sendable {
                     leases.append(id)
                 }
             }
-            out.append((step, normalise(r, base: base, leases: leases, table: args.contains("table")), r))
+            var o = normalise(r, base: base, leases: leases, table: args.contains("table"))
+            for (k, v) in vars.sorted(by: { $0.value.count > $1.value.count }) where v.count > 3 {
+                o.stdout = o.stdout.replacingOccurrences(of: v, with: "{\(k)}")
+                o.stderr = o.stderr.replacingOccurrences(of: v, with: "{\(k)}")
+            }
+            if step.sorted {
+                func sortLines(_ s: String) -> String {
+                    s.split(separator: "\n").map { line -> String in
+                        // ETCD_INITIAL_CLUSTER="a=u1,b=u2": members in response order.
+                        guard line.hasPrefix("ETCD_INITIAL_CLUSTER=\"") else { return String(line) }
+                        let items = line.dropFirst(22).dropLast().split(separator: ",").map(String.init).sorted()
+                        return "ETCD_INITIAL_CLUSTER=\"" + items.joined(separator: ",") + "\""
+                    }.sorted().joined(separator: "\n")
+                }
+                o.stdout = sortLines(o.stdout)
+                o.stderr = sortLines(o.stderr)
+            }
+            out.append((step, o, r))
         }
         for id in leases { _ = try? await raw(.etcdctl, ["lease", "revoke", String(id, radix: 16)]) }
         return out
@@ -116,7 +149,7 @@ struct ScriptRunner: Sendable {
             // Revisions relative to the run's start.
             t = replace(t, #"("(?:revision|create_revision|mod_revision|CompactRevision)":|compacted revision |progress notify: )(\d+)"#) { g in
                 let v = Int64(g[2]) ?? 0
-                return g[1] + (v > base ? "R+\(v - base)" : g[2])
+                return g[1] + (v >= base ? "R+\(v - base)" : g[2])
             }
             // Durations, remaining TTLs, raft indexes and sizes move between the two runs.
             t = replace(t, #"took = \S+|"took":"[^"]*""#) { _ in "took=T" }
@@ -160,9 +193,9 @@ struct ScriptRunner: Sendable {
     }
 
     /// Runs the script with both tools and expects the same normalised outcome for every step.
-    func compare(_ steps: [Step], label: String) async throws {
-        let mine = try await run(.keelctl, steps)
-        let theirs = try await run(.etcdctl, steps)
+    func compare(_ steps: [Step], label: String, vars: [Tool: [String: String]] = [:]) async throws {
+        let mine = try await run(.keelctl, steps, vars: vars[.keelctl] ?? [:])
+        let theirs = try await run(.etcdctl, steps, vars: vars[.etcdctl] ?? [:])
         for ((step, k, kraw), (_, e, _)) in zip(mine, theirs) {
             #expect(k == e, "\(label): `\(step)`\n keelctl: \(k)\n etcdctl: \(e)")
             if let want = step.expect {
