@@ -81,7 +81,7 @@ let package = Package(
         .testTarget(name: "ProtoGenTests", dependencies: ["ProtoGenCore", "ProtoWire", "KeelTestSupport"],
                     exclude: ["Protos"], plugins: ["ProtoGenPlugin"]),
         .testTarget(name: "KeelAPITests", dependencies: ["KeelAPI", "ProtoWire", "KeelTestSupport"]),
-        .testTarget(name: "RaftTests", dependencies: ["Raft"]),
+        .testTarget(name: "RaftTests", dependencies: ["Raft", "KeelTestSupport"]),
         .testTarget(name: "StorageTests", dependencies: ["Storage", "KeelAPI", "storage-crash-helper", "KeelTestSupport"]),
         // Child process for StorageTests' SIGKILL crash and full-disk tests.
         .executableTarget(name: "storage-crash-helper", dependencies: ["Storage", "KeelAPI"], path: "Tests/StorageCrashHelper"),
@@ -95,6 +95,8 @@ let package = Package(
                                                         .product(name: "NIOEmbedded", package: "swift-nio")]),
         // End-to-end: the real keel binary driven by Debian's etcdctl 3.4, compared with etcd 3.4.
         .testTarget(name: "E2ETests", dependencies: ["keel", "KeelTestSupport"], exclude: ["python"]),
+        // Multi-process cluster and fault tests (LocalCluster harness, nemesis, linearizability checker).
+        .testTarget(name: "ClusterTests", dependencies: ["KeelTestSupport", "GRPC", "KeelAPI", "keel"]),
         .testTarget(name: "GRPCTests", dependencies: ["GRPC", "ProtoWire", "CNGHTTP2", nio, nioPosix],
                     exclude: ["echo.proto", "python"], plugins: ["ProtoGenPlugin"]),
     ],

@@ -1,3 +1,4 @@
+import enum KeelTestSupport.Linearizability
 import Testing
 
 @Suite("Linearizability checker")

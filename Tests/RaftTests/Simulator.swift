@@ -1,4 +1,5 @@
 import Raft
+import enum KeelTestSupport.Linearizability
 
 /// A deterministic cluster simulator: virtual time (1 step = 1 ms), a seeded PRNG, a lossy
 /// network that delays, duplicates and reorders messages, partitions (symmetric and one-way),
@@ -163,15 +164,10 @@ struct Simulator {
         let verdicts = Linearizability.verdicts(history)
         stats.inconclusiveKeys += verdicts.filter { $0.value == .inconclusive }.count
         if failure == nil, let key = verdicts.first(where: { $0.value == .violation })?.key {
-            let ops = history.filter { $0.key == key }.sorted { $0.call < $1.call }
-            let shown = ops.suffix(40).map { op -> String in
-                let r = op.ret.map(String.init) ?? "?"
-                switch op.kind {
-                case .put(let v): return "c\(op.client) put(\(v)) [\(op.call),\(r)]"
-                case .get(let v): return "c\(op.client) get->\(v.map(String.init) ?? "nil") [\(op.call),\(r)]"
-                }
-            }
-            fail("linearizability violated on key \(key) (\(ops.count) ops; last 40):\n  " + shown.joined(separator: "\n  "))
+            let count = history.filter { $0.key == key }.count
+            let shown = Linearizability.describe(history, key: key, last: 40)
+            fail("linearizability violated on key \(key) (\(count) ops; last 40):\n  "
+                 + shown.split(separator: "\n").joined(separator: "\n  "))
         }
     }
 

@@ -1,0 +1,81 @@
+import Foundation
+import KeelTestSupport
+import Testing
+
+/// The harness itself, proven on a 3-member etcd 3.4: it forms, the peer proxies carry all peer
+/// traffic and can isolate a member (the others elect a leader, the isolated one cannot serve a
+/// linearizable read), the isolated one rejoins after healing, kill -9 / restart on the same data
+/// dir and SIGSTOP / SIGCONT work, and everything is gone afterwards.
+@Suite("LocalCluster harness", .serialized)
+struct LocalClusterTests {
+    @Test("3-member etcd 3.4 through peer proxies: isolate, heal, kill -9, restart, pause", .timeLimit(.minutes(5)),
+          .enabled(if: ClusterServer.etcd.isAvailable, "etcd 3.4 missing: run Tests/install-deps.sh"))
+    func etcdThroughProxies() async throws {
+        let options = LocalCluster.Options(heartbeatMillis: 50, electionMillis: 500, proxiedPeers: true)
+        var dirs: [String] = []
+        var ports: [Int] = []
+        try await LocalCluster.with(.etcd, members: 3, options: options) { c in
+            let slots = await c.slots
+            dirs = slots.map(\.dataDir)
+            ports = slots.flatMap { [$0.clientPort, $0.peerPort, $0.advertisedPeerPort] }
+            #expect(slots.allSatisfy { $0.advertisedPeerPort != $0.peerPort })
+            // Every member was reached through its proxy.
+            #expect(await c.proxiedConnectionCounts().allSatisfy { $0 > 0 })
+
+            let eps = await c.endpoints
+            let put = try await Etcdctl.run(["put", "k1", "v1"], endpoints: [eps[0]])
+            #expect(put.status.succeeded)
+            let get = try await Etcdctl.run(["get", "k1", "--print-value-only"], endpoints: [eps[2]])
+            #expect(get.stdout == "v1\n")
+
+            // Isolate the leader: the other two elect one of themselves; the isolated member cannot
+            // serve a linearizable read; writes go on through the majority.
+            let leader = try await c.waitForLeader()
+            try await c.isolate(leader)
+            let others = Set(0..<3).subtracting([leader])
+            let newLeader = try await c.waitForLeader(among: others)
+            #expect(others.contains(newLeader))
+            let cut = try await Etcdctl.run(["get", "k1", "--command-timeout=2s"], endpoints: [eps[leader]])
+            #expect(!cut.status.succeeded)
+            let during = try await Etcdctl.run(["put", "k2", "during-partition"], endpoints: [eps[newLeader]])
+            #expect(during.status.succeeded)
+
+            // Heal: the isolated member catches up and serves the write it missed.
+            try await c.healAll()
+            try await c.waitServing(leader)
+            let caught = try await Etcdctl.run(["get", "k2", "--print-value-only"], endpoints: [eps[leader]])
+            #expect(caught.stdout == "during-partition\n")
+
+            // kill -9 a follower, write, restart it on the same data dir: it has the write.
+            let l2 = try await c.waitForLeader()
+            let follower = (0..<3).first { $0 != l2 }!
+            await c.kill(follower)
+            #expect(await !c.isRunning(follower))
+            let whileDown = try await Etcdctl.run(["put", "k3", "while-down"], endpoints: [eps[l2]])
+            #expect(whileDown.status.succeeded)
+            try await c.restart(follower)
+            let back = try await Etcdctl.run(["get", "k3", "--print-value-only", "--consistency=s"],
+                                             endpoints: [eps[follower]])
+            #expect(back.stdout == "while-down\n")
+
+            // SIGSTOP a member: still a running process, no status; SIGCONT: serves again.
+            await c.pause(follower)
+            #expect(await c.isRunning(follower))
+            #expect(await c.status(follower) == nil)
+            await c.resume(follower)
+            try await c.waitServing(follower)
+
+            // Revisions agree once all members applied everything (polled: followers apply a bit later).
+            var revisions: Set<Int64?> = []
+            for _ in 0..<100 {
+                revisions = []
+                for i in 0..<3 { revisions.insert(await c.status(i)?.revision) }
+                if revisions.count == 1 { break }
+                try await Task.sleep(for: .milliseconds(200))
+            }
+            #expect(revisions.count == 1 && !revisions.contains(nil))
+        }
+        #expect(!dirs.isEmpty && dirs.allSatisfy { !FileManager.default.fileExists(atPath: $0) })
+        #expect(!ports.isEmpty && ports.allSatisfy { !FreePorts.isListening($0) })
+    }
+}
