@@ -6,18 +6,8 @@ import Foundation
 
 /// KeelClient against a real server: the reference etcd 3.4 (one member), and `keel` when it is built.
 @Suite struct KeelClientTests {
-    /// Servers to run each test against: etcd 3.4 always; keel when the built binary is there.
-    static func withServers(_ body: (String, String) async throws -> Void) async throws {
-        let etcd = try await ReferenceEtcd.start(name: "kc0")
-        do { try await body("etcd", etcd.endpoint) } catch { await etcd.stop(); throw error }
-        await etcd.stop()
-        guard let keel = try await BuiltKeel.start() else { return }
-        do { try await body("keel", keel.endpoint) } catch { await keel.stop(); throw error }
-        #expect(await keel.stop() == .exited(0))
-    }
-
     @Test func putGetDeleteTxnCompactThroughTwoDeadEndpoints() async throws {
-        try await Self.withServers { name, endpoint in
+        try await withServers { name, endpoint in
             let dead = try FreePorts.allocate(2).map { "127.0.0.1:\($0)" }
             let client = try KeelClient(endpoints: [dead[0], endpoint, dead[1]])
             defer { Task { await client.close() } }
@@ -65,7 +55,7 @@ import Foundation
     }
 
     @Test func leaseGrantAttachTimeToLiveListRevoke() async throws {
-        try await Self.withServers { name, endpoint in
+        try await withServers { name, endpoint in
             let client = try KeelClient(endpoints: [endpoint])
             defer { Task { await client.close() } }
             let g = try await client.leaseGrant(ttl: 60)
