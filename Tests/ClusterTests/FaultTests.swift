@@ -56,7 +56,7 @@ struct FaultRun {
         print("[fault \(server)] seed \(seed) (replay: KEEL_FAULT_SEED=\(seed)); \(mode)")
         let options = LocalCluster.Options(heartbeatMillis: 100, electionMillis: 1000, proxiedPeers: true)
         try await LocalCluster.with(server, members: 3, options: options) { cluster in
-            let clients = await cluster.slots.map { GRPCClient(host: "127.0.0.1", port: $0.clientPort) }
+            let clients = cluster.slots.map { GRPCClient(host: "127.0.0.1", port: $0.clientPort) }
             do {
                 try await exercise(cluster, clients)
             } catch {
@@ -68,7 +68,7 @@ struct FaultRun {
     }
 
     private func exercise(_ cluster: LocalCluster, _ clients: [GRPCClient]) async throws {
-        let slots = await cluster.slots
+        let slots = cluster.slots
         let clock = HistoryClock()
         let stop = StopFlag()
         var rng = SplitMix64(seed: seed)

@@ -15,14 +15,14 @@ struct LocalClusterTests {
         var dirs: [String] = []
         var ports: [Int] = []
         try await LocalCluster.with(.etcd, members: 3, options: options) { c in
-            let slots = await c.slots
+            let slots = c.slots
             dirs = slots.map(\.dataDir)
             ports = slots.flatMap { [$0.clientPort, $0.peerPort, $0.advertisedPeerPort] }
             #expect(slots.allSatisfy { $0.advertisedPeerPort != $0.peerPort })
             // Every member was reached through its proxy.
             #expect(await c.proxiedConnectionCounts().allSatisfy { $0 > 0 })
 
-            let eps = await c.endpoints
+            let eps = c.endpoints
             let put = try await Etcdctl.run(["put", "k1", "v1"], endpoints: [eps[0]])
             #expect(put.status.succeeded)
             let get = try await Etcdctl.run(["get", "k1", "--print-value-only"], endpoints: [eps[2]])

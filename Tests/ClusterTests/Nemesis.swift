@@ -39,7 +39,7 @@ struct Nemesis {
 
     /// Injects `fault`, holds it, heals it; throws if the cluster does not come back.
     mutating func run(_ fault: Fault) async throws {
-        let n = await cluster.slots.count
+        let n = cluster.slots.count
         let leader = try await cluster.waitForLeader(timeout: .seconds(60))
         switch fault {
         case .killLeader:
@@ -78,7 +78,7 @@ struct Nemesis {
 
     /// Brings everything back whatever happened: SIGCONT, heal every link, restart members that are down.
     mutating func healEverything() async throws {
-        let n = await cluster.slots.count
+        let n = cluster.slots.count
         for i in 0..<n where await cluster.isPaused(i) { await cluster.resume(i) }
         try? await cluster.healAll()
         for i in 0..<n where await !cluster.isRunning(i) {

@@ -1,7 +1,7 @@
 // LocalCluster: N members of etcd 3.4 OR keel on loopback, started with the same etcd flags, for
-// multi-process and fault tests. The general form of ReferenceEtcdCluster (which stays as etcd-only
-// shorthand): any server, peer links through TCP proxies the test controls, kill -9 / SIGSTOP /
+// multi-process and fault tests: any server, peer links through TCP proxies the test controls, kill -9 / SIGSTOP /
 // SIGCONT / restart on the same data dir, new members for `member add`, leader lookup.
+// (ReferenceEtcdCluster.start is the etcd-only shorthand for it.)
 //
 //     try await LocalCluster.with(.keel, members: 3, options: .init(proxiedPeers: true)) { c in
 //         let eps = await c.endpoints                     // ["127.0.0.1:p0", ...]
@@ -116,7 +116,10 @@ public actor LocalCluster {
     public nonisolated let server: ClusterServer
     public nonisolated let options: Options
     public nonisolated let token: String
-    public private(set) var slots: [Slot]
+    /// Every member slot, in order (grows with `addSlot`). Behind a Mutex rather than actor state so that
+    /// `slots` and `endpoints` can be read synchronously (they change only when a slot is added).
+    private let slotList = Mutex<[Slot]>([])
+    public nonisolated var slots: [Slot] { slotList.withLock { $0 } }
     /// The `--initial-cluster` each slot is launched with.
     private var initialClusters: [String]
     private var processes: [ChildProcess?]
@@ -127,7 +130,7 @@ public actor LocalCluster {
     private let executable: String
 
     /// Client endpoints ("127.0.0.1:port") of every slot, in order.
-    public var endpoints: [String] { slots.map(\.endpoint) }
+    public nonisolated var endpoints: [String] { slots.map(\.endpoint) }
     /// The `--initial-cluster` of the first members.
     public var initialCluster: String { initialClusters.first ?? "" }
     /// Indices of members whose process runs (paused ones included).
@@ -147,7 +150,6 @@ public actor LocalCluster {
         self.token = token
         self.baseDir = baseDir
         self.pids = pids
-        self.slots = []
         self.initialClusters = []
         self.processes = []
         self.proxies = []
@@ -216,31 +218,44 @@ public actor LocalCluster {
         if options.proxiedPeers {
             proxy = try PeerProxy(destination: i, targetPort: ports[1], listenPort: ports[2], pids: pids)
         }
-        slots.append(Slot(name: name, clientPort: ports[0], peerPort: ports[1],
-                          advertisedPeerPort: proxy?.listenPort ?? ports[1], dataDir: dir + "/data"))
+        slotList.withLock {
+            $0.append(Slot(name: name, clientPort: ports[0], peerPort: ports[1],
+                           advertisedPeerPort: proxy?.listenPort ?? ports[1], dataDir: dir + "/data"))
+        }
         processes.append(nil)
         proxies.append(proxy)
         initialClusters.append(initialClusters.first ?? "")
         return i
     }
 
-    /// The etcd flags member i starts with (also what Benchmarks/cluster passes to keel and etcd).
+    /// The etcd flags member i starts with.
     public func arguments(_ i: Int, state: String) -> [String] {
         let s = slots[i]
-        var args = [
-            "--name", s.name, "--data-dir", s.dataDir,
-            "--listen-client-urls", s.clientURL,
-            "--advertise-client-urls", s.clientURL,
-            "--listen-peer-urls", "http://127.0.0.1:\(s.peerPort)",
-            "--initial-advertise-peer-urls", s.peerURL,
-            "--initial-cluster", initialClusters[i],
+        return Self.memberFlags(server: server, name: s.name, dataDir: s.dataDir, clientPort: s.clientPort,
+                                peerPort: s.peerPort, advertisedPeerPort: s.advertisedPeerPort,
+                                initialCluster: initialClusters[i], state: state, token: token,
+                                heartbeatMillis: options.heartbeatMillis, electionMillis: options.electionMillis)
+            + options.extraArguments
+    }
+
+    /// etcd's member flags on 127.0.0.1 (the same for keel; etcd also gets no metrics listener).
+    public static func memberFlags(server: ClusterServer, name: String, dataDir: String, clientPort: Int, peerPort: Int,
+                                   advertisedPeerPort: Int, initialCluster: String, state: String, token: String,
+                                   heartbeatMillis: Int, electionMillis: Int) -> [String] {
+        let clientURL = "http://127.0.0.1:\(clientPort)"
+        let args = [
+            "--name", name, "--data-dir", dataDir,
+            "--listen-client-urls", clientURL,
+            "--advertise-client-urls", clientURL,
+            "--listen-peer-urls", "http://127.0.0.1:\(peerPort)",
+            "--initial-advertise-peer-urls", "http://127.0.0.1:\(advertisedPeerPort)",
+            "--initial-cluster", initialCluster,
             "--initial-cluster-state", state,
             "--initial-cluster-token", token,
-            "--heartbeat-interval", String(options.heartbeatMillis),
-            "--election-timeout", String(options.electionMillis),
+            "--heartbeat-interval", String(heartbeatMillis),
+            "--election-timeout", String(electionMillis),
         ]
-        if server == .etcd { args += ["--listen-metrics-urls", ""] }
-        return args + options.extraArguments
+        return server == .etcd ? args + ["--listen-metrics-urls", ""] : args
     }
 
     private func launch(_ i: Int, state: String) throws {

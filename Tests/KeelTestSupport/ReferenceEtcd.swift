@@ -7,7 +7,7 @@
 //     await etcd.stop()                                        // also done by deinit (SIGKILL + rm -r)
 //
 //     let cluster = try await ReferenceEtcdCluster.start(members: 3)   // 3 members on loopback
-//     cluster.endpoints  // ["127.0.0.1:p1", ...]; cluster.members[i].kill(); try await cluster.restart(i)
+//     await cluster.endpoints  // ["127.0.0.1:p1", ...]; await cluster.kill(i); try await cluster.restart(i)
 //
 //     RepoPaths.root                      // the repository (from #filePath)
 //     RepoPaths.etcd / RepoPaths.etcdctl  // .cache/etcd/usr/bin/..., or $KEEL_ETCD_BIN_DIR/...
@@ -258,19 +258,11 @@ public final class ReferenceEtcd: Sendable {
     static func launch(name: String, clientPort: Int, peerPort: Int, dataDir: String?, initialCluster: String,
                        token: String, state: String, options: Options) throws -> ReferenceEtcd {
         let dir = try dataDir ?? makeTempDirectory(prefix: "keel-etcd-\(name)")
-        let args = [
-            "--name", name, "--data-dir", dir,
-            "--listen-client-urls", "http://127.0.0.1:\(clientPort)",
-            "--advertise-client-urls", "http://127.0.0.1:\(clientPort)",
-            "--listen-peer-urls", "http://127.0.0.1:\(peerPort)",
-            "--initial-advertise-peer-urls", "http://127.0.0.1:\(peerPort)",
-            "--initial-cluster", initialCluster,
-            "--initial-cluster-token", token,
-            "--initial-cluster-state", state,
-            "--heartbeat-interval", String(options.heartbeatMillis),
-            "--election-timeout", String(options.electionMillis),
-            "--listen-metrics-urls", "",
-        ] + options.extraArguments
+        let args = LocalCluster.memberFlags(server: .etcd, name: name, dataDir: dir, clientPort: clientPort,
+                                            peerPort: peerPort, advertisedPeerPort: peerPort,
+                                            initialCluster: initialCluster, state: state, token: token,
+                                            heartbeatMillis: options.heartbeatMillis,
+                                            electionMillis: options.electionMillis) + options.extraArguments
         let p: ChildProcess
         do {
             p = try ChildProcess.spawn(RepoPaths.etcd, args, extraEnvironment: ["ETCD_UNSUPPORTED_ARCH": ""])
@@ -312,135 +304,16 @@ public final class ReferenceEtcd: Sendable {
 
 // MARK: a cluster
 
-/// A reference etcd cluster on loopback: `members.count` processes, each with its own data dir (owned by
-/// the cluster and removed by `stop`/deinit). Members can be killed and restarted on the same ports and data.
-public actor ReferenceEtcdCluster {
-    public struct Slot: Sendable {
-        public let name: String
-        public let clientPort: Int
-        public let peerPort: Int
-        public let dataDir: String
-        public var endpoint: String { "127.0.0.1:\(clientPort)" }
-    }
-
-    public nonisolated let slots: [Slot]
-    public private(set) var members: [ReferenceEtcd?]
-    private let options: ReferenceEtcd.Options
-    private let initialCluster: String
-    private let token: String
-    private let baseDir: String
-
-    /// Client endpoints of every member, in slot order.
-    public nonisolated var endpoints: [String] { slots.map(\.endpoint) }
-
-    private init(slots: [Slot], members: [ReferenceEtcd?], options: ReferenceEtcd.Options, initialCluster: String,
-                 token: String, baseDir: String) {
-        self.slots = slots
-        self.members = members
-        self.options = options
-        self.initialCluster = initialCluster
-        self.token = token
-        self.baseDir = baseDir
-    }
-
-    deinit {
-        for m in members { m?.process.kill(); _ = m?.process.exitStatus }
-        try? FileManager.default.removeItem(atPath: baseDir)
-    }
-
-    /// Starts `members` members on free ports and waits until every one is healthy. Retries with new ports
-    /// (up to 3 times) if a member dies during start-up.
-    public static func start(members n: Int = 3, options: ReferenceEtcd.Options = .init()) async throws
-        -> ReferenceEtcdCluster {
-        try RepoPaths.requireEtcd()
-        var lastError: any Error = ChildProcessError("etcd cluster did not start")
-        for _ in 0..<3 {
-            let ports = try FreePorts.allocate(2 * n)
-            let base = try makeTempDirectory(prefix: "keel-etcd-cluster")
-            var slots: [Slot] = []
-            for i in 0..<n {
-                let dir = base + "/m\(i)"
-                try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-                slots.append(Slot(name: "m\(i)", clientPort: ports[2 * i], peerPort: ports[2 * i + 1], dataDir: dir))
-            }
-            let initial = slots.map { "\($0.name)=http://127.0.0.1:\($0.peerPort)" }.joined(separator: ",")
-            let token = "keel-ref-cluster-\(ports[0])"
-            var started: [ReferenceEtcd?] = []
-            do {
-                for s in slots {
-                    started.append(try ReferenceEtcd.launch(name: s.name, clientPort: s.clientPort, peerPort: s.peerPort,
-                                                            dataDir: s.dataDir, initialCluster: initial, token: token,
-                                                            state: "new", options: options))
-                }
-            } catch {
-                for m in started { m?.kill() }
-                try? FileManager.default.removeItem(atPath: base)
-                throw error
-            }
-            let cluster = ReferenceEtcdCluster(slots: slots, members: started, options: options,
-                                               initialCluster: initial, token: token, baseDir: base)
-            do {
-                for m in started { try await m?.waitHealthy(timeout: options.startTimeout) }
-                return cluster
-            } catch {
-                lastError = error
-                await cluster.stop()
-            }
-        }
-        throw lastError
-    }
-
-    /// SIGKILLs member `i` (its data stays for `restart`).
-    public func kill(_ i: Int) async {
-        guard let m = members[i] else { return }
-        m.kill()
-        _ = await m.process.wait(timeout: .seconds(10))
-        members[i] = nil
-    }
-
-    /// SIGSTOPs / SIGCONTs member `i` (it keeps its sockets but stops answering).
-    public func suspend(_ i: Int) { members[i]?.process.suspend() }
-    public func resume(_ i: Int) { members[i]?.process.resume() }
-
-    /// Starts member `i` again on its old ports and data dir; waits until it is healthy.
-    public func restart(_ i: Int) async throws {
-        if members[i] != nil { await kill(i) }
-        let s = slots[i]
-        let m = try ReferenceEtcd.launch(name: s.name, clientPort: s.clientPort, peerPort: s.peerPort, dataDir: s.dataDir,
-                                         initialCluster: initialCluster, token: token, state: "existing",
-                                         options: options)
-        members[i] = m
-        try await m.waitHealthy(timeout: options.startTimeout)
-    }
-
-    /// Index of the member that is leader now (asks each live member with `etcdctl endpoint status`).
-    public func leaderIndex() async -> Int? {
-        for (i, m) in members.enumerated() {
-            guard let m else { continue }
-            guard let r = try? await Etcdctl.run(["endpoint", "status", "-w", "json"], endpoints: [m.endpoint],
-                                                 timeout: .seconds(10)), r.status.succeeded else { continue }
-            // [{"Endpoint":...,"Status":{"header":{...,"member_id":A,...},...,"leader":B,...}}]
-            if let member = Self.jsonNumber(after: "\"member_id\":", in: r.stdout),
-               let leader = Self.jsonNumber(after: "\"leader\":", in: r.stdout), member == leader {
-                return i
-            }
-        }
-        return nil
-    }
-
-    private static func jsonNumber(after key: String, in text: String) -> String? {
-        guard let r = text.range(of: key) else { return nil }
-        let digits = text[r.upperBound...].prefix { $0.isNumber }
-        return digits.isEmpty ? nil : String(digits)
-    }
-
-    /// Stops every member and removes all data.
-    public func stop() async {
-        for i in members.indices {
-            if let m = members[i] { await m.process.stop(grace: .seconds(5)) }
-            members[i] = nil
-        }
-        try? FileManager.default.removeItem(atPath: baseDir)
+/// A reference etcd cluster on loopback: shorthand for a LocalCluster of etcd 3.4 members (LocalCluster.swift:
+/// kill / pause / resume / restart on the same ports and data, leader lookup, peer proxies, keel too).
+public enum ReferenceEtcdCluster {
+    /// Starts `members` members on free ports and waits until every one is healthy (retrying with new ports
+    /// if a member dies during start-up). `stop()` (or deinit) ends them and removes their data.
+    public static func start(members n: Int = 3, options: ReferenceEtcd.Options = .init()) async throws -> LocalCluster {
+        var o = LocalCluster.Options(heartbeatMillis: options.heartbeatMillis, electionMillis: options.electionMillis,
+                                     extraArguments: options.extraArguments)
+        o.startTimeout = options.startTimeout
+        return try await LocalCluster.start(.etcd, members: n, options: o)
     }
 }
 
