@@ -27,11 +27,19 @@
 //   switch; open picks the highest generation and deletes older leftovers).
 // - Tables: keys (user key ‖ main ‖ sub, BE, custom comparator: key bytes then revision -> 25-byte
 //   header (flag, create, version, lease) + value, or a 1-byte tombstone), revs (main ‖ sub -> flag +
-//   key: history in revision order, compaction, HashKV), sys (rev, compact, applied), meta, leases,
-//   leaseKeys (lease ‖ key). No in-memory index: open reads three integers (0.3 ms at 1M keys).
-// - Keys are limited to 495 bytes (LMDB's 511-byte key limit minus the revision); longer keys get
-//   `.storage("... longer than this store supports ...")` on put and are simply absent on reads.
-//   etcd allows keys up to the request size: this is a known deviation.
+//   key: history in revision order, compaction, HashKV), sys (rev, compact, applied, longNextID), meta,
+//   leases, leaseKeys (lease ‖ key), longKeys + longRevs (keys over 495 bytes, below).
+//   No in-memory index: open reads three integers (0.3 ms at 1M keys).
+// - Keys of any length (etcd's only bound is the request size, the server's job). Keys up to 495 bytes
+//   (LMDB's 511-byte key limit minus the revision) live in `keys` exactly as before long keys existed
+//   (no migration; an old data dir just gains two empty tables on open). A longer key K gets an id
+//   (sys longNextID, assigned in apply order) and lives in longKeys (K[0..<495] ‖ hash(rest) ‖ id ->
+//   rest) and longRevs (id ‖ main ‖ sub -> the same records); leaseKeys holds lease ‖ K[0..<495] ‖ id
+//   -> rest for it. Since a short key s < K iff s <= K[0..<495], each group of long keys with one
+//   495-byte prefix sorts right after that prefix: scans merge the key table with the long keys
+//   (longKeys is ordered by prefix; one group at a time is loaded and sorted by its suffixes). revs
+//   holds full keys, so history, compaction and HashKV (over the full key, as etcd) are unchanged.
+//   Short-key paths cost one mdb_stat per range (is there any long key?). Details: MVCC/LongKeys.swift.
 // - Reads: a range walks the key table once per user key (one cursor step per key when it has one
 //   version; a seek to the newest version <= the read revision otherwise); count is of the whole
 //   range (etcd). Writes: `write{}` = one LMDB write transaction; request errors are checked before

@@ -91,16 +91,87 @@ struct MVCCModelTests {
         }
     }
 
-    func run(seed: UInt64, ops: Int) throws {
+    /// Inline keys around the 495-byte boundary and long keys (LongKeys.swift) that share prefixes
+    /// with them and with each other: etcd has no key length limit, so the order is plain bytewise.
+    static let mixedKeys: [[UInt8]] = {
+        let p = [UInt8](repeating: 0x6B, count: 495)             // the longest inline key
+        let p494 = [UInt8](repeating: 0x6B, count: 494)
+        return [b("a"), b("k"), p494, p, p494 + [0x6C], b("z"),
+                p + [0], p + [0x61], p + [0x61] + [UInt8](repeating: 0x61, count: 300), p + [0x61, 0x62],
+                p + [UInt8](repeating: 0x62, count: 1000), p + [0x6B], p494 + [0x6A] + b("xx"), p494 + [0x6C, 0],
+                [UInt8](repeating: 0x7A, count: 600), [UInt8](repeating: 0x7A, count: 600) + [0x61]]
+    }()
+
+    @Test func randomOpsWithLongAndBoundaryKeys() throws {
+        var seeds: [UInt64] = [11, 12, 0xBEEF]
+        if let s = getenv("MVCC_MODEL_SEED"), let v = UInt64(String(cString: s)) { seeds = [v] }
+        else { seeds.append(randomSeed()) }
+        let ops = getenv("MVCC_MODEL_OPS").flatMap { Int(String(cString: $0)) } ?? 300
+        for seed in seeds {
+            print("MVCC model (long keys): seed \(seed), \(ops) ops (replay: MVCC_MODEL_SEED=\(seed) swift test --filter MVCCModelTests)")
+            try run(seed: seed, ops: ops, keys: Self.mixedKeys)
+        }
+    }
+
+    /// etcd's Range on the model: count of every live key in range; revision filters, then the sort
+    /// (ties in key order, as the store), then limit/more; keys_only, count_only.
+    static func modelRange(_ m: RefModel, _ r: Etcdserverpb.RangeRequest, at: Int64) -> Etcdserverpb.RangeResponse {
+        let all = m.range(r.key, r.rangeEnd, at: at)
+        var kvs = all.filter { kv in
+            (r.minModRevision == 0 || kv.modRevision >= r.minModRevision) && (r.maxModRevision == 0 || kv.modRevision <= r.maxModRevision)
+                && (r.minCreateRevision == 0 || kv.createRevision >= r.minCreateRevision)
+                && (r.maxCreateRevision == 0 || kv.createRevision <= r.maxCreateRevision)
+        }
+        var order = r.sortOrder
+        if r.sortTarget != .key && order == .none { order = .ascend }
+        if order != .none {
+            func cmp(_ a: Mvccpb.KeyValue, _ b: Mvccpb.KeyValue) -> Int {
+                func c<T: Comparable>(_ x: T, _ y: T) -> Int { x < y ? -1 : (x > y ? 1 : 0) }
+                switch r.sortTarget {
+                case .version: return c(a.version, b.version)
+                case .create: return c(a.createRevision, b.createRevision)
+                case .mod: return c(a.modRevision, b.modRevision)
+                case .value: return a.value == b.value ? 0 : (a.value.lexicographicallyPrecedes(b.value) ? -1 : 1)
+                default: return a.key == b.key ? 0 : (a.key.lexicographicallyPrecedes(b.key) ? -1 : 1)
+                }
+            }
+            let sign = order == .descend ? -1 : 1
+            kvs = kvs.enumerated().sorted { x, y in
+                let c = cmp(x.element, y.element) * sign
+                return c != 0 ? c < 0 : x.offset < y.offset
+            }.map(\.element)
+        }
+        var resp = Etcdserverpb.RangeResponse()
+        if r.limit > 0 && kvs.count > Int(r.limit) { kvs = Array(kvs.prefix(Int(r.limit))); resp.more = true }
+        if r.keysOnly { for i in kvs.indices { kvs[i].value = [] } }
+        resp.count = Int64(all.count)
+        resp.kvs = r.countOnly ? [] : kvs
+        return resp
+    }
+
+    func run(seed: UInt64, ops: Int, keys keySet: [[UInt8]] = Self.keys) throws {
         var g = SplitMix64(seed: seed)
         // small compaction steps, so reads also run against half-done physical compactions
         let t = try TestStore(MVCCOptions(quotaBackendBytes: 2 << 30, mapSize: 256 << 20, compactionBatch: 1 + Int(seed % 4)))
         let m = RefModel()
         let ctx = "seed \(seed) (MVCC_MODEL_SEED=\(seed))"
-        func key() -> [UInt8] { Self.keys[g.below(Self.keys.count)] }
+        func key() -> [UInt8] { keySet[g.below(keySet.count)] }
         func value() -> [UInt8] { (0..<g.below(6)).map { _ in UInt8(97 + g.below(3)) } }
         func rangeEnd(_ k: [UInt8]) -> [UInt8] {
-            switch g.below(4) { case 0: return []; case 1: return [0]; case 2: return k + [0xFF]; default: return key() }
+            switch g.below(5) {
+            case 0: return []
+            case 1: return [0]
+            case 2: return k + [0xFF]
+            case 3: return prefixEnd(k)                                  // etcdctl --prefix
+            default: return key()
+            }
+        }
+        /// A range start: a stored key, or a prefix of one (cut inside or at the 495-byte boundary).
+        func rangeStart() -> [UInt8] {
+            let k = key()
+            guard g.below(3) == 0, k.count > 1 else { return k }
+            let cuts = [1, k.count / 2, min(495, k.count - 1), min(496, k.count - 1), k.count - 1]
+            return Array(k.prefix(max(1, cuts[g.below(cuts.count)])))
         }
         for step in 0..<ops {
             let what = g.below(100)
@@ -156,7 +227,7 @@ struct MVCCModelTests {
                 let useValue = g.below(3) == 0
                 if useValue { cm.target = .value; cm.targetUnion = .value(value()) } else { cm.target = .version; cm.targetUnion = .version(cv) }
                 cm.result = [.equal, .notEqual, .less, .greater][g.below(4)]
-                var pool = Self.keys.shuffled(using: &g)
+                var pool = keySet.shuffled(using: &g)
                 var succ: [Etcdserverpb.RequestOp] = [], fail: [Etcdserverpb.RequestOp] = []
                 for _ in 0..<(1 + g.below(3)) { succ.append(opPut(s(pool.removeLast()), s(value()))) }
                 if g.below(2) == 0 { var o = Etcdserverpb.RequestOp(); o.request = .requestDeleteRange(delReq(s(pool.removeLast()))); succ.append(o) }
@@ -225,20 +296,37 @@ struct MVCCModelTests {
             } else if what < 92 {
                 try t.reopen()
             } else {
-                // a range with options at a random revision
+                // a range with random options at a random revision
                 let at = Int64(g.below(Int(m.rev) + 2))
-                let k = key(), e = rangeEnd(k)
+                var rq = Etcdserverpb.RangeRequest()
+                rq.key = rangeStart(); rq.rangeEnd = rangeEnd(rq.key); rq.revision = at
+                rq.limit = Int64([0, 1, 2, 5][g.below(4)])
+                if g.below(2) == 0 {
+                    rq.sortOrder = [.none, .ascend, .descend][g.below(3)]
+                    rq.sortTarget = [.key, .version, .create, .mod, .value][g.below(5)]
+                }
+                rq.keysOnly = g.below(4) == 0
+                rq.countOnly = g.below(6) == 0
+                if g.below(5) == 0 {
+                    let r = Int64(1 + g.below(Int(m.rev)))
+                    switch g.below(4) {
+                    case 0: rq.minModRevision = r
+                    case 1: rq.maxModRevision = r
+                    case 2: rq.minCreateRevision = r
+                    default: rq.maxCreateRevision = r
+                    }
+                }
                 let got: String
                 do {
-                    let r = try t.store.range({ var r = Etcdserverpb.RangeRequest(); r.key = k; r.rangeEnd = e; r.revision = at; r.limit = 2; return r }())
+                    let r = try t.store.range(rq)
                     got = "\(r.kvs) \(r.count) \(r.more)"
                 } catch { got = "err \(error)" }
                 let want: String
                 let eff = at == 0 ? m.rev : at
                 if at > m.rev { want = "err \(MVCCError.futureRevision)" }
                 else if eff < m.compacted { want = "err \(MVCCError.compacted(compactRevision: m.compacted))" }
-                else { let all = m.range(k, e, at: eff); want = "\(Array(all.prefix(2))) \(all.count) \(all.count > 2)" }
-                #expect(got == want, "\(c) range \(k) \(e) at \(at)")
+                else { let r = Self.modelRange(m, rq, at: eff); want = "\(r.kvs) \(r.count) \(r.more)" }
+                #expect(got == want, "\(c) range \(rq.textFormatString())")
             }
             // after every operation: the whole state, one old revision, history and leases
             #expect(t.store.revision == m.rev && t.store.compactedRevision == m.compacted, "\(c)")

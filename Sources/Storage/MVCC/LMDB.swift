@@ -30,8 +30,14 @@ final class LMDBEnv: Sendable {
     let meta: MDB_dbi
     /// lease id (8 BE, as UInt64 bit pattern) -> ttl(8 LE) ‖ remainingTTL(8 LE).
     let leases: MDB_dbi
-    /// lease id (8 BE) ‖ key -> empty: the keys attached to a lease.
+    /// lease id (8 BE) ‖ key -> empty: the keys attached to a lease (key <= 495 bytes); for a longer
+    /// key: lease id (8 BE) ‖ key[0..<495] ‖ long-key id (8 BE) -> key[495...] (511 bytes, see LongKeys.swift).
     let leaseKeys: MDB_dbi
+    /// Keys longer than 495 bytes (LongKeys.swift): key[0..<495] ‖ hash(key[495...]) (8 BE) ‖ id (8 BE)
+    /// -> key[495...]. One entry per distinct long key that has versions.
+    let longKeys: MDB_dbi
+    /// Versions of long keys: id (8 BE) ‖ main (8 BE) ‖ sub (8 BE) -> the same record as `keys`.
+    let longRevs: MDB_dbi
     /// Delete the file when this environment closes (set on the old file after defragment).
     let removeOnClose = Atomic<Bool>(false)
 
@@ -43,7 +49,7 @@ final class LMDBEnv: Sendable {
         try LMDB.check(mdb_env_create(&e))
         guard let env = e else { throw .storage("mdb_env_create returned no environment") }
         do throws(MVCCError) {
-            try LMDB.check(mdb_env_set_maxdbs(env, 8))
+            try LMDB.check(mdb_env_set_maxdbs(env, 16))
             try LMDB.check(mdb_env_set_maxreaders(env, 1024))
             try LMDB.check(mdb_env_set_mapsize(env, mapSize))
             var flags = UInt32(MDB_NOTLS | MDB_NOSUBDIR | MDB_NOMETASYNC | MDB_NORDAHEAD)
@@ -68,7 +74,7 @@ final class LMDBEnv: Sendable {
         var handles: [MDB_dbi] = []
         do throws(MVCCError) {
             try LMDB.check(mdb_txn_begin(env, nil, readOnly ? UInt32(MDB_RDONLY) : 0, &txn))
-            for name in ["keys", "revs", "sys", "meta", "leases", "leaseKeys"] {
+            for name in ["keys", "revs", "sys", "meta", "leases", "leaseKeys", "longKeys", "longRevs"] {
                 var dbi: MDB_dbi = 0
                 try LMDB.check(mdb_dbi_open(txn, name, readOnly ? 0 : UInt32(MDB_CREATE), &dbi), "open table \(name)")
                 handles.append(dbi)
@@ -82,6 +88,7 @@ final class LMDBEnv: Sendable {
         }
         keys = handles[0]; revs = handles[1]; sys = handles[2]
         meta = handles[3]; leases = handles[4]; leaseKeys = handles[5]
+        longKeys = handles[6]; longRevs = handles[7]
     }
 
     deinit {
@@ -221,6 +228,40 @@ struct LMDBCursor: ~Copyable {
     func first() throws(MVCCError) -> Entry? { try op(MDB_FIRST) }
 
     /// Deletes the current entry; `next()` then returns the entry that followed it.
+    func deleteCurrent() throws(MVCCError) { try LMDB.check(mdb_cursor_del(c, 0)) }
+
+    /// A non-owning handle (for holders that cannot store a ~Copyable cursor, e.g. optionally).
+    var ref: CursorRef { CursorRef(c: c) }
+}
+
+/// A cursor that someone else closes (see `LMDBCursor.ref`, `LongKeyStream`).
+struct CursorRef {
+    let c: OpaquePointer
+
+    func op(_ o: MDB_cursor_op) throws(MVCCError) -> LMDBCursor.Entry? {
+        var k = MDB_val(), v = MDB_val()
+        let rc = mdb_cursor_get(c, &k, &v, o)
+        if rc == MDB_NOTFOUND { return nil }
+        try LMDB.check(rc)
+        return (UnsafeRawBufferPointer(start: k.mv_data, count: k.mv_size),
+                UnsafeRawBufferPointer(start: v.mv_data, count: v.mv_size))
+    }
+
+    func seek(_ key: [UInt8]) throws(MVCCError) -> LMDBCursor.Entry? {
+        var k = MDB_val(), v = MDB_val()
+        let rc = key.withUnsafeBytes { kb in
+            k = MDB_val(mv_size: kb.count, mv_data: UnsafeMutableRawPointer(mutating: kb.baseAddress))
+            return mdb_cursor_get(c, &k, &v, MDB_SET_RANGE)
+        }
+        if rc == MDB_NOTFOUND { return nil }
+        try LMDB.check(rc)
+        return (UnsafeRawBufferPointer(start: k.mv_data, count: k.mv_size),
+                UnsafeRawBufferPointer(start: v.mv_data, count: v.mv_size))
+    }
+
+    func next() throws(MVCCError) -> LMDBCursor.Entry? { try op(MDB_NEXT) }
+    func prev() throws(MVCCError) -> LMDBCursor.Entry? { try op(MDB_PREV) }
+    func last() throws(MVCCError) -> LMDBCursor.Entry? { try op(MDB_LAST) }
     func deleteCurrent() throws(MVCCError) { try LMDB.check(mdb_cursor_del(c, 0)) }
 }
 

@@ -17,6 +17,7 @@ extension LMDBTxn {
         var crc = CRC32C.checksum(Array("key".utf8))
         let rc = try cursor(env.revs)
         let kc = try cursor(env.keys)
+        let lc = try cursor(env.longRevs)
         var e = try rc.first()
         var k: [UInt8] = []
         while let cur = e {
@@ -24,17 +25,14 @@ extension LMDBTxn {
             if main > rev { break }
             let uk = Array(cur.value[1...])
             let tomb = cur.value[0] == Rec.tombstone
-            guard let rec = try kc.seek(Rec.keyTableKey(uk, main, sub)) else {
-                throw .storage("mvcc: revision \(main).\(sub) missing from the key table")
-            }
+            // the full key (of any length) is hashed, as etcd marshals it
+            let rec = try version(kc.ref, lc.ref, key: uk, main: main, sub: sub,
+                                  neighbor: main <= compactRev && !tomb ? .next : .none)
             var kv = Mvccpb.KeyValue()
-            if tomb { kv.key = uk } else { kv = try Rec.decode(key: Rec.splitKey(rec.key).key, mod: main, value: rec.value) }
+            if tomb { kv.key = uk } else { kv = try withBytes(uk) { (p) throws(MVCCError) in try Rec.decode(key: p, mod: main, value: rec.record) } }
             var include = true
             if main <= compactRev {
-                if tomb { include = false } else if let n = try kc.next() {
-                    let ns = Rec.splitKey(n.key)
-                    if ns.main <= rev && Rec.compare(ns.key, uk) == 0 { include = false }
-                }
+                if tomb { include = false } else if let n = rec.neighbor, n.main <= rev { include = false }
             }
             if include {
                 k.removeAll(keepingCapacity: true)
@@ -50,11 +48,12 @@ extension LMDBTxn {
         return crc
     }
 
-    /// CRC-32C over every entry (LMDB key and value) of the keys, revs, leases, leaseKeys and meta
-    /// tables, in that order (the store-internal counters are left out, like etcd's consistent index).
+    /// CRC-32C over every entry (LMDB key and value) of the keys, revs, leases, leaseKeys, meta,
+    /// longKeys and longRevs tables, in that order (the last two are empty without long keys, so a
+    /// store without them hashes as before) (the store-internal counters are left out, like etcd's consistent index).
     func hashAll() throws(MVCCError) -> UInt32 {
         var crc: UInt32 = 0
-        for dbi in [env.keys, env.revs, env.leases, env.leaseKeys, env.meta] {
+        for dbi in [env.keys, env.revs, env.leases, env.leaseKeys, env.meta, env.longKeys, env.longRevs] {
             let c = try cursor(dbi)
             var e = try c.first()
             while let cur = e {
@@ -178,7 +177,8 @@ extension MVCCStore {
             try LMDB.check(mdb_txn_begin(new.env, nil, 0, &w))
             do throws(MVCCError) {
                 for (a, b) in [(old.keys, new.keys), (old.revs, new.revs), (old.sys, new.sys), (old.meta, new.meta),
-                               (old.leases, new.leases), (old.leaseKeys, new.leaseKeys)] {
+                               (old.leases, new.leases), (old.leaseKeys, new.leaseKeys),
+                               (old.longKeys, new.longKeys), (old.longRevs, new.longRevs)] {
                     let c = try src.cursor(a)
                     var e = try c.first()
                     while let cur = e {
@@ -271,7 +271,8 @@ extension MVCCStore {
         return try env.read { (t) throws(MVCCError) in
             var out: [MVCCTableStats] = []
             for (name, dbi) in [("keys", env.keys), ("revs", env.revs), ("leases", env.leases),
-                                ("leaseKeys", env.leaseKeys), ("meta", env.meta), ("sys", env.sys)] {
+                                ("leaseKeys", env.leaseKeys), ("meta", env.meta), ("sys", env.sys),
+                                ("longKeys", env.longKeys), ("longRevs", env.longRevs)] {
                 var st = MDB_stat()
                 try LMDB.check(mdb_stat(t.txn, dbi, &st))
                 out.append(MVCCTableStats(name: name, entries: Int(st.ms_entries), depth: Int(st.ms_depth),

@@ -43,7 +43,12 @@ extension LMDBTxn {
     func latest<T>(_ key: [UInt8], atRev: Int64,
                    _ visit: (UnsafeRawBufferPointer, Int64, UnsafeRawBufferPointer) throws(MVCCError) -> T)
         throws(MVCCError) -> T? {
-        guard key.count <= Rec.maxUserKey else { return nil }
+        if LongKey.isLong(key) {
+            guard let id = try longKeyID(key) else { return nil }
+            let c = try cursor(env.longRevs)
+            guard let l = try latestLong(c.ref, id, atRev: atRev), !Rec.isTombstone(l.record) else { return nil }
+            return try withBytes(key) { (k) throws(MVCCError) in try visit(k, l.main, l.record) }
+        }
         let c = try cursor(env.keys)
         let bound = key.withUnsafeBytes { Self.boundKey($0, atRev) }
         let e: LMDBCursor.Entry? = try c.seek(bound) == nil ? try c.last() : try c.prev()
@@ -57,8 +62,24 @@ extension LMDBTxn {
         try latest(key, atRev: atRev) { (k, mod, v) throws(MVCCError) in try Rec.decode(key: k, mod: mod, value: v) }
     }
 
+    /// Visits the long keys of `long` that sort before `bound` (all when nil) and are live at atRev;
+    /// false when `visit` said stop.
+    func drainLong(_ long: inout LongKeyStream, before bound: UnsafeRawBufferPointer?, atRev: Int64,
+                   _ visit: (UnsafeRawBufferPointer, Int64, UnsafeRawBufferPointer) throws(MVCCError) -> Bool)
+        throws(MVCCError) -> Bool {
+        while let (key, id) = try long.peek() {
+            if let bound, Rec.compare(bound, key) <= 0 { break }
+            long.advance()
+            guard let revs = long.revs else { break }
+            guard let l = try latestLong(revs, id, atRev: atRev), !Rec.isTombstone(l.record) else { continue }
+            if try !withBytes(key, { (k) throws(MVCCError) in try visit(k, l.main, l.record) }) { return false }
+        }
+        return true
+    }
+
     /// Calls `visit(userKey, modRevision, record)` for every key in [start, end) whose newest version
-    /// at `atRev` is a put, in key order; stops when `visit` returns false.
+    /// at `atRev` is a put, in key order; stops when `visit` returns false. Short keys come from the
+    /// key table, long ones (LongKeys.swift) are merged in by key.
     func walkLive(_ start: [UInt8], _ end: RangeEnd, atRev: Int64,
                   _ visit: (UnsafeRawBufferPointer, Int64, UnsafeRawBufferPointer) throws(MVCCError) -> Bool)
         throws(MVCCError) {
@@ -67,11 +88,13 @@ extension LMDBTxn {
             return
         }
         if case .before(let e) = end, !start.lexicographicallyPrecedes(e) { return }   // empty interval
+        var long = try LongKeyStream(self, start: start, end: end)
         let c = try cursor(env.keys)
         var e = try seekStart(c, start)
         while let cur = e {
             let s = Rec.splitKey(cur.key)
             if case .before(let endKey) = end, Rec.compare(s.key, endKey) >= 0 { break }
+            if !long.isEmpty, try !drainLong(&long, before: s.key, atRev: atRev, visit) { return }
             if s.main > atRev {                       // created after atRev: not there
                 e = try c.seek(Rec.pastKey(s.key))
                 continue
@@ -95,6 +118,7 @@ extension LMDBTxn {
             }
             e = try c.seek(Rec.pastKey(s.key))
         }
+        if !long.isEmpty { _ = try drainLong(&long, before: nil, atRev: atRev, visit) }
     }
 
     // MARK: Range (etcd's applierV3backend.Range + mvcc rangeKeys)
@@ -180,6 +204,7 @@ extension LMDBTxn {
         let re = RangeEnd(rangeEnd)
         let rc = try cursor(env.revs)
         let kc = try cursor(env.keys)
+        let lc = try cursor(env.longRevs)
         var out: [Mvccpb.Event] = []
         var e = try rc.seek(Rec.revKey(max(start, 0), 0))
         var lastMain: Int64 = -1
@@ -190,12 +215,10 @@ extension LMDBTxn {
             let uk = UnsafeRawBufferPointer(rebasing: cur.value[1...])
             if Self.inRange(uk, key, re) {
                 let ukey = Array(uk)
-                guard let rec = try kc.seek(Rec.keyTableKey(ukey, main, sub)),
-                      Rec.splitKey(rec.key).main == main, Rec.equal(Rec.splitKey(rec.key).key, uk) else {
-                    throw .storage("mvcc: revision \(main).\(sub) missing from the key table")
-                }
+                let rec = try version(kc.ref, lc.ref, key: ukey, main: main, sub: sub,
+                                      neighbor: prevKV && main > compactRev ? .prev : .none)
                 var ev = Mvccpb.Event()
-                if Rec.isTombstone(rec.value) {
+                if Rec.isTombstone(rec.record) {
                     ev.type = .delete
                     var kv = Mvccpb.KeyValue()
                     kv.key = ukey
@@ -203,13 +226,10 @@ extension LMDBTxn {
                     ev.kv = kv
                 } else {
                     ev.type = .put
-                    ev.kv = try Rec.decode(key: uk, mod: main, value: rec.value)
+                    ev.kv = try Rec.decode(key: uk, mod: main, value: rec.record)
                 }
-                if prevKV, main > compactRev, let p = try kc.prev() {
-                    let ps = Rec.splitKey(p.key)
-                    if Rec.equal(ps.key, uk), !Rec.isTombstone(p.value) {
-                        ev.prevKv = try Rec.decode(key: ps.key, mod: ps.main, value: p.value)
-                    }
+                if let p = rec.neighbor, !Rec.isTombstone(p.record) {
+                    ev.prevKv = try Rec.decode(key: uk, mod: p.main, value: p.record)
                 }
                 out.append(ev)
                 lastMain = main
@@ -245,10 +265,20 @@ extension LMDBTxn {
         let prefix = Rec.leaseKey(id)
         var out: [[UInt8]] = []
         var e = try c.seek(prefix)
+        var long = false
         while let cur = e, cur.key.count >= 8, Rec.be(cur.key, 0) == UInt64(bitPattern: id) {
-            out.append(Array(cur.key[8...]))
+            if cur.key.count == LongKey.leaseEntryLength {
+                // a long key: lease ‖ key[0..<495] ‖ id -> key[495...]
+                out.append(Array(cur.key[8..<(8 + LongKey.prefixLength)]) + Array(cur.value))
+                long = true
+            } else {
+                out.append(Array(cur.key[8...]))
+            }
             e = try c.next()
         }
+        // long keys sit after their prefix but in id order within it: restore key order (etcd
+        // revokes a lease's keys sorted, and the order decides the sub-revisions)
+        if long { out.sort { $0.lexicographicallyPrecedes($1) } }
         return out
     }
 }

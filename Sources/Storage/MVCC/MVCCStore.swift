@@ -18,6 +18,7 @@ import Synchronization
 //   sys        "rev", "compact", "applied" -> Int64/UInt64 LE
 //   meta       caller's records
 //   leases     id (BE) -> ttl ‖ remaining TTL (LE);  leaseKeys  id (BE) ‖ key -> ""
+//   longKeys, longRevs: keys longer than 495 bytes, with ids; see LongKeys.swift
 // Nothing is held in memory about keys: opening a store reads three integers.
 //
 // Durability: LMDB with MDB_NOMETASYNC: every write{} is one LMDB commit with one fdatasync of the
@@ -32,8 +33,12 @@ import Synchronization
 // nested on one thread).
 
 public final class MVCCStore: Sendable {
-    /// The longest key this store can hold (LMDB's 511-byte key limit minus the 16 revision bytes of
-    /// the key-major table). etcd has no such limit; the server refuses longer keys before Raft.
+    /// Keys up to this many bytes (LMDB's 511-byte key limit minus the 16 revision bytes) are stored
+    /// inline in the key-major table; longer ones, of any length, in the long-key tables
+    /// (LongKeys.swift). Not a limit any more: like etcd, the store takes keys of any length.
+    public static let inlineKeySize = Rec.maxUserKey
+    /// Old name of `inlineKeySize` (it was the longest key the store took, before long keys).
+    @available(*, deprecated, renamed: "inlineKeySize", message: "keys of any length are stored now")
     public static let maxKeySize = Rec.maxUserKey
     public let directory: String
     public let options: MVCCOptions

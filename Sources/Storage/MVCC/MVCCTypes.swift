@@ -55,7 +55,7 @@ public enum MVCCError: Error, Sendable, Equatable, CustomStringConvertible {
     case duplicateKey
     /// "etcdserver: mvcc: database space exceeded" (ResourceExhausted)
     case noSpace
-    /// LMDB / I/O failure, with the library's text (also: a key longer than this store supports).
+    /// LMDB / I/O failure, with the library's text.
     case storage(String)
 
     public var message: String {
@@ -102,7 +102,8 @@ enum Rec {
     static let put: UInt8 = 0
     static let tombstone: UInt8 = 1
 
-    /// The longest user key the key-major table can hold (LMDB's key limit minus 16 revision bytes).
+    /// The longest user key the key-major table holds (LMDB's key limit minus 16 revision bytes);
+    /// longer keys go to the long-key tables (LongKeys.swift).
     static let maxUserKey = LMDBEnv.maxKeySize - 16
 
     @inline(__always)

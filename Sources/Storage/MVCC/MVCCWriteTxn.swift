@@ -76,6 +76,7 @@ final class WriteContext {
         try mutate { () throws(MVCCError) in
             let rc = try t.cursor(env.revs)
             let kc = try t.cursor(env.keys)
+            let lc = try t.cursor(env.longRevs)
             var e = try rc.seek(start)
             var examined = 0
             while let cur = e {
@@ -85,18 +86,18 @@ final class WriteContext {
                 examined += 1
                 let key = Array(cur.value[1...])
                 let tomb = cur.value[0] == Rec.tombstone
-                let exact = Rec.keyTableKey(key, main, sub)
-                guard let here = try kc.seek(exact), Rec.splitKey(here.key).main == main else {
-                    throw .storage("mvcc: revision \(main).\(sub) missing from the key table")
-                }
-                var superseded = false
-                if let n = try kc.next() {
-                    let ns = Rec.splitKey(n.key)
-                    superseded = ns.main <= target && Rec.compare(ns.key, key) == 0
-                }
+                let v = try t.version(kc.ref, lc.ref, key: key, main: main, sub: sub, neighbor: .next)
+                let superseded = v.neighbor.map { $0.main <= target } ?? false
                 if superseded || (tomb && main < target) {
-                    _ = try kc.seek(exact)
-                    try kc.deleteCurrent()
+                    if let id = v.longID {
+                        _ = try lc.seek(v.exact)
+                        try lc.deleteCurrent()
+                        // the last version of a long key gone: its index entry goes too
+                        if try !t.longHasVersions(id) { try t.del(env.longKeys, LongKey.indexKey(key, id: id)) }
+                    } else {
+                        _ = try kc.seek(v.exact)
+                        try kc.deleteCurrent()
+                    }
                     try rc.deleteCurrent()
                     e = try rc.op(MDB_GET_CURRENT)
                 } else {
@@ -118,11 +119,18 @@ final class WriteContext {
         kv.modRevision = main
         kv.version = (prev?.version ?? 0) + 1
         kv.lease = lease
-        try t.put(env.keys, Rec.keyTableKey(key, main, sub),
-                  Rec.putValue(create: kv.createRevision, version: kv.version, lease: lease, value: value))
+        let record = Rec.putValue(create: kv.createRevision, version: kv.version, lease: lease, value: value)
+        if LongKey.isLong(key) {
+            let id = try longKeyID(key, create: true)!
+            try t.put(env.longRevs, LongKey.revKey(id, main, sub), record)
+            if let old = prev?.lease, old != 0 { try t.del(env.leaseKeys, LongKey.leaseEntry(old, key, id: id)) }
+            if lease != 0 { try t.put(env.leaseKeys, LongKey.leaseEntry(lease, key, id: id), Array(key[LongKey.prefixLength...])) }
+        } else {
+            try t.put(env.keys, Rec.keyTableKey(key, main, sub), record)
+            if let old = prev?.lease, old != 0 { try t.del(env.leaseKeys, Rec.leaseKey(old) + key) }
+            if lease != 0 { try t.put(env.leaseKeys, Rec.leaseKey(lease) + key, []) }
+        }
         try t.put(env.revs, Rec.revKey(main, sub), [Rec.put] + key)
-        if let old = prev?.lease, old != 0 { try t.del(env.leaseKeys, Rec.leaseKey(old) + key) }
-        if lease != 0 { try t.put(env.leaseKeys, Rec.leaseKey(lease) + key, []) }
         changes += 1
         var ev = Mvccpb.Event()
         ev.type = .put
@@ -133,9 +141,17 @@ final class WriteContext {
 
     func applyDelete(_ prev: Mvccpb.KeyValue) throws(MVCCError) {
         let main = beginRev + 1, sub = Int64(changes)
-        try t.put(env.keys, Rec.keyTableKey(prev.key, main, sub), [Rec.tombstone])
+        if LongKey.isLong(prev.key) {
+            guard let id = try longKeyID(prev.key, create: false) else {
+                throw .storage("mvcc: live long key without an id")
+            }
+            try t.put(env.longRevs, LongKey.revKey(id, main, sub), [Rec.tombstone])
+            if prev.lease != 0 { try t.del(env.leaseKeys, LongKey.leaseEntry(prev.lease, prev.key, id: id)) }
+        } else {
+            try t.put(env.keys, Rec.keyTableKey(prev.key, main, sub), [Rec.tombstone])
+            if prev.lease != 0 { try t.del(env.leaseKeys, Rec.leaseKey(prev.lease) + prev.key) }
+        }
         try t.put(env.revs, Rec.revKey(main, sub), [Rec.tombstone] + prev.key)
-        if prev.lease != 0 { try t.del(env.leaseKeys, Rec.leaseKey(prev.lease) + prev.key) }
         changes += 1
         var ev = Mvccpb.Event()
         ev.type = .delete
@@ -145,6 +161,19 @@ final class WriteContext {
         ev.kv = kv
         ev.prevKv = prev
         events.append(ev)
+    }
+
+    /// The id of a long key; with `create`, a new one (from sys "longNextID", so every member that
+    /// applies the same writes assigns the same ids) and its longKeys entry when it has none.
+    func longKeyID(_ key: [UInt8], create: Bool) throws(MVCCError) -> UInt64? {
+        if let id = try t.longKeyID(key) { return id }
+        guard create else { return nil }
+        let id = UInt64(bitPattern: try t.sysInt("longNextID") ?? 1)
+        var b: [UInt8] = []
+        Rec.appendLE(Int64(bitPattern: id &+ 1), to: &b)
+        try t.put(env.sys, Array("longNextID".utf8), b)
+        try t.put(env.longKeys, LongKey.indexKey(key, id: id), Array(key[LongKey.prefixLength...]))
+        return id
     }
 
     /// The key's live version as the operation in progress sees it (all earlier writes included).
@@ -163,17 +192,10 @@ final class WriteContext {
 
     // MARK: request bodies (inside an operation; headers as etcd fills them)
 
-    func checkKeySize(_ key: [UInt8]) throws(MVCCError) {
-        if key.count > Rec.maxUserKey {
-            throw .storage("mvcc: key of \(key.count) bytes is longer than this store supports (\(Rec.maxUserKey) bytes)")
-        }
-    }
-
     func leaseExists(_ id: Int64) throws(MVCCError) -> Bool { try t.lease(id) != nil }
 
-    /// Checks of a put (etcd's order): key size, ignore_value/ignore_lease need the key, lease exists.
+    /// Checks of a put (etcd's order): ignore_value/ignore_lease need the key, lease exists.
     func checkPut(_ p: Etcdserverpb.PutRequest) throws(MVCCError) {
-        try checkKeySize(p.key)
         if p.ignoreValue || p.ignoreLease, try current(p.key) == nil { throw .keyNotFound }
         if p.lease != 0, try !leaseExists(p.lease) { throw .leaseNotFound }
     }
@@ -233,7 +255,6 @@ public struct MVCCWriteTxn {
     public mutating func put(_ p: Etcdserverpb.PutRequest) throws(MVCCError) -> Etcdserverpb.PutResponse {
         try ctx.usable()
         // etcd (applierV3backend.Put outside a txn): lease first, then the previous key.
-        try ctx.checkKeySize(p.key)
         if p.lease != 0, try !ctx.leaseExists(p.lease) { throw .leaseNotFound }
         if p.ignoreValue || p.ignoreLease, try ctx.current(p.key) == nil { throw .keyNotFound }
         let ok = ctx.quotaAllows(Self.kvOverhead + Int64(p.key.count + p.value.count))
@@ -524,7 +545,7 @@ extension MVCCWriteTxn {
         try c.mutate { () throws(MVCCError) in
             for k in keys {
                 if let kv = try c.current(k) { try c.applyDelete(kv) }
-                try c.t.del(c.env.leaseKeys, Rec.leaseKey(id) + k)
+                if let entry = try c.t.leaseEntryKey(id, k) { try c.t.del(c.env.leaseKeys, entry) }
             }
             try c.t.del(c.env.leases, Rec.leaseKey(id))
         }
