@@ -11,7 +11,8 @@
 // afterwards; if all are unhealthy every one is tried). Idempotent calls (reads, status, ...) are retried on
 // the next endpoint; a write (put, delete, txn, grant, ...) whose request may have reached a server is never
 // resent: it throws `.unknownOutcome`. A write is moved on only when nothing was sent (the dial failed) or
-// the server refused it before proposing ("etcdserver: no leader"), as clientv3's safe-retry rule.
+// the member refused it before proposing ("etcdserver: no leader"), as clientv3's safe-retry rule; a
+// cluster-wide refusal ("etcdserver: unhealthy cluster", "not capable") is the call's answer (`.server`).
 import GRPC
 import KeelAPI
 import NIOCore
@@ -311,11 +312,21 @@ public final class KeelClient: Sendable {
         } catch let st as GRPCStatus {
             if st.code == .cancelled && Task.isCancelled { throw .cancelled }
             guard st.code == .unavailable else { throw .server(code: st.code, message: st.message) }
-            // GRPCClient reports a failed connect as "connect to ... failed": nothing was sent.
-            let notSent = st.message.hasPrefix("connect to ") || st.message == EtcdError.noLeader.rawValue
-            let serverSaid = st.message.hasPrefix("etcdserver: ")
-            if !serverSaid || !notSent { mark(i, healthy: false) }
-            if !idempotent && !notSent {
+            let refusal = EtcdError(rawValue: st.message)
+            switch refusal {
+            case .noLeader?, .notSupportedForLearner?:
+                // Refused before proposing, by this member only: another one may take it (also a write).
+                throw .unavailable("\(ep.address): \(st.message)")
+            case .unhealthy?, .notCapable?:
+                // The cluster refused it before proposing: a definite answer, not worth another member.
+                throw .server(code: st.code, message: st.message)
+            default:
+                break
+            }
+            mark(i, healthy: false)
+            // GRPCClient reports a failed connect as "connect to ... failed": nothing was sent. Anything else
+            // (a lost connection, "request timed out", "leader changed") may have been applied.
+            if !idempotent && !st.message.hasPrefix("connect to ") {
                 throw .unknownOutcome(endpoint: ep.address, reason: st.message)
             }
             throw .unavailable("\(ep.address): \(st.message)")

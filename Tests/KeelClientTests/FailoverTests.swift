@@ -1,0 +1,154 @@
+import Foundation
+import KeelAPI
+import KeelClient
+import KeelTestSupport
+import Testing
+
+/// Failover of unary calls and watches, and leader pinning: three single-member keels (each its own cluster;
+/// enough for the balancer), and a 3-member cluster (etcd 3.4 always; keel with KEEL_CLIENT_CLUSTER_KEEL=1
+/// while its multi-member mode is being finished).
+@Suite struct FailoverTests {
+    @Test func unaryCallsSurviveOneOfThreeKeelsDownAndItIsProbedBack() async throws {
+        var nodes: [RestartableKeel] = []
+        defer { let n = nodes; Task { for k in n { await k.stop() } } }
+        for _ in 0..<3 {
+            guard let k = try await RestartableKeel.start() else { return }
+            nodes.append(k)
+        }
+        let endpoints = nodes.map(\.endpoint)
+        var config = KeelClient.Configuration(endpoints: endpoints)
+        config.unhealthyFor = .milliseconds(500)
+        let client = try KeelClient(configuration: config)
+        defer { Task { await client.close() } }
+        // Each node gets the key (separate clusters), so every read finds it whichever node answers.
+        for e in endpoints {
+            let one = try KeelClient(endpoints: [e])
+            try await one.put("f/k", "v")
+            await one.close()
+        }
+        await nodes[1].kill()
+        // Round robin reaches the dead node in every three calls: every read still succeeds.
+        for _ in 0..<9 {
+            #expect(try await client.get("f/k").kvs.first?.value.text == "v")
+        }
+        #expect(!client.healthyEndpoints.contains(endpoints[1]))
+        // A write whose connection could not be made was not sent: it goes to a live node.
+        try await client.put("f/w", "1")
+        try await client.put("f/w", "2")
+        // Back on the same port: probed again after `unhealthyFor`, answers again.
+        try await nodes[1].restart()
+        try await eventually("the restarted node to be used again") {
+            _ = try await client.get("f/k")
+            return client.healthyEndpoints.count == 3
+        }
+    }
+
+    @Test(arguments: ProcessInfo.processInfo.environment["KEEL_CLIENT_CLUSTER_KEEL"] == "1"
+              ? [ClusterServer.etcd, .keel] : [ClusterServer.etcd])
+    func watchAndCallsFailOverInAThreeMemberCluster(server: ClusterServer) async throws {
+        guard server.isAvailable else { return }
+        try await LocalCluster.with(server, members: 3) { cluster in
+            let endpoints = cluster.endpoints
+            var config = KeelClient.Configuration(endpoints: endpoints)
+            config.pinWritesToLeader = true
+            config.unhealthyFor = .milliseconds(500)
+            let client = try KeelClient(configuration: config)
+            defer { Task { await client.close() } }
+            // Writes are pinned to the member that says it leads.
+            try await client.put("f/0", "x")
+            let leader = try #require(await cluster.leaderIndex())
+            #expect(client.pinnedLeader == endpoints[leader], "\(server)")
+
+            let w = client.watch("f/", WatchOptions(range: .prefix, createdNotify: true))
+            let created = try await within(.seconds(60), "created") { try await w.next() }
+            let watched = try #require(created?.endpoint)
+            let victim = try #require(endpoints.firstIndex(of: watched))
+            let survivors = endpoints.indices.filter { $0 != victim }
+            let writer = try KeelClient(endpoints: survivors.map { endpoints[$0] })
+            defer { Task { await writer.close() } }
+            var expected: [String] = []
+            for n in 1...5 { expected.append("f/\(n)=v@\(try await writer.put("f/\(n)", "v").header!.revision)") }
+            var seen: [Mvccpb.Event] = []
+            var servedBy: [String] = []
+            while seen.count < 5 {
+                let r = try await within(.seconds(60), "events before the kill") { try await w.next() }
+                seen += r?.events ?? []
+                servedBy.append(r?.endpoint ?? "")
+            }
+            // The member serving the watch dies; a leader among the others takes writes.
+            await cluster.kill(victim)
+            _ = try await cluster.waitForLeader(among: Set(survivors))
+            for n in 6...10 {
+                let rev = try await within(.seconds(60), "a put after the kill") {
+                    try await writer.put("f/\(n)", "v").header!.revision
+                }
+                expected.append("f/\(n)=v@\(rev)")
+            }
+            while seen.count < 10 {
+                let r = try await within(.seconds(120), "events after the kill") { try await w.next() }
+                seen += r?.events ?? []
+                servedBy.append(r?.endpoint ?? "")
+            }
+            #expect(describe(seen) == expected, "\(server): every event once, in order")
+            let streams = await w.streamsOpened
+            #expect(servedBy.last != watched && streams >= 2, "\(server): resumed on another member")
+            await w.cancel()
+
+            // Unary calls: reads keep working and the dead member is marked down.
+            for _ in 0..<6 { #expect(try await client.get("f/", .prefix).count == 11, "\(server)") }
+            #expect(!client.healthyEndpoints.contains(watched), "\(server)")
+            // Pinned writes follow the (possibly new) leader.
+            try await eventually("writes pinned to the current leader") {
+                try await client.put("f/last", "y")
+                guard let l = await cluster.leaderIndex() else { return false }
+                return client.pinnedLeader == endpoints[l]
+            }
+        }
+    }
+
+    /// Membership calls on a real cluster (etcd 3.4): a learner added with a peer URL nobody serves, listed,
+    /// not promotable (not in sync), its URLs updated, removed.
+    @Test func membershipCallsOnAThreeMemberEtcd() async throws {
+        guard ClusterServer.etcd.isAvailable else { return }
+        try await LocalCluster.with(.etcd, members: 3) { cluster in
+            let client = try KeelClient(endpoints: cluster.endpoints)
+            defer { Task { await client.close() } }
+            let before = try await client.memberList()
+            #expect(before.members.count == 3 && before.members.allSatisfy { !$0.isLearner })
+            let port = try FreePorts.allocate()
+            // etcd refuses membership changes until its members have been connected for 5 s ("unhealthy
+            // cluster", a refusal before proposing): ask again, bounded.
+            var addedResponse: Etcdserverpb.MemberAddResponse?
+            try await eventually("etcd to accept a member change", tries: 120, every: .milliseconds(500)) {
+                do {
+                    addedResponse = try await client.memberAdd(peerURLs: ["http://127.0.0.1:\(port)"], isLearner: true)
+                    return true
+                } catch let e as KeelClientError where e.etcdError == .unhealthy {
+                    return false
+                }
+            }
+            let added = try #require(addedResponse)
+            let learner = try #require(added.member)
+            #expect(learner.isLearner && added.members.count == 4)
+            #expect(try await client.memberList().members.contains { $0.id == learner.id && $0.isLearner })
+            do {
+                try await client.memberPromote(learner.id)
+                Issue.record("promoted a learner that never started")
+            } catch let error as KeelClientError {
+                #expect(error.etcdError == .learnerNotReady, "\(error)")
+            }
+            let port2 = try FreePorts.allocate()
+            try await client.memberUpdate(learner.id, peerURLs: ["http://127.0.0.1:\(port2)"])
+            let updated = try await client.memberList().members.first { $0.id == learner.id }
+            #expect(updated?.peerURLs == ["http://127.0.0.1:\(port2)"])
+            let after = try await client.memberRemove(learner.id)
+            #expect(after.members.count == 3)
+            do {
+                try await client.memberRemove(learner.id)
+                Issue.record("removed a member twice")
+            } catch let error as KeelClientError {
+                #expect(error.etcdError == .memberNotFound, "\(error)")
+            }
+        }
+    }
+}
