@@ -30,8 +30,14 @@ actor BoundedChannel<Element: Sendable> {
                 buffer.append(element)
                 return true
             }
-            let go = await withCheckedContinuation { producers.append($0) }
-            if !go { return false }
+            // A cancelled producer (the watch being closed) must not stay parked behind a slow consumer.
+            if Task.isCancelled { return false }
+            let go = await withTaskCancellationHandler {
+                await withCheckedContinuation { producers.append($0) }
+            } onCancel: {
+                Task { await self.releaseProducers() }
+            }
+            if !go || Task.isCancelled { return false }
         }
     }
 
@@ -55,6 +61,9 @@ actor BoundedChannel<Element: Sendable> {
         consumer = nil
         wakeProducers(false)
     }
+
+    /// Wakes parked producers so they look at their cancellation (they stop) or the buffer again.
+    func releaseProducers() { wakeProducers(true) }
 
     private func wakeProducers(_ go: Bool) {
         let p = producers

@@ -130,6 +130,34 @@ import Testing
         }
     }
 
+    /// An endpoint whose TCP connect never completes: the dial gives up after `dialTimeout`; nothing was
+    /// sent, so even a write is `.unavailable` (not unknown) and goes to the next endpoint.
+    @Test func dialTimeoutSkipsAnEndpointThatNeverConnects() async throws {
+        let hung = try SilentListener(fullBacklog: true)
+        let alone = try KeelClient(endpoints: [hung.endpoint], timeout: .seconds(30), dialTimeout: .milliseconds(300))
+        defer { Task { await alone.close() } }
+        for attempt in 0..<2 {
+            do {
+                if attempt == 0 { _ = try await alone.get("k") } else { try await alone.put("k", "v") }
+                Issue.record("a call through an endpoint that never connects returned")
+            } catch {
+                guard case .unavailable(let why) = error else {
+                    Issue.record("expected unavailable, got \(error)")
+                    continue
+                }
+                #expect(why.contains("dial failed"), "\(why)")
+            }
+        }
+        try await withServers { name, endpoint in
+            let client = try KeelClient(endpoints: [hung.endpoint, endpoint], timeout: .seconds(30),
+                                        dialTimeout: .milliseconds(300))
+            defer { Task { await client.close() } }
+            for n in 0..<4 { try await client.put("d/\(n)", "v") }
+            #expect(try await client.get("d/", .prefix).count == 4, "\(name)")
+            #expect(client.healthyEndpoints == [endpoint], "\(name)")
+        }
+    }
+
     @Test func deadlineAndCancellationOfACallThatHangs() async throws {
         let silent = try SilentListener()
         let client = try KeelClient(endpoints: [silent.endpoint], timeout: .seconds(30))

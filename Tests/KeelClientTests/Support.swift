@@ -123,13 +123,16 @@ actor RestartableKeel {
 }
 
 /// A TCP listener that completes handshakes (the kernel's backlog) but never reads or answers: calls to it
-/// hang until their deadline.
+/// hang until their deadline. With `fullBacklog`, its accept queue is filled first (backlog 0 and a few
+/// connections nobody accepts), so the kernel drops further SYNs and a new connect hangs: a dial that
+/// never completes.
 final class SilentListener: Sendable {
     let fd: Int32
     let port: Int
+    let fillers: [Int32]
     var endpoint: String { "127.0.0.1:\(port)" }
 
-    init() throws {
+    init(fullBacklog: Bool = false) throws {
         #if canImport(Glibc)
         let s = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         #else
@@ -143,7 +146,7 @@ final class SilentListener: Sendable {
         let ok = withUnsafePointer(to: &addr) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
-        guard ok == 0, listen(s, 16) == 0 else {
+        guard ok == 0, listen(s, fullBacklog ? 0 : 16) == 0 else {
             close(s)
             throw ChildProcessError("bind/listen failed")
         }
@@ -153,9 +156,28 @@ final class SilentListener: Sendable {
         }
         fd = s
         port = Int(UInt16(bigEndian: addr.sin_port))
+        var fill: [Int32] = []
+        if fullBacklog {
+            for _ in 0..<4 {
+                #if canImport(Glibc)
+                let c = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+                #else
+                let c = socket(AF_INET, SOCK_STREAM, 0)
+                #endif
+                guard c >= 0 else { continue }
+                _ = withUnsafePointer(to: &addr) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(c, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+                }
+                fill.append(c)
+            }
+        }
+        fillers = fill
     }
 
-    deinit { close(fd) }
+    deinit {
+        for c in fillers { close(c) }
+        close(fd)
+    }
 }
 
 extension Array where Element == UInt8 {

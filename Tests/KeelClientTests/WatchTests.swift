@@ -63,6 +63,26 @@ func describe(_ events: [Mvccpb.Event]) -> [String] {
         }
     }
 
+    /// A small buffer applies back-pressure without losing anything; a client closed while its watch's
+    /// buffer is full (nobody reading) still closes.
+    @Test func slowConsumerBackPressureAndCloseWithAFullBuffer() async throws {
+        try await withServers { name, endpoint in
+            let client = try KeelClient(endpoints: [endpoint])
+            var first: Int64 = 0
+            for n in 0..<60 {
+                let rev = try await client.put("bp/\(n)", String(repeating: "x", count: 1000)).header!.revision
+                if n == 0 { first = rev }
+            }
+            let w = client.watch("bp/", WatchOptions(range: .prefix, startRevision: first, bufferSize: 1))
+            let events = try await collect(w, events: 60)
+            #expect(events.map { $0.kv!.modRevision } == Array(first..<(first + 60)), "\(name)")
+            let stalled = client.watch("bp/", WatchOptions(range: .prefix, startRevision: first, bufferSize: 1))
+            try await eventually("the stalled watch's stream") { await stalled.streamsOpened >= 1 }
+            try await within(.seconds(60), "close() with a full watch buffer") { await client.close() }
+            #expect(client.isClosed, "\(name)")
+        }
+    }
+
     @Test func compactedStartRevisionIsATypedError() async throws {
         try await withServers { name, endpoint in
             let client = try KeelClient(endpoints: [endpoint])
