@@ -130,7 +130,7 @@ func request(_ text: String = "", payload: [UInt8] = [], count: Int32 = 0, delay
 
 /// Waits (bounded) until `condition` holds; returns whether it did. Not a timing assertion:
 /// tests use it to wait for asynchronous clean-up before checking counters.
-func eventually(_ condition: () -> Bool, tries: Int = 200) async -> Bool {
+func eventually(_ condition: () -> Bool, tries: Int = 1200) async -> Bool {  // up to ~30 s: CI shares 2 cores with many parallel tests
     for _ in 0..<tries {
         if condition() { return true }
         try? await Task.sleep(for: .milliseconds(25))
