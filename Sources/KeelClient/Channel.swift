@@ -90,10 +90,14 @@ actor BoundedChannel<Element: Sendable> {
         // Checked here, with no suspension before the continuation is stored: a cancellation either comes
         // before (seen now) or after (cancelNext finds the continuation).
         if Task.isCancelled { return nil }
-        return try await withCheckedThrowingContinuation { consumer = $0 }
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { consumer = $0 }
+        } onCancel: {
+            Task { await self.cancelNext() }
+        }
     }
 
-    /// Wakes a waiting consumer with nil (its task was cancelled).
+    /// Wakes a waiting consumer with nil (its task was cancelled: `next` returns nil).
     func cancelNext() {
         consumer?.resume(returning: nil)
         consumer = nil

@@ -222,7 +222,6 @@ public final class SnapshotStream: AsyncSequence, Sendable {
                 try await ch.next()
             } onCancel: {
                 task?.cancel()
-                Task { await ch.cancelNext() }
             }
         }
     }

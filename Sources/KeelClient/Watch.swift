@@ -132,7 +132,6 @@ public final class Watch: AsyncSequence, Sendable {
             try await ch.next()
         } onCancel: {
             task?.cancel()
-            Task { await ch.cancelNext() }
         }
     }
 

@@ -130,7 +130,10 @@ import Testing
             let added = try #require(addedResponse)
             let learner = try #require(added.member)
             #expect(learner.isLearner && added.members.count == 4)
-            #expect(try await client.memberList().members.contains { $0.id == learner.id && $0.isLearner })
+            // etcd 3.4 serves MemberList from the answering member's applied state: a follower may lag a little.
+            try await eventually("the learner in the member list") {
+                try await client.memberList().members.contains { $0.id == learner.id && $0.isLearner }
+            }
             do {
                 try await client.memberPromote(learner.id)
                 Issue.record("promoted a learner that never started")
@@ -139,8 +142,10 @@ import Testing
             }
             let port2 = try FreePorts.allocate()
             try await client.memberUpdate(learner.id, peerURLs: ["http://127.0.0.1:\(port2)"])
-            let updated = try await client.memberList().members.first { $0.id == learner.id }
-            #expect(updated?.peerURLs == ["http://127.0.0.1:\(port2)"])
+            try await eventually("the learner's new peer URL in the member list") {
+                let updated = try await client.memberList().members.first { $0.id == learner.id }
+                return updated?.peerURLs == ["http://127.0.0.1:\(port2)"]
+            }
             let after = try await client.memberRemove(learner.id)
             #expect(after.members.count == 3)
             do {

@@ -93,6 +93,31 @@ import Foundation
         }
     }
 
+    /// A server that drops the connection after the request may have reached it: a write is reported as
+    /// `.unknownOutcome` (not resent), a read moves on to the next endpoint.
+    @Test func aWriteWhoseConnectionBreaksIsUnknownAndAReadMovesOn() async throws {
+        let closer = try ClosingListener()
+        try await withServers { name, endpoint in
+            let writes = try KeelClient(endpoints: [closer.endpoint, endpoint])
+            defer { Task { await writes.close() } }
+            do {
+                try await writes.put("uo", "1")
+                Issue.record("\(name): a put through a dropped connection succeeded")
+            } catch {
+                guard case .unknownOutcome(let e, _)? = error as? KeelClientError else {
+                    Issue.record("\(name): expected unknownOutcome, got \(error)")
+                    return
+                }
+                #expect(e == closer.endpoint, "\(name)")
+            }
+            #expect(try await writes.get("uo").kvs.isEmpty, "\(name): the put was not resent elsewhere")
+            let reads = try KeelClient(endpoints: [closer.endpoint, endpoint])
+            defer { Task { await reads.close() } }
+            #expect(try await reads.get("uo").kvs.isEmpty, "\(name): the read went on to the live endpoint")
+            #expect(reads.healthyEndpoints == [endpoint], "\(name)")
+        }
+    }
+
     @Test func badEndpointIsATypedError() {
         #expect(throws: KeelClientError.badEndpoint("nohost")) { _ = try KeelClient(endpoints: ["nohost"]) }
         #expect(KeelClient.prefixEnd(Array("a\u{7f}".utf8)) == [0x61, 0x80])

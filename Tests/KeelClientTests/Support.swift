@@ -176,10 +176,41 @@ final class SilentListener: Sendable {
 
     deinit {
         for c in fillers { close(c) }
+        shutdown(fd, Int32(SHUT_RDWR))
         close(fd)
     }
 }
 
 extension Array where Element == UInt8 {
     var text: String { String(decoding: self, as: UTF8.self) }
+}
+
+/// A listener that accepts every connection, reads what the client sends first (HTTP/2 preface, and
+/// usually the request), then closes it: a server that dies after a request may have reached it.
+final class ClosingListener: Sendable {
+    let listener: SilentListener
+    var endpoint: String { listener.endpoint }
+
+    init() throws {
+        listener = try SilentListener()
+        let fd = listener.fd
+        let thread = Thread {
+            while true {
+                let c = accept(fd, nil, nil)
+                if c < 0 { return }   // the listener was closed
+                var buf = [UInt8](repeating: 0, count: 65536)
+                var total = 0
+                // Up to 200 ms for the first bytes (preface + HEADERS + DATA go out together).
+                var tv = timeval(tv_sec: 0, tv_usec: 200_000)
+                setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+                while total < 100 {
+                    let n = read(c, &buf, buf.count)
+                    if n <= 0 { break }
+                    total += n
+                }
+                close(c)
+            }
+        }
+        thread.start()
+    }
 }
