@@ -96,6 +96,9 @@ public struct ServerConfig: Sendable {
     public var heartbeatIntervalMs = 100
     public var electionTimeoutMs = 1000
     public var snapshotCount: UInt64 = 100_000
+    /// Entries kept in the Raft log after a snapshot for slow followers (etcd's
+    /// --experimental-snapshot-catchup-entries); a follower further behind gets a snapshot.
+    public var snapshotCatchUpEntries: UInt64 = 5000
     /// 0 = etcd's default quota (2 GiB).
     public var quotaBackendBytes: Int64 = 0
     public var maxRequestBytes = 1_572_864
@@ -121,6 +124,19 @@ public struct ServerConfig: Sendable {
         public var memberID: UInt64
         public var clusterID: UInt64
         public var autoCompaction: AutoCompaction?
+        /// --initial-cluster as members (sorted by ID), IDs derived as etcd does (peer URLs + token).
+        public var initialMembers: [InitialMember] = []
+        /// --initial-cluster-state existing: join a running cluster (IDs come from its members).
+        public var joinExisting = false
+        /// --listen-peer-urls (the peer listener binds these).
+        public var listenPeerURLs: [ServerURL] = []
+    }
+
+    /// One `name=url,...` group of --initial-cluster.
+    public struct InitialMember: Sendable, Hashable {
+        public var name: String
+        public var peerURLs: [String]
+        public var id: UInt64
     }
 
     public enum AutoCompaction: Sendable, Hashable {
@@ -131,7 +147,7 @@ public struct ServerConfig: Sendable {
     public func resolve() throws(ConfigError) -> Resolved {
         let client = try URLParsing.parseList(listenClientURLs)
         let advClient = try URLParsing.parseList(advertiseClientURLs)
-        _ = try URLParsing.parseList(listenPeerURLs)
+        let listenPeer = try URLParsing.parseList(listenPeerURLs)
         let advPeer = try URLParsing.parseList(initialAdvertisePeerURLs)
         guard ["new", "existing"].contains(initialClusterState) else {
             throw ConfigError("unexpected initial-cluster-state \"\(initialClusterState)\" (valid: new, existing)")
@@ -149,11 +165,16 @@ public struct ServerConfig: Sendable {
         // --initial-cluster: name=url,... ; our own name must be there with our advertised peer URLs.
         let clusterText = initialCluster ?? advPeer.map { "\(name)=\($0)" }.joined(separator: ",")
         var members: [String: [String]] = [:]
+        var seenURLs: Set<String> = []
         for item in clusterText.split(separator: ",") {
             guard let eq = item.firstIndex(of: "=") else {
                 throw ConfigError("invalid --initial-cluster entry \"\(item)\" (want name=url)")
             }
             let url = try URLParsing.parse(String(item[item.index(after: eq)...]))
+            // etcd (types.NewURLsMap + NewClusterFromURLsMap): one URL belongs to one member.
+            guard seenURLs.insert(url.description).inserted else {
+                throw ConfigError("duplicate URL \(url.description) in --initial-cluster")
+            }
             members[String(item[..<eq]), default: []].append(url.description)
         }
         guard let mine = members[name] else {
@@ -162,14 +183,21 @@ public struct ServerConfig: Sendable {
         if mine.sorted() != advPeer.map(\.description).sorted() {
             throw ConfigError("--initial-cluster has \(name)=\(mine.sorted().joined(separator: ",")) but missing from --initial-advertise-peer-urls=\(advPeer.map(\.description).joined(separator: ","))")
         }
-        if members.count > 1 {
-            throw ConfigError("keel: multi-member clusters are not supported yet (--initial-cluster lists \(members.count) members)")
+        let initial = members.map { name, urls in
+            InitialMember(name: name, peerURLs: urls.sorted(),
+                          id: Identity.memberID(peerURLs: urls, token: initialClusterToken))
+        }.sorted { $0.id < $1.id }
+        for (a, b) in zip(initial, initial.dropFirst()) where a.id == b.id {
+            throw ConfigError("member exists with identical ID \(String(a.id, radix: 16)) (\(a.name), \(b.name))")
         }
-        let memberIDs = members.map { Identity.memberID(peerURLs: $0.value, token: initialClusterToken) }
         let memberID = Identity.memberID(peerURLs: mine, token: initialClusterToken)
-        return Resolved(clientURLs: client, advertiseClientURLs: advClient, peerURLs: advPeer,
-                        memberID: memberID, clusterID: Identity.clusterID(memberIDs: memberIDs),
-                        autoCompaction: try parseAutoCompaction())
+        var r = Resolved(clientURLs: client, advertiseClientURLs: advClient, peerURLs: advPeer,
+                         memberID: memberID, clusterID: Identity.clusterID(memberIDs: initial.map(\.id)),
+                         autoCompaction: try parseAutoCompaction())
+        r.initialMembers = initial
+        r.joinExisting = initialClusterState == "existing"
+        r.listenPeerURLs = listenPeer
+        return r
     }
 
     func parseAutoCompaction() throws(ConfigError) -> AutoCompaction? {

@@ -39,6 +39,8 @@ struct KeelCommand: ParsableCommand {
     var electionTimeout = 1000
     @Option(name: .customLong("snapshot-count"), help: "Number of committed transactions to trigger a snapshot to disk.")
     var snapshotCount: UInt64 = 100_000
+    @Option(name: .customLong("experimental-snapshot-catchup-entries"), help: "Number of entries for a slow follower to catch up after compacting the raft storage entries.")
+    var snapshotCatchUpEntries: UInt64 = 5000
     @Option(name: .customLong("quota-backend-bytes"), help: "Raise alarms when backend size exceeds the given quota (0 defaults to low space quota).")
     var quotaBackendBytes: Int64 = 0
     @Option(name: .customLong("max-request-bytes"), help: "Maximum client request size in bytes the server will accept.")
@@ -57,7 +59,7 @@ struct KeelCommand: ParsableCommand {
     static let valueFlags = [
         "name", "data-dir", "listen-client-urls", "advertise-client-urls", "listen-peer-urls",
         "initial-advertise-peer-urls", "initial-cluster", "initial-cluster-state", "initial-cluster-token",
-        "heartbeat-interval", "election-timeout", "snapshot-count", "quota-backend-bytes", "max-request-bytes",
+        "heartbeat-interval", "election-timeout", "snapshot-count", "experimental-snapshot-catchup-entries", "quota-backend-bytes", "max-request-bytes",
         "max-txn-ops", "auto-compaction-mode", "auto-compaction-retention", "log-level",
     ]
 
@@ -75,6 +77,7 @@ struct KeelCommand: ParsableCommand {
         c.heartbeatIntervalMs = heartbeatInterval
         c.electionTimeoutMs = electionTimeout
         c.snapshotCount = snapshotCount
+        c.snapshotCatchUpEntries = snapshotCatchUpEntries
         c.quotaBackendBytes = quotaBackendBytes
         c.maxRequestBytes = maxRequestBytes
         c.maxTxnOps = maxTxnOps
@@ -132,7 +135,26 @@ do {
     fail("\(error)", code: 1)
 }
 logger.info("ready to serve client requests", metadata: ["ports": "\(server.clientPorts)"])
-let sig = await signalTask.value
-logger.info("received signal; shutting down", metadata: ["signal": "\(sig == SIGINT ? "SIGINT" : "SIGTERM")"])
+// etcd stops a member that applied its own removal; it stays up two election timeouts first (the
+// others may still need its vote until they have applied the removal too).
+let removedTask = Task {
+    while !Task.isCancelled && !server.core.shared.isRemoved { try? await Task.sleep(for: .milliseconds(100)) }
+    try? await Task.sleep(for: .milliseconds(2 * config.electionTimeoutMs))
+    return SIGTERM
+}
+let sig = await withTaskGroup(of: Int32.self) { g in
+    g.addTask { await signalTask.value }
+    g.addTask { await removedTask.value }
+    let first = await g.next() ?? SIGTERM
+    removedTask.cancel()
+    signalTask.cancel()
+    g.cancelAll()
+    return first
+}
+if server.core.shared.isRemoved {
+    logger.warning("the member has been permanently removed from the cluster; shutting down")
+} else {
+    logger.info("received signal; shutting down", metadata: ["signal": "\(sig == SIGINT ? "SIGINT" : "SIGTERM")"])
+}
 await server.shutdown()
 exit(0)

@@ -5,6 +5,10 @@ import NIOCore
 import Raft
 import Storage
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// A lease change the apply loop made, for the lessor (in apply order).
 public enum LeaseApplied: Sendable, Hashable {
     case granted(id: Int64, ttl: Int64)
@@ -18,6 +22,10 @@ public struct ApplyHooks: Sendable {
     public var events: (@Sendable (_ events: [Mvccpb.Event], _ revision: Int64) -> Void)?
     public var compacted: (@Sendable (_ revision: Int64) -> Void)?
     public var leases: (@Sendable (_ changes: [LeaseApplied]) -> Void)?
+    /// The membership after a batch that changed it (peer transport, cluster service).
+    var membership: (@Sendable (_ membership: Keelpb.Membership) -> Void)?
+    /// The store was replaced by a snapshot from the leader (its revision now).
+    var snapshotInstalled: (@Sendable (_ revision: Int64) -> Void)?
     public init() {}
 }
 
@@ -32,13 +40,19 @@ enum MetaKey {
 /// then feeds watchers and the lessor and completes the waiting callers. Entries at or below the
 /// store's applied index were applied before a restart and are skipped (WAL replay is idempotent).
 final class Applier {
-    let store: MVCCStore
+    private(set) var store: MVCCStore
+    /// Where the services read the store (replaced together with `store`).
+    var storeSlot: StoreSlot?
     let shared: SharedState
     let logger: Logger
     let loop: any EventLoop
     var hooks: ApplyHooks
 
     private var queue: [([Raft.Entry], [UInt64: EventLoopPromise<ApplyResult>])] = []
+    /// Raft's ConfState after each conf-change entry handed out (by entry index), from the Raft loop.
+    private var confStates: [UInt64: ConfState] = [:]
+    /// The applied membership (persisted with the applied index).
+    private(set) var membership = Keelpb.Membership()
     private var queuedEntries = 0
     private var drainScheduled = false
     /// Linearizable reads waiting for the applied index, in arrival order.
@@ -65,10 +79,16 @@ final class Applier {
             alarms = list.alarms
         }
         publishAlarms()
+        if let bytes = try store.meta(MetaKey.membership), let m = try? Keelpb.Membership(serializedBytes: bytes) {
+            membership = m
+        }
+        shared.learner.store(membership.member(shared.memberID)?.isLearner ?? false, ordering: .relaxed)
         shared.appliedIndex.store(store.appliedIndex, ordering: .releasing)
     }
 
-    func enqueue(_ entries: [Raft.Entry], _ promises: [UInt64: EventLoopPromise<ApplyResult>]) {
+    func enqueue(_ entries: [Raft.Entry], _ promises: [UInt64: EventLoopPromise<ApplyResult>],
+                 confStates: [UInt64: ConfState] = [:]) {
+        confStates.forEach { self.confStates[$0.key] = $0.value }
         queue.append((entries, promises))
         queuedEntries += entries.count
         guard !drainScheduled else { return }
@@ -94,6 +114,69 @@ final class Applier {
         }
     }
 
+    /// A consistent copy of the store for a follower (MsgSnap), fsynced; false on failure.
+    func writeSnapshotFile(_ path: String) -> Bool {
+        unlink(path)
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        guard fd >= 0 else { logger.error("snapshot: cannot create \(path)"); return false }
+        defer { close(fd) }
+        do {
+            try store.writeSnapshot(to: fd)
+        } catch {
+            logger.error("snapshot: copy failed", metadata: ["error": "\(error)"])
+            unlink(path)
+            return false
+        }
+        return fsync(fd) == 0
+    }
+
+    /// Replaces the store with a snapshot file from the leader (Raft installs the snapshot): the
+    /// store is closed, restored from the file, reopened and published; this member's identity is
+    /// written back (the file carries the leader's). Reads that arrive while the file is copied
+    /// fail with the store's "closed" error. Queued entries apply on top of it (those the snapshot
+    /// covers are skipped by index). Returns the store's applied index, nil on failure.
+    func installSnapshot(file: String) -> UInt64? {
+        let dir = store.directory, options = store.options
+        let identity = (try? store.meta(MetaKey.identity)) ?? nil
+        store.close()
+        let fresh: MVCCStore
+        do throws(MVCCError) {
+            try MVCCStore.restore(snapshotFile: file, into: dir)
+            fresh = try MVCCStore.open(directory: dir, options: options)
+            try fresh.write { (t: inout MVCCWriteTxn) throws(MVCCError) in t.setMeta(MetaKey.identity, identity) }
+            try fresh.sync()
+        } catch {
+            logger.critical("snapshot install failed", metadata: ["error": "\(error)", "file": "\(file)"])
+            failedPermanently = error
+            shared.stopped.store(true, ordering: .relaxed)
+            return nil
+        }
+        unlink(file)
+        store = fresh
+        storeSlot?.replace(with: fresh)
+        if let bytes = try? fresh.meta(MetaKey.alarms), let list = try? Keelpb.AlarmList(serializedBytes: bytes) {
+            alarms = list.alarms
+        } else {
+            alarms = []
+        }
+        publishAlarms()
+        if let bytes = try? fresh.meta(MetaKey.membership), let m = try? Keelpb.Membership(serializedBytes: bytes) {
+            membership = m
+        }
+        shared.learner.store(membership.member(shared.memberID)?.isLearner ?? false, ordering: .relaxed)
+        confStates = confStates.filter { $0.key > fresh.appliedIndex }
+        shared.appliedIndex.store(fresh.appliedIndex, ordering: .releasing)
+        logger.info("installed the leader's snapshot", metadata: [
+            "applied-index": "\(fresh.appliedIndex)", "revision": "\(fresh.revision)"])
+        hooks.membership?(membership)
+        if fresh.compactedRevision > 0 { hooks.compacted?(fresh.compactedRevision) }
+        hooks.snapshotInstalled?(fresh.revision)
+        let ready = readWaiters.filter { $0.index <= fresh.appliedIndex }
+        readWaiters.removeAll { $0.index <= fresh.appliedIndex }
+        for w in ready { for p in w.promises { p.succeed(()) } }
+        return fresh.appliedIndex
+    }
+
     // MARK: applying
 
     private func drain() {
@@ -116,6 +199,7 @@ final class Applier {
         var physical = Set<UInt64>()
         var lastIndex = already
         var newAlarms = alarms
+        var newMembership = membership
         let start = NIODeadline.now()
         let revision: Int64
         var applied = 0
@@ -126,9 +210,19 @@ final class Applier {
                     for e in entries where e.index > already {
                         lastIndex = e.index
                         applied += 1
-                        guard e.type == .normal, !e.data.isEmpty else { continue }  // leader no-op / conf change
+                        if e.type == .confChange {
+                            if let id = applyConfChange(e, &newMembership), promises[id] != nil {
+                                results[id] = .membership(newMembership)
+                            }
+                            continue
+                        }
+                        guard !e.data.isEmpty else { continue }  // leader no-op
                         guard let req = try? Keelpb.InternalRequest(serializedBytes: e.data) else {
                             logger.error("apply: undecodable entry skipped", metadata: ["index": "\(e.index)"])
+                            continue
+                        }
+                        if let r = Self.applyMemberRequest(req, &newMembership) {
+                            if promises[req.id] != nil { results[req.id] = r }
                             continue
                         }
                         if case .compaction(let c) = req.request, c.physical { physical.insert(req.id) }
@@ -139,6 +233,9 @@ final class Applier {
                 if newAlarms != alarms {
                     var list = Keelpb.AlarmList(); list.alarms = newAlarms
                     txn.setMeta(MetaKey.alarms, list.serializedBytes())
+                }
+                if newMembership != membership {
+                    txn.setMeta(MetaKey.membership, newMembership.serializedBytes())
                 }
                 txn.setAppliedIndex(lastIndex)
                 events = txn.events
@@ -158,6 +255,11 @@ final class Applier {
         if !store.options.syncEachWrite { scheduleBackendSync() }
         alarms = newAlarms
         publishAlarms()
+        if newMembership != membership {
+            membership = newMembership
+            shared.learner.store(newMembership.member(shared.memberID)?.isLearner ?? false, ordering: .relaxed)
+            hooks.membership?(newMembership)
+        }
         shared.appliedIndex.store(lastIndex, ordering: .releasing)
         shared.proposalsApplied.add(UInt64(applied), ordering: .relaxed)
         if !events.isEmpty { hooks.events?(events, revision) }
@@ -183,6 +285,38 @@ final class Applier {
                 if w.index <= lastIndex { for p in w.promises { p.succeed(()) } } else { keep.append(w) }
             }
             readWaiters = keep
+        }
+    }
+
+    /// A committed conf-change entry: the membership follows Raft's ConfState for it (handed over
+    /// by the Raft loop, which applied it to the node). Returns the proposer's request id.
+    private func applyConfChange(_ e: Raft.Entry, _ ms: inout Keelpb.Membership) -> UInt64? {
+        guard let cc = try? ConfChange(decoding: e.data) else {
+            logger.error("apply: undecodable conf change skipped", metadata: ["index": "\(e.index)"])
+            return nil
+        }
+        let ctx = cc.context.isEmpty ? nil : try? Keelpb.ConfChangeContext(serializedBytes: cc.context)
+        // Replayed after a restart (the Raft loop handed it out again): Raft re-applied it too.
+        let cs = confStates.removeValue(forKey: e.index) ?? ms.confState
+        ms.apply(cc, member: ctx?.member, confState: cs)
+        return ctx?.id
+    }
+
+    /// Member attribute publishes and MemberUpdate: metadata only.
+    static func applyMemberRequest(_ req: Keelpb.InternalRequest, _ ms: inout Keelpb.Membership) -> ApplyResult? {
+        switch req.request {
+        case .memberAttributes(let a):
+            if let i = ms.members.firstIndex(where: { $0.id == a.memberId }) {
+                ms.members[i].name = a.name
+                ms.members[i].clientUrls = a.clientUrls
+            }
+            return .membership(ms)
+        case .memberUpdate(let u):
+            guard let i = ms.members.firstIndex(where: { $0.id == u.memberId }) else { return .failed(EtcdError.memberNotFound) }
+            ms.members[i].peerUrls = u.peerUrls
+            return .membership(ms)
+        default:
+            return nil
         }
     }
 
@@ -234,7 +368,7 @@ final class Applier {
                 return .leaseCheckpoint(resp)
             case .alarm(let a):
                 return .alarm(Self.applyAlarm(a, &alarms, revision: txn.revision))
-            case nil:
+            case nil, .memberAttributes, .memberUpdate:
                 return .failed(GRPCStatus(.internal, "etcdserver: empty internal request"))
             }
         } catch {

@@ -24,7 +24,9 @@ public final class KeelCore: Sendable {
     public let config: ServerConfig
     public let resolved: ServerConfig.Resolved
     public let shared: SharedState
-    public let store: MVCCStore
+    /// The current store (replaced when this member installs a snapshot from the leader).
+    public var store: MVCCStore { storeSlot.store }
+    let storeSlot: StoreSlot
     public let name: String
     let raftLoop: any EventLoop
     let applyLoop: any EventLoop
@@ -33,10 +35,10 @@ public final class KeelCore: Sendable {
     let logger: Logger
     public let startTime: Double
 
-    init(config: ServerConfig, resolved: ServerConfig.Resolved, shared: SharedState, store: MVCCStore,
+    init(config: ServerConfig, resolved: ServerConfig.Resolved, shared: SharedState, storeSlot: StoreSlot,
          raftLoop: any EventLoop, applyLoop: any EventLoop, host: NIOLoopBound<RaftHost>,
          applier: NIOLoopBound<Applier>, logger: Logger) {
-        self.config = config; self.resolved = resolved; self.shared = shared; self.store = store
+        self.config = config; self.resolved = resolved; self.shared = shared; self.storeSlot = storeSlot
         self.name = config.name
         self.raftLoop = raftLoop; self.applyLoop = applyLoop; self.host = host; self.applier = applier
         self.logger = logger
@@ -87,6 +89,47 @@ public final class KeelCore: Sendable {
         } catch {
             throw EtcdError.stopped
         }
+    }
+
+    /// Proposes a membership change through Raft and waits until it is applied; returns the
+    /// membership after it.
+    func proposeConfChange(_ type: ConfChangeType, nodeID: UInt64, member: Keelpb.Member?) async throws(GRPCStatus)
+        -> Keelpb.Membership {
+        if shared.stopped.load(ordering: .relaxed) { throw EtcdError.stopped }
+        var ctx = Keelpb.ConfChangeContext()
+        ctx.id = shared.newID()
+        ctx.member = member
+        let cc = ConfChange(type: type, nodeID: nodeID, context: ctx.serializedBytes())
+        let promise = applyLoop.makePromise(of: ApplyResult.self)
+        let host = self.host, id = ctx.id
+        raftLoop.execute { host.value.proposeConfChange(id: id, cc: cc, promise: promise) }
+        let r: ApplyResult
+        do { r = try await promise.futureResult.get() } catch { throw EtcdError.stopped }
+        switch r {
+        case .membership(let m): return m
+        case .failed(let s): throw s
+        default: throw GRPCStatus(.internal, "keel: unexpected apply result for a membership change")
+        }
+    }
+
+    /// The Raft node's status (on the Raft loop).
+    func raftStatus() async -> Raft.Status? {
+        let host = self.host
+        return try? await raftLoop.submit { host.value.node.status }.get()
+    }
+
+    /// Starts a leadership transfer to `id` (nil) or says why not.
+    func transferLeadership(to id: UInt64) async -> GRPCStatus? {
+        let host = self.host
+        do { return try await raftLoop.submit { host.value.transferLeadership(to: id) }.get() } catch { return EtcdError.stopped }
+    }
+
+    /// The applied membership (read from the store: consistent with the applied index).
+    func membership() -> Keelpb.Membership {
+        guard let bytes = try? store.meta(MetaKey.membership), let m = try? Keelpb.Membership(serializedBytes: bytes) else {
+            return Keelpb.Membership()
+        }
+        return m
     }
 
     /// Raft facts for Maintenance.Status: (commit index, term, leader).
@@ -154,15 +197,34 @@ public final class KeelServer: Sendable {
         var identity = Keelpb.ClusterIdentity()
         if let bytes = try store.meta(MetaKey.identity), let id = try? Keelpb.ClusterIdentity(serializedBytes: bytes) {
             identity = id
+            // A data dir made for another cluster (other token or members, same name) is refused,
+            // as etcd refuses peers whose cluster ID differs ("cluster ID mismatch").
+            try Bootstrap.checkDataDir(identity: identity, resolved: resolved, config: config)
         } else {
-            identity.clusterId = resolved.clusterID
-            identity.memberId = resolved.memberID
-            identity.name = config.name
-            identity.peerUrls = resolved.peerURLs.map(\.description)
+            let boot = try await Bootstrap.identity(config: config, resolved: resolved, logger: logger)
+            identity = boot.identity
             let bytes = identity.serializedBytes()
-            try store.write { (t: inout MVCCWriteTxn) throws(MVCCError) in t.setMeta(MetaKey.identity, bytes) }
+            let members = boot.membership.serializedBytes()
+            let hasMembership = try store.meta(MetaKey.membership) != nil
+            try store.write { (t: inout MVCCWriteTxn) throws(MVCCError) in
+                t.setMeta(MetaKey.identity, bytes)
+                if !hasMembership { t.setMeta(MetaKey.membership, members) }
+            }
+        }
+        if try store.meta(MetaKey.membership) == nil {
+            // A data dir from before membership was persisted (one member): this member alone.
+            var one = Keelpb.Membership()
+            var m = Keelpb.Member(); m.id = identity.memberId; m.name = identity.name; m.peerUrls = identity.peerUrls
+            one.members = [m]; one.voters = [m.id]
+            let bytes = one.serializedBytes()
+            try store.write { (t: inout MVCCWriteTxn) throws(MVCCError) in t.setMeta(MetaKey.membership, bytes) }
+        }
+        let membership = try Keelpb.Membership(serializedBytes: try store.meta(MetaKey.membership) ?? [])
+        if membership.removed.contains(identity.memberId) {
+            throw StartupError("the member has been permanently removed from the cluster (member \(String(identity.memberId, radix: 16)))")
         }
         identity.clientUrls = resolved.advertiseClientURLs.map(\.description)
+        let storeSlot = StoreSlot(store)
         let shared = SharedState(clusterID: identity.clusterId, memberID: identity.memberId,
                                  nowMillis: UInt64(max(0, Self.nowMillis())))
         logger.info("starting keel", metadata: [
@@ -175,7 +237,7 @@ public final class KeelServer: Sendable {
         let raftLoop = loops[0], applyLoop = loops[1]
         let hooksBox: ServerExtras
         do {
-            hooksBox = try ServerExtras(store: store, config: config, memberID: identity.memberId, logger: logger)
+            hooksBox = try ServerExtras(store: storeSlot, config: config, memberID: identity.memberId, logger: logger)
         } catch {
             throw StartupError("cannot load leases from the backend: \(error)")
         }
@@ -183,6 +245,7 @@ public final class KeelServer: Sendable {
 
         let applier = try await applyLoop.submit { () throws -> NIOLoopBound<Applier> in
             let a = try Applier(store: store, shared: shared, logger: logger, loop: applyLoop, hooks: hooks)
+            a.storeSlot = storeSlot
             return NIOLoopBound(a, eventLoop: applyLoop)
         }.get()
 
@@ -199,17 +262,21 @@ public final class KeelServer: Sendable {
             var snapIndex: UInt64 = 0
             if let marker = replay.snapshot {
                 try ms.applySnapshot(Raft.Snapshot(metadata: Raft.SnapshotMetadata(
-                    index: marker.index, term: marker.term, confState: ConfState(voters: [memberID]))))
+                    index: marker.index, term: marker.term, confState: membership.confState)))
                 snapIndex = marker.index
             }
             if let hs = replay.hardState {
                 ms.setHardState(Raft.HardState(term: hs.term, vote: hs.vote, commit: max(hs.commit, snapIndex)))
             }
-            try ms.append(replay.entries.map { Raft.Entry(term: $0.term, index: $0.index, data: $0.data) })
+            try ms.append(replay.entries.map(WALCodec.raftEntry))
             if store.appliedIndex < snapIndex {
                 throw StartupError("backend applied index \(store.appliedIndex) is behind the WAL snapshot at \(snapIndex): the data dir is damaged")
             }
-            var rc = Raft.Config(id: memberID, peers: [memberID], seed: UInt64.random(in: 1...UInt64.max))
+            var rc = Raft.Config(id: memberID, peers: membership.voters, seed: UInt64.random(in: 1...UInt64.max))
+            rc.learners = membership.learners
+            // The membership as of the store's applied index; later conf changes in the WAL are
+            // handed out (and applied) again.
+            rc.confState = membership.confState
             rc.electionTick = electionTicks
             rc.heartbeatTick = 1
             rc.applied = min(store.appliedIndex, ms.lastIndex)
@@ -220,9 +287,12 @@ public final class KeelServer: Sendable {
                                                      "last-index": "\(node.lastIndex)", "applied": "\(rc.applied)"])
             let h = RaftHost(loop: raftLoop, shared: shared, logger: logger, node: node, wal: wal, snapshotter: snapshotter,
                              applier: applier, applyLoop: applyLoop, snapshotCount: snapCount, lastSnapshotIndex: snapIndex)
+            h.snapshotDir = memberDir + "/snap"
+            h.catchUpEntries = config.snapshotCatchUpEntries
+            h.requestTimeoutTicks = UInt64((5000 + 2 * config.electionTimeoutMs) / config.heartbeatIntervalMs)
             // One member: campaign now instead of waiting an election timeout (etcd fast-forwards
             // the election ticks of a single-member cluster the same way).
-            for _ in 0..<(2 * electionTicks + 2) where h.node.role != .leader {
+            for _ in 0..<(2 * electionTicks + 2) where h.node.role != .leader && membership.voters == [memberID] {
                 h.node.tick()
                 h.turn()
             }
@@ -235,14 +305,17 @@ public final class KeelServer: Sendable {
             return NIOLoopBound(t, eventLoop: raftLoop)
         }.get()
 
-        let core = KeelCore(config: config, resolved: resolved, shared: shared, store: store,
+        let core = KeelCore(config: config, resolved: resolved, shared: shared, storeSlot: storeSlot,
                             raftLoop: raftLoop, applyLoop: applyLoop, host: host, applier: applier, logger: logger)
+        // Multi-member clusters need the peer transport (Sources/Server/Peer), which is not in
+        // this commit yet: a member of a multi-member cluster starts, but reaches no peers.
         // Replay: wait (bounded) until what the WAL says is committed is applied before serving.
         let target = shared.committed
         for _ in 0..<6000 where shared.applied < target && !shared.stopped.load(ordering: .relaxed) {
             try await Task.sleep(for: .milliseconds(10))
         }
         try await hooksBox.setUp(core: core, logger: logger)
+        await MemberPublish.publishAttributes(core: core, logger: logger)
 
         let services = hooksBox.services(core: core)
         var servers: [GRPCServer] = []
@@ -271,6 +344,16 @@ public final class KeelServer: Sendable {
          servers: [GRPCServer], extras: ServerExtras, compactor: Task<Void, Never>?, logger: Logger) {
         self.core = core; self.group = group; self.tickTask = tickTask; self.servers = servers
         self.extras = extras; self.compactor = compactor; self.logger = logger
+    }
+
+    static func stopLoops(core: KeelCore, tick: NIOLoopBound<RepeatedTask>?) async {
+        _ = try? await core.raftLoop.submit {
+            tick?.value.cancel()
+            core.host.value.stop()
+        }.get()
+        core.shared.stopped.store(true, ordering: .relaxed)
+        _ = try? await core.applyLoop.submit { core.applier.value.stop() }.get()
+        core.store.close()
     }
 
     /// Clean shutdown: stop accepting, let in-flight calls finish (GOAWAY), stop the Raft loop

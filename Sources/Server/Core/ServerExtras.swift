@@ -9,7 +9,7 @@ import Storage
 final class ServerExtras: Sendable {
     let runtime: WatchLeaseRuntime
 
-    init(store: MVCCStore, config: ServerConfig, memberID: UInt64, logger: Logger) throws {
+    init(store: StoreSlot, config: ServerConfig, memberID: UInt64, logger: Logger) throws {
         runtime = try WatchLeaseRuntime(store: store, config: config, memberID: memberID, logger: logger)
     }
 
@@ -20,6 +20,7 @@ final class ServerExtras: Sendable {
         h.events = { ev, rev in rt.publish(events: ev, revision: rev) }
         h.compacted = { rev in rt.compacted(revision: rev) }
         h.leases = { changes in rt.leasesApplied(changes) }
+        h.snapshotInstalled = { rev in rt.storeReplaced(revision: rev) }
         return h
     }
 
@@ -28,9 +29,9 @@ final class ServerExtras: Sendable {
         await runtime.attach(core: core)
     }
 
-    func services(core: KeelCore) -> [any GRPCService] {
+    func services(core: KeelCore, leaseForwarder: LeaseForwarder? = nil) -> [any GRPCService] {
         [KVService(core: core), MaintenanceService(core: core), ClusterService(core: core), AuthService(core: core)]
-            + runtime.services(core: core)
+            + runtime.services(core: core, leaseForwarder: leaseForwarder)
     }
 
     func shutdown() async { await runtime.shutdown() }

@@ -20,6 +20,12 @@ public final class SharedState: Sendable {
     /// Raised alarms as a bit set (1: NOSPACE, 2: CORRUPT), mirrored from the apply loop.
     let alarms = Atomic<UInt8>(0)
     let stopped = Atomic<Bool>(false)
+    /// This member applied its own removal from the cluster (etcd then stops the member).
+    let removed = Atomic<Bool>(false)
+    /// This member is a learner (mirrored from the applied membership by the apply loop).
+    let learner = Atomic<Bool>(false)
+    /// This member runs the peer transport and listener (a lone member on the default peer URL does not).
+    let peersRunning = Atomic<Bool>(false)
     private let nextID: Atomic<UInt64>
 
     init(clusterID: UInt64, memberID: UInt64, nowMillis: UInt64) {
@@ -39,6 +45,8 @@ public final class SharedState: Sendable {
     public var committed: UInt64 { commitIndex.load(ordering: .acquiring) }
     public var applied: UInt64 { appliedIndex.load(ordering: .acquiring) }
     public var noSpaceAlarm: Bool { alarms.load(ordering: .relaxed) & 1 != 0 }
+    public var isRemoved: Bool { removed.load(ordering: .relaxed) }
+    public var isLearner: Bool { learner.load(ordering: .relaxed) }
 
     /// etcd's response header: cluster, member, the given store revision, the current term.
     public func header(revision: Int64) -> Etcdserverpb.ResponseHeader {
@@ -61,16 +69,14 @@ public enum ApplyResult: Sendable {
     case leaseRevoke(Etcdserverpb.LeaseRevokeResponse)
     case leaseCheckpoint(Etcdserverpb.LeaseCheckpointResponse)
     case alarm(Etcdserverpb.AlarmResponse)
+    /// A membership change (conf change, attributes, update): the membership after it.
+    case membership(Keelpb.Membership)
     case failed(GRPCStatus)
 }
 
 /// etcd's gRPC statuses (api/v3rpc/rpctypes/error.go): code and exact message.
 public enum EtcdError {
     public static let emptyKey = GRPCStatus(.invalidArgument, "etcdserver: key is not provided")
-    /// Keel-only (etcd has no key length limit): the store's key-major LMDB table holds keys up to
-    /// MVCCStore.maxKeySize bytes; refused up front so nothing reaches Raft.
-    public static let keyTooLong = GRPCStatus(.invalidArgument,
-                                              "etcdserver: key is too long (keel stores keys of at most \(MVCCStore.maxKeySize) bytes)")
     public static let keyNotFound = GRPCStatus(.invalidArgument, "etcdserver: key not found")
     public static let valueProvided = GRPCStatus(.invalidArgument, "etcdserver: value is provided")
     public static let leaseProvided = GRPCStatus(.invalidArgument, "etcdserver: lease is provided")
@@ -87,6 +93,20 @@ public enum EtcdError {
     public static let requestTooLarge = GRPCStatus(.invalidArgument, "etcdserver: request is too large")
     public static let tooManyRequests = GRPCStatus(.resourceExhausted, "etcdserver: too many requests")
     public static let noLeader = GRPCStatus(.unavailable, "etcdserver: no leader")
+    public static let leaderChanged = GRPCStatus(.unavailable, "etcdserver: leader changed")
+    public static let memberExist = GRPCStatus(.failedPrecondition, "etcdserver: member ID already exist")
+    public static let peerURLExist = GRPCStatus(.failedPrecondition, "etcdserver: Peer URLs already exists")
+    public static let notEnoughStarted = GRPCStatus(.failedPrecondition,
+                                                    "etcdserver: re-configuration failed due to not enough started members")
+    public static let memberNotLearner = GRPCStatus(.failedPrecondition, "etcdserver: can only promote a learner member")
+    public static let learnerNotReady = GRPCStatus(.failedPrecondition,
+                                                   "etcdserver: can only promote a learner member which is in sync with leader")
+    public static let tooManyLearners = GRPCStatus(.failedPrecondition, "etcdserver: too many learner members in cluster")
+    public static let clusterIDMismatch = GRPCStatus(.failedPrecondition, "etcdserver: cluster ID mismatch")
+    public static let unhealthy = GRPCStatus(.unavailable, "etcdserver: unhealthy cluster")
+    public static let notCapable = GRPCStatus(.unavailable, "etcdserver: not capable")
+    public static let notSupportedForLearner = GRPCStatus(.unavailable, "etcdserver: rpc not supported for learner")
+    public static let memberRemoved = GRPCStatus(.failedPrecondition, "etcdserver: the member has been permanently removed from the cluster")
     public static let notLeader = GRPCStatus(.failedPrecondition, "etcdserver: not leader")
     public static let stopped = GRPCStatus(.unavailable, "etcdserver: server stopped")
     public static let timeout = GRPCStatus(.unavailable, "etcdserver: request timed out")

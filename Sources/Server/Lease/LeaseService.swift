@@ -2,14 +2,32 @@
 import GRPC
 import KeelAPI
 
+/// On a follower, keep-alives and time-to-live questions go to the leader's lessor (etcd's
+/// LeaseRenew / LeaseTimeToLive forwarding over the peer port).
+public struct LeaseForwarder: Sendable {
+    public var renew: @Sendable (_ id: Int64) async throws(GRPCStatus) -> Int64
+    public var timeToLive: @Sendable (Etcdserverpb.LeaseTimeToLiveRequest) async throws(GRPCStatus)
+        -> Etcdserverpb.LeaseTimeToLiveResponse
+    public init(renew: @escaping @Sendable (_ id: Int64) async throws(GRPCStatus) -> Int64,
+                timeToLive: @escaping @Sendable (Etcdserverpb.LeaseTimeToLiveRequest) async throws(GRPCStatus)
+                    -> Etcdserverpb.LeaseTimeToLiveResponse) {
+        self.renew = renew
+        self.timeToLive = timeToLive
+    }
+}
+
 public struct LeaseService: GRPCService {
     public let lessor: Lessor
     let header: @Sendable () -> Etcdserverpb.ResponseHeader
+    let forward: LeaseForwarder?
 
     /// - header: a full response header (cluster_id, member_id, current revision, raft_term).
-    public init(lessor: Lessor, header: @escaping @Sendable () -> Etcdserverpb.ResponseHeader) {
+    /// - forward: how a follower reaches the leader's lessor (nil: one member, never forwards).
+    public init(lessor: Lessor, header: @escaping @Sendable () -> Etcdserverpb.ResponseHeader,
+                forward: LeaseForwarder? = nil) {
         self.lessor = lessor
         self.header = header
+        self.forward = forward
     }
 
     public var methods: [ServerMethod] {
@@ -46,19 +64,40 @@ public struct LeaseService: GRPCService {
             var resp = Etcdserverpb.LeaseKeepAliveResponse()
             resp.header = header()
             resp.id = req.id
+            var toLeader = false
             do {
                 resp.ttl = try await lessor.renew(id: req.id)
             } catch .notFound {
                 resp.ttl = 0
+            } catch .notPrimary {
+                if forward == nil { throw LeaseError.notPrimary.status }
+                toLeader = true
             } catch {
                 throw error.status
             }
+            if toLeader, let forward { resp.ttl = try await Self.forwardRenew(forward, req.id) }
             try await send(resp)
+        }
+    }
+
+    /// The leader's TTL after renewal; an unknown lease answers 0 as locally.
+    static func forwardRenew(_ forward: LeaseForwarder, _ id: Int64) async throws(GRPCStatus) -> Int64 {
+        do {
+            return try await forward.renew(id)
+        } catch {
+            if error.code == .notFound { return 0 }
+            throw error
         }
     }
 
     /// Unknown lease: TTL -1 and no error, as etcd's LeaseServer.LeaseTimeToLive.
     public func timeToLive(_ req: Etcdserverpb.LeaseTimeToLiveRequest) async throws -> Etcdserverpb.LeaseTimeToLiveResponse {
+        // A follower's lessor has no expiry clock: the leader's answer has the remaining TTL.
+        if let forward, await !lessor.isPrimary {
+            var r = try await forward.timeToLive(req)
+            r.header = header()
+            return r
+        }
         let found: Etcdserverpb.LeaseTimeToLiveResponse?
         do { found = try await lessor.timeToLive(id: req.id, keys: req.keys) } catch { throw error.status }
         var r = found ?? {

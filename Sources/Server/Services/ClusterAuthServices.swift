@@ -1,63 +1,151 @@
 import GRPC
 import KeelAPI
 
-/// etcdserverpb.Cluster for a one-member cluster: MemberList answers with this member; changes
-/// answer with etcd's errors where etcd has one for the request, and say plainly that membership
-/// changes are not implemented yet otherwise.
+/// etcdserverpb.Cluster: the member list as applied, and membership changes through Raft
+/// conf-change entries (one at a time), with etcd's checks and errors (server.go AddMember /
+/// RemoveMember / PromoteMember / UpdateMember, strict reconfiguration checks on).
 public struct ClusterService: GRPCService {
     let core: KeelCore
     public init(core: KeelCore) { self.core = core }
 
-    static let notSupported = GRPCStatus(.unimplemented, "keel: membership changes are not supported yet (single-member cluster)")
+    /// etcd's default --max-learners.
+    static let maxLearners = 1
 
     public var methods: [ServerMethod] {
         [
             .unary(Etcdserverpb.Cluster.memberList) { _, _ in self.memberList() },
-            .unary(Etcdserverpb.Cluster.memberAdd) { req, _ in try self.memberAdd(req) },
-            .unary(Etcdserverpb.Cluster.memberRemove) { req, _ -> Etcdserverpb.MemberRemoveResponse in
-                try self.requireMember(req.id); throw Self.notSupported
-            },
-            .unary(Etcdserverpb.Cluster.memberUpdate) { req, _ -> Etcdserverpb.MemberUpdateResponse in
-                try self.requireMember(req.id)
-                for u in req.peerURLs { do { _ = try URLParsing.parse(u) } catch { throw EtcdError.memberBadURLs } }
-                throw Self.notSupported
-            },
-            .unary(Etcdserverpb.Cluster.memberPromote) { req, _ -> Etcdserverpb.MemberPromoteResponse in
-                try self.requireMember(req.id)
-                // This member is a voter: etcd refuses to promote a non-learner.
-                throw GRPCStatus(.failedPrecondition, "etcdserver: can only promote a learner member")
-            },
+            .unary(Etcdserverpb.Cluster.memberAdd) { req, _ in try await self.memberAdd(req) },
+            .unary(Etcdserverpb.Cluster.memberRemove) { req, _ in try await self.memberRemove(req) },
+            .unary(Etcdserverpb.Cluster.memberUpdate) { req, _ in try await self.memberUpdate(req) },
+            .unary(Etcdserverpb.Cluster.memberPromote) { req, _ in try await self.memberPromote(req) },
         ]
-    }
-
-    public var me: Etcdserverpb.Member {
-        var m = Etcdserverpb.Member()
-        m.id = core.shared.memberID
-        m.name = core.name
-        m.peerURLs = core.resolved.peerURLs.map(\.description)
-        m.clientURLs = core.resolved.advertiseClientURLs.map(\.description)
-        return m
     }
 
     public func memberList() -> Etcdserverpb.MemberListResponse {
         var r = Etcdserverpb.MemberListResponse()
         r.header = core.header()
-        r.members = [me]
+        r.members = core.membership().etcdMembers
         return r
     }
 
-    func memberAdd(_ req: Etcdserverpb.MemberAddRequest) throws(GRPCStatus) -> Etcdserverpb.MemberAddResponse {
-        if req.peerURLs.isEmpty { throw EtcdError.memberBadURLs }
-        for u in req.peerURLs { do { _ = try URLParsing.parse(u) } catch { throw EtcdError.memberBadURLs } }
-        let mine = Set(me.peerURLs)
-        if req.peerURLs.contains(where: { mine.contains($0) }) {
-            throw GRPCStatus(.failedPrecondition, "etcdserver: Peer URLs already exists")
+    static func checkURLs(_ urls: [String]) throws(GRPCStatus) -> [String] {
+        if urls.isEmpty { throw EtcdError.memberBadURLs }
+        var out: [String] = []
+        for u in urls {
+            do { out.append(try URLParsing.parse(u).description) } catch { throw EtcdError.memberBadURLs }
         }
-        throw Self.notSupported
+        return out
     }
 
-    func requireMember(_ id: UInt64) throws(GRPCStatus) {
-        if id != core.shared.memberID { throw EtcdError.memberNotFound }
+    func memberAdd(_ req: Etcdserverpb.MemberAddRequest) async throws(GRPCStatus) -> Etcdserverpb.MemberAddResponse {
+        _ = try Self.checkURLs(req.peerURLs)
+        if !core.shared.peersRunning.load(ordering: .relaxed) {
+            throw GRPCStatus(.failedPrecondition, "keel: this member runs without a peer listener (a lone member on the default --listen-peer-urls); restart it with --listen-peer-urls to add members")
+        }
+        let ms = core.membership()
+        let urls = Set(req.peerURLs)
+        if ms.members.contains(where: { !urls.isDisjoint(with: $0.peerUrls) }) { throw EtcdError.peerURLExist }
+        if req.isLearner {
+            if ms.members.filter(\.isLearner).count >= Self.maxLearners { throw EtcdError.tooManyLearners }
+            try await checkReconfiguration(.addLearner)
+        } else {
+            try await checkReconfiguration(.add)
+        }
+        // etcd's NewMember: SHA-1 of the peer URLs and the time, so a re-added URL gets a new ID.
+        let id = Identity.memberID(peerURLs: req.peerURLs, token: "keel-member-add-\(KeelServer.nowMillis())")
+        if ms.members.contains(where: { $0.id == id }) || ms.removed.contains(id) { throw EtcdError.memberExist }
+        var m = Keelpb.Member()
+        m.id = id; m.peerUrls = req.peerURLs; m.isLearner = req.isLearner
+        let after = try await core.proposeConfChange(req.isLearner ? .addLearner : .addNode, nodeID: id, member: m)
+        var r = Etcdserverpb.MemberAddResponse()
+        r.header = core.header()
+        r.member = after.etcdMembers.first { $0.id == id } ?? Keelpb.Membership.etcdMember(m)
+        r.members = after.etcdMembers
+        return r
+    }
+
+    func memberRemove(_ req: Etcdserverpb.MemberRemoveRequest) async throws(GRPCStatus) -> Etcdserverpb.MemberRemoveResponse {
+        let ms = core.membership()
+        guard let m = ms.member(req.id) else { throw EtcdError.memberNotFound }
+        if !m.isLearner { try await checkReconfiguration(.remove(req.id)) }
+        let after = try await core.proposeConfChange(.removeNode, nodeID: req.id, member: nil)
+        var r = Etcdserverpb.MemberRemoveResponse()
+        r.header = core.header()
+        r.members = after.etcdMembers
+        return r
+    }
+
+    func memberUpdate(_ req: Etcdserverpb.MemberUpdateRequest) async throws(GRPCStatus) -> Etcdserverpb.MemberUpdateResponse {
+        _ = try Self.checkURLs(req.peerURLs)
+        let ms = core.membership()
+        guard ms.member(req.id) != nil else { throw EtcdError.memberNotFound }
+        let urls = Set(req.peerURLs)
+        if ms.members.contains(where: { $0.id != req.id && !urls.isDisjoint(with: $0.peerUrls) }) { throw EtcdError.peerURLExist }
+        var u = Keelpb.MemberUpdate()
+        u.memberId = req.id
+        u.peerUrls = req.peerURLs
+        let after: Keelpb.Membership
+        switch try await core.propose(.memberUpdate(u)) {
+        case .membership(let m): after = m
+        case .failed(let s): throw s
+        default: throw GRPCStatus(.internal, "keel: unexpected apply result for MemberUpdate")
+        }
+        var r = Etcdserverpb.MemberUpdateResponse()
+        r.header = core.header()
+        r.members = after.etcdMembers
+        return r
+    }
+
+    /// etcd: only a learner may be promoted, and only once it has caught up (its match index
+    /// at least 90% of the leader's); the leader decides (a follower asks it).
+    func memberPromote(_ req: Etcdserverpb.MemberPromoteRequest) async throws(GRPCStatus) -> Etcdserverpb.MemberPromoteResponse {
+        let ms = core.membership()
+        guard let m = ms.member(req.id) else { throw EtcdError.memberNotFound }
+        if !m.isLearner { throw EtcdError.memberNotLearner }
+        guard let st = await core.raftStatus() else { throw EtcdError.stopped }
+        if st.role == .leader {
+            guard let p = st.progress[req.id] else { throw EtcdError.memberNotFound }
+            if Double(p.match) < Double(st.commit) * 0.9 { throw EtcdError.learnerNotReady }
+        } else {
+            try await core.askLeaderIfLearnerReady(req.id)
+        }
+        try await checkReconfiguration(.promote(req.id))
+        let after = try await core.proposeConfChange(.promoteLearner, nodeID: req.id, member: nil)
+        var r = Etcdserverpb.MemberPromoteResponse()
+        r.header = core.header()
+        r.members = after.etcdMembers
+        return r
+    }
+
+    /// etcd's strict reconfiguration checks (server.go mayAddMember / mayRemoveMember /
+    /// mayPromoteMember). "Started" members are voters that published their name; "connected" ones
+    /// are voters this member heard from within an election timeout, which only the leader knows
+    /// (Raft's recentActive): on a follower the connectivity part is left to the leader's Raft.
+    enum Reconfiguration { case add, addLearner, remove(UInt64), promote(UInt64) }
+
+    func checkReconfiguration(_ change: Reconfiguration) async throws(GRPCStatus) {
+        let ms = core.membership()
+        let voters = ms.members.filter { !$0.isLearner }
+        let started = { (m: Keelpb.Member) in !m.name.isEmpty }
+        let st = await core.raftStatus()
+        let leading = st?.role == .leader
+        func connected(_ id: UInt64) -> Bool { id == st?.id || (st?.progress[id]?.recentActive ?? false) }
+        switch change {
+        case .addLearner:
+            if leading, !voters.allSatisfy({ connected($0.id) }) { throw EtcdError.unhealthy }
+        case .add, .promote:
+            let nmembers = voters.count + 1
+            let nstarted = voters.filter(started).count
+            if !(nstarted == 1 && nmembers == 2) && nstarted < nmembers / 2 + 1 { throw EtcdError.notEnoughStarted }
+            if case .add = change, leading, !voters.allSatisfy({ connected($0.id) }) { throw EtcdError.unhealthy }
+        case .remove(let id):
+            let rest = voters.filter { $0.id != id }
+            if rest.filter(started).count < rest.count / 2 + 1 { throw EtcdError.notEnoughStarted }
+            // A member that is down is safe to remove; otherwise the active quorum must survive.
+            guard leading, id == st?.id || connected(id) else { return }
+            let active = voters.filter { connected($0.id) }.count
+            if active - 1 < 1 + (voters.count - 1) / 2 { throw EtcdError.notEnoughStarted }
+        }
     }
 }
 

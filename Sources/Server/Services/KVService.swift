@@ -10,7 +10,6 @@ public enum RequestValidation {
 
     public static func checkPut(_ r: Etcdserverpb.PutRequest) throws(GRPCStatus) {
         if r.key.isEmpty { throw EtcdError.emptyKey }
-        if r.key.count > MVCCStore.maxKeySize { throw EtcdError.keyTooLong }
         if r.ignoreValue && !r.value.isEmpty { throw EtcdError.valueProvided }
         if r.ignoreLease && r.lease != 0 { throw EtcdError.leaseProvided }
     }
@@ -59,7 +58,11 @@ public struct KVService: GRPCService {
 
     public func range(_ r: Etcdserverpb.RangeRequest) async throws(GRPCStatus) -> Etcdserverpb.RangeResponse {
         try RequestValidation.checkRange(r)
-        if !r.serializable { try await core.linearizableBarrier() }
+        if !r.serializable {
+            // etcd: a learner serves serializable reads only.
+            if core.shared.isLearner { throw EtcdError.notSupportedForLearner }
+            try await core.linearizableBarrier()
+        }
         do {
             var resp = try core.store.range(r)
             resp.header = core.header(revision: resp.header?.revision ?? core.store.revision)
@@ -127,6 +130,7 @@ public struct KVService: GRPCService {
     }
 
     private func result(_ req: Keelpb.InternalRequest.OneOf_Request) async throws(GRPCStatus) -> ApplyResult {
+        if core.shared.isLearner { throw EtcdError.notSupportedForLearner }
         let r = try await core.propose(req)
         if case .failed(let status) = r { throw status }
         return r

@@ -35,7 +35,7 @@ public struct MaintenanceService: GRPCService {
             .serverStreaming(Etcdserverpb.Maintenance.snapshot) { _, writer, _ in
                 try await self.snapshot { try await writer.send($0) }
             },
-            .unary(Etcdserverpb.Maintenance.moveLeader) { req, _ in try self.moveLeader(req) },
+            .unary(Etcdserverpb.Maintenance.moveLeader) { req, _ in try await self.moveLeader(req) },
             .unary(Etcdserverpb.Maintenance.downgrade) { _, _ in
                 // etcd 3.4 has no Downgrade RPC; 3.5's needs cluster version management Keel lacks.
                 throw GRPCStatus(.unimplemented, "keel: downgrade is not supported")
@@ -74,7 +74,7 @@ public struct MaintenanceService: GRPCService {
         s.raftTerm = core.shared.currentTerm
         s.raftAppliedIndex = core.shared.applied
         s.errors = await core.alarms().map(Self.alarmText)
-        s.isLearner = false
+        s.isLearner = core.membership().member(core.shared.memberID)?.isLearner ?? false
         return s
     }
 
@@ -123,10 +123,24 @@ public struct MaintenanceService: GRPCService {
         }
     }
 
-    public func moveLeader(_ r: Etcdserverpb.MoveLeaderRequest) throws(GRPCStatus) -> Etcdserverpb.MoveLeaderResponse {
-        // etcd: only the leader may transfer, and only to a voting member; moving to itself is a no-op.
-        if core.shared.currentLeader != core.shared.memberID { throw EtcdError.notLeader }
-        guard r.targetID == core.shared.memberID else { throw EtcdError.badLeaderTransferee }
+    /// etcd: only the leader transfers, only to a voting member; it waits until the transferee
+    /// leads (or fails with etcd's "leader transfer took too long"). Moving to itself is a no-op.
+    public func moveLeader(_ r: Etcdserverpb.MoveLeaderRequest) async throws(GRPCStatus) -> Etcdserverpb.MoveLeaderResponse {
+        let shared = core.shared
+        if shared.currentLeader != shared.memberID { throw EtcdError.notLeader }
+        guard let target = core.membership().member(r.targetID), !target.isLearner else { throw EtcdError.badLeaderTransferee }
+        if r.targetID != shared.memberID {
+            if let err = await core.transferLeadership(to: r.targetID) { throw err }
+            // etcd waits up to the request timeout, polling every tick.
+            let tick = max(1, core.config.heartbeatIntervalMs)
+            let rounds = (5000 + 2 * core.config.electionTimeoutMs) / tick
+            var moved = false
+            for _ in 0..<rounds {
+                if shared.currentLeader == r.targetID { moved = true; break }
+                do { try await Task.sleep(for: .milliseconds(tick)) } catch { throw EtcdError.stopped }
+            }
+            if !moved { throw GRPCStatus(.unavailable, "etcdserver: request timed out, leader transfer took too long") }
+        }
         var resp = Etcdserverpb.MoveLeaderResponse()
         resp.header = core.header()
         return resp
@@ -237,7 +251,7 @@ public enum SnapshotFile {
             try MVCCStore.restore(snapshotFile: tmp, into: memberDir + "/db")
             let store = try MVCCStore.open(directory: memberDir + "/db")
             defer { store.close() }
-            let present = [MetaKey.identity, MetaKey.alarms].filter { (try? store.meta($0)) != nil }
+            let present = [MetaKey.identity, MetaKey.alarms, MetaKey.membership].filter { (try? store.meta($0)) != nil }
             try store.write { (t: inout MVCCWriteTxn) throws(MVCCError) in
                 t.setAppliedIndex(0)
                 for k in present { t.setMeta(k, nil) }

@@ -30,7 +30,8 @@ public actor WatchLeaseRuntime {
     private let heartbeat: Duration
 
     /// - memberID: prefixes server-chosen lease IDs as etcd does.
-    public init(store: MVCCStore, config: ServerConfig, memberID: UInt64 = 0, logger: Logger = Logger(label: "keel")) throws {
+    public init(store: some WatchEventSource & LeaseBackend, config: ServerConfig, memberID: UInt64 = 0,
+                logger: Logger = Logger(label: "keel")) throws {
         let heartbeat = Duration.milliseconds(max(1, config.heartbeatIntervalMs))
         let electionTicks = max(1, config.electionTimeoutMs / max(1, config.heartbeatIntervalMs))
         self.heartbeat = heartbeat
@@ -55,6 +56,15 @@ public actor WatchLeaseRuntime {
 
     /// Apply loop -> watchers, after a compaction.
     public nonisolated func compacted(revision: Int64) { hub.compacted(revision: revision) }
+
+    /// Apply loop, after the store was replaced by the leader's snapshot: watchers catch up from
+    /// the new store's history (the empty batch at a later revision is a gap for the hub), and the
+    /// lessor reloads its leases (a leader's lessor never gets a snapshot: no expiry to extend).
+    public nonisolated func storeReplaced(revision: Int64) {
+        hub.publish(events: [], revision: revision)
+        let lessor = self.lessor
+        Task { try? await lessor.reload() }
+    }
 
     /// Apply loop -> lessor, the lease changes of a committed batch in order. Never blocks.
     public nonisolated func leasesApplied(_ changes: [LeaseApplied]) { lessor.applied(changes) }
@@ -83,9 +93,9 @@ public actor WatchLeaseRuntime {
     }
 
     /// The Watch and Lease gRPC services.
-    public nonisolated func services(core: KeelCore) -> [any GRPCService] {
+    public nonisolated func services(core: KeelCore, leaseForwarder: LeaseForwarder? = nil) -> [any GRPCService] {
         [WatchService(hub: hub, header: { core.header() }, maxRequestBytes: core.config.maxRequestBytes),
-         LeaseService(lessor: lessor, header: { core.header() })]
+         LeaseService(lessor: lessor, header: { core.header() }, forward: leaseForwarder)]
     }
 
     public func shutdown() async {
