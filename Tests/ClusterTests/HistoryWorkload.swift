@@ -85,7 +85,7 @@ struct KVWorkload: Sendable {
             if let s = e as? GRPCStatus {
                 // The client could not connect: nothing was sent.
                 if s.code == .unavailable && s.message.hasPrefix("connect to ") { return .failed("UNAVAILABLE connect") }
-                return .unknown("\(s.code)")
+                return .unknown("\(s.code) \(s.message.prefix(48))")
             }
             return .unknown("\(type(of: e))")
         }
