@@ -39,10 +39,15 @@ public final class LeaseKeepAlive: AsyncSequence, Sendable {
         let (stream, continuation) = AsyncThrowingStream<Int64, any Error>.makeStream(bufferingPolicy: .bufferingNewest(1))
         updates = stream
         let loop = KeepAliveLoop(client: client, id: id, status: status, updates: continuation)
-        task = client.spawn { await loop.run() }
+        let task = client.spawn { await loop.run() }
+        self.task = task
         if task == nil {
             continuation.finish()
             Task { await status.end(.stopped) }
+        }
+        // A consumer that stops iterating because its task was cancelled stops the keep-alive too.
+        continuation.onTermination = { reason in
+            if case .cancelled = reason { task?.cancel() }
         }
     }
 
@@ -184,8 +189,23 @@ extension KeelClient {
                        timeout: timeout).leases.map(\.id)
     }
 
-    /// Keeps lease `id` alive in the background until `stop()`, the lease's expiry or `close()`.
+    /// Keeps lease `id` alive in the background until `stop()`, the lease's expiry, `close()`, or the
+    /// cancellation of a task iterating its TTL updates.
     public func keepAlive(_ id: Int64) -> LeaseKeepAlive { LeaseKeepAlive(client: self, id: id) }
+
+    /// Keeps lease `id` alive while `body` runs (also when it throws or its task is cancelled, the keep-alive
+    /// stops when it returns).
+    public func withKeepAlive<R: Sendable>(_ id: Int64, _ body: (LeaseKeepAlive) async throws -> R) async throws -> R {
+        let ka = keepAlive(id)
+        do {
+            let r = try await body(ka)
+            await ka.stop()
+            return r
+        } catch {
+            await ka.stop()
+            throw error
+        }
+    }
 
     /// One renewal (clientv3's KeepAliveOnce): the new TTL; `LeaseError`-like expiry shows as TTL <= 0.
     public func keepAliveOnce(_ id: Int64, timeout: Duration? = nil) async throws(KeelClientError)

@@ -146,6 +146,12 @@ import Testing
                 let updated = try await client.memberList().members.first { $0.id == learner.id }
                 return updated?.peerURLs == ["http://127.0.0.1:\(port2)"]
             }
+            // Leadership moved to a follower (the request goes to the leader, learnt from Status).
+            let leader = try #require(await cluster.leaderIndex())
+            let target = (leader + 1) % 3
+            let targetID = try #require(try await client.status(endpoint: cluster.endpoints[target]).header?.memberId)
+            try await client.moveLeader(to: targetID)
+            try await eventually("the new leader") { await cluster.leaderIndex() == target }
             let after = try await client.memberRemove(learner.id)
             #expect(after.members.count == 3)
             do {

@@ -43,6 +43,19 @@ import Testing
             }
             #expect(try await client.keepAliveOnce(id2).ttl <= 0, "\(name)")
 
+            // Cancelling the task that iterates the TTL updates stops the keep-alive; so does leaving withKeepAlive.
+            let id4 = try await client.leaseGrant(ttl: 60).id
+            let ka4 = client.keepAlive(id4)
+            let reader = Task { for try await _ in ka4 {} }
+            try await eventually("first renewal") { await ka4.renewals >= 1 }
+            reader.cancel()
+            #expect(try await within(.seconds(60), "the keep-alive to stop") { await ka4.ended() } == .stopped, "\(name)")
+            let ka5 = try await client.withKeepAlive(id4) { ka in
+                try await eventually("a renewal inside withKeepAlive") { await ka.renewals >= 1 }
+                return ka
+            }
+            #expect(await ka5.end == .stopped, "\(name)")
+
             // close() stops every keep-alive.
             let id3 = try await client.leaseGrant(ttl: 60).id
             let ka3 = client.keepAlive(id3)
