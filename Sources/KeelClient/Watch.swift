@@ -26,9 +26,13 @@ public struct WatchOptions: Sendable, Hashable {
     public var createdNotify: Bool
     /// Responses buffered for a slow consumer before the stream applies back-pressure.
     public var bufferSize: Int
+    /// clientv3's WithRequireLeader: the member ends the stream ("etcdserver: no leader") once it has had no
+    /// leader for a few election timeouts (e.g. it is partitioned), and the watch resumes on another member.
+    public var requireLeader: Bool
 
     public init(range: KeyRange = .single, startRevision: Int64 = 0, prevKV: Bool = false, progressNotify: Bool = false,
-                noPut: Bool = false, noDelete: Bool = false, createdNotify: Bool = false, bufferSize: Int = 64) {
+                noPut: Bool = false, noDelete: Bool = false, createdNotify: Bool = false, bufferSize: Int = 64,
+                requireLeader: Bool = false) {
         self.range = range
         self.startRevision = startRevision
         self.prevKV = prevKV
@@ -37,6 +41,7 @@ public struct WatchOptions: Sendable, Hashable {
         self.noDelete = noDelete
         self.createdNotify = createdNotify
         self.bufferSize = bufferSize
+        self.requireLeader = requireLeader
     }
 
     public static var prefix: WatchOptions { WatchOptions(range: .prefix) }
@@ -212,7 +217,9 @@ struct WatchLoop: Sendable {
             var outcome = Outcome.retry
             do {
                 try await client.dial(i)
-                outcome = try await ep.client.bidirectionalStreaming(Etcdserverpb.Watch.watch) { writer, responses in
+                let call = CallOptions(metadata: options.requireLeader ? [("hasleader", "true")] : [])
+                outcome = try await ep.client.bidirectionalStreaming(Etcdserverpb.Watch.watch, options: call) {
+                    writer, responses in
                     var create = Etcdserverpb.WatchCreateRequest()
                     (create.key, create.rangeEnd) = options.range.resolve(key)
                     create.startRevision = nextRev

@@ -106,6 +106,50 @@ import Testing
         }
     }
 
+    /// The member serving a watch (with requireLeader) is cut off from its peers: it loses its leader, ends
+    /// the stream with "etcdserver: no leader", and the watch resumes on a member of the majority.
+    @Test(arguments: ProcessInfo.processInfo.environment["KEEL_CLIENT_CLUSTER_KEEL"] == "1"
+              ? [ClusterServer.etcd, .keel] : [ClusterServer.etcd])
+    func watchLeavesAPartitionedMember(server: ClusterServer) async throws {
+        guard server.isAvailable else { return }
+        try await LocalCluster.with(server, members: 3, options: .init(proxiedPeers: true)) { cluster in
+            let endpoints = cluster.endpoints
+            var config = KeelClient.Configuration(endpoints: endpoints)
+            config.unhealthyFor = .milliseconds(500)
+            let client = try KeelClient(configuration: config)
+            defer { Task { await client.close() } }
+            let w = client.watch("p/", WatchOptions(range: .prefix, createdNotify: true, requireLeader: true))
+            let watched = try #require(try await within(.seconds(60), "created") { try await w.next() }?.endpoint)
+            let victim = try #require(endpoints.firstIndex(of: watched))
+            let survivors = endpoints.indices.filter { $0 != victim }
+            let writer = try KeelClient(endpoints: survivors.map { endpoints[$0] })
+            defer { Task { await writer.close() } }
+            var expected = ["p/0=v@\(try await writer.put("p/0", "v").header!.revision)"]
+            var seen: [Mvccpb.Event] = []
+            while seen.isEmpty {
+                seen += try await within(.seconds(60), "the first event") { try await w.next() }?.events ?? []
+            }
+            try await cluster.isolate(victim)
+            _ = try await cluster.waitForLeader(among: Set(survivors))
+            for n in 1...5 {
+                let rev = try await within(.seconds(60), "a put in the majority") {
+                    try await writer.put("p/\(n)", "v").header!.revision
+                }
+                expected.append("p/\(n)=v@\(rev)")
+            }
+            var last = watched
+            while seen.count < 6 {
+                let r = try await within(.seconds(120), "events from the majority") { try await w.next() }
+                seen += r?.events ?? []
+                last = r?.endpoint ?? last
+            }
+            #expect(describe(seen) == expected, "\(server)")
+            #expect(last != watched, "\(server): resumed on a member of the majority")
+            try await cluster.healAll()
+            await w.cancel()
+        }
+    }
+
     /// Membership calls on a real cluster (etcd 3.4): a learner added with a peer URL nobody serves, listed,
     /// not promotable (not in sync), its URLs updated, removed.
     @Test func membershipCallsOnAThreeMemberEtcd() async throws {
