@@ -60,7 +60,7 @@ actor ObservedLog {
         try await withServers { name, endpoint in
             let client = try KeelClient(endpoints: [endpoint])
             defer { Task { await client.close() } }
-            let dying = try await Concurrency.Session(client: client, ttl: 5)
+            let dying = try await Concurrency.Session(client: client, ttl: 8)   // renewed every ~2.7 s while alive; expires 8 s after orphan()
             let holder = Concurrency.Mutex(session: dying, prefix: "lock/x")
             try await holder.lock()
             let holderKey = await holder.key
@@ -96,7 +96,7 @@ actor ObservedLog {
             let client = try KeelClient(endpoints: [endpoint])
             defer { Task { await client.close() } }
             let s1 = try await Concurrency.Session(client: client, ttl: 60)
-            let s2 = try await Concurrency.Session(client: client, ttl: 5)
+            let s2 = try await Concurrency.Session(client: client, ttl: 8)
             let s3 = try await Concurrency.Session(client: client, ttl: 60)
             let e1 = Concurrency.Election(session: s1, prefix: "elect/x")
             let e2 = Concurrency.Election(session: s2, prefix: "elect/x")
