@@ -1,5 +1,5 @@
 // storage-bench: Storage benchmarks (not a test). Run:
-//   swift run -c release --scratch-path .build-storage storage-bench [dir] [wal|mvcc|all] [keys]
+//   swift run -c release --scratch-path .build-storage storage-bench [dir] [wal|mvcc|all|best] [keys]
 // WAL: appends with fdatasync for batches of 1, 16 and 256 entries of 256 bytes.
 // MVCC: 1M keys (or [keys]) of 256-byte values, inserted in random order, one write{} (one LMDB
 // commit + fdatasync) per 1,000 puts; then point gets, ranges of 1,000 keys, reopen time, DB size.
@@ -8,6 +8,14 @@ import Glibc
 #endif
 import KeelAPI
 import Storage
+
+/// CPU time of this thread: reads are timed with it in `best` mode (waiting for a core on a loaded
+/// machine does not count).
+func cpuNow() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}
 
 func now() -> Double {
     var ts = timespec()
@@ -20,6 +28,65 @@ let which = CommandLine.arguments.count > 2 ? CommandLine.arguments[2] : "all"
 let mvccKeys = CommandLine.arguments.count > 3 ? Int(CommandLine.arguments[3]) ?? 1_000_000 : 1_000_000
 if which == "all" || which == "wal" { try walBench() }
 if which == "all" || which == "mvcc" { try mvccBench() }
+if which == "best" { try bestOfBench() }
+
+/// Best-of-rounds timings (the least disturbed round counts: robust on a shared, noisy machine, for
+/// before/after ratios). A store of `mvccKeys` keys (key order, fast to build), then 7 rounds each of:
+/// 20 write txns of 1,000 puts of random existing keys, 50,000 point gets, 200 ranges of 1,000 keys,
+/// one count_only over all keys.
+func bestOfBench() throws {
+    let dir = base + "/best"
+    let n = mvccKeys
+    let value = [UInt8](repeating: 0x5A, count: 256)
+    let store = try MVCCStore.open(directory: dir, options: MVCCOptions())
+    for batchStart in stride(from: 0, to: n, by: 10_000) {
+        try store.write { (w) throws(MVCCError) in
+            var p = Etcdserverpb.PutRequest()
+            p.value = value
+            for i in batchStart..<min(batchStart + 10_000, n) { p.key = benchKey(i); _ = try w.put(p) }
+        }
+    }
+    var rng = SystemRandomNumberGenerator()
+    var best = [Double](repeating: .infinity, count: 4)
+    for _ in 0..<7 {
+        var t0 = now()
+        for _ in 0..<20 {
+            try store.write { (w) throws(MVCCError) in
+                var p = Etcdserverpb.PutRequest()
+                p.value = value
+                for _ in 0..<1000 { p.key = benchKey(Int.random(in: 0..<n, using: &rng)); _ = try w.put(p) }
+            }
+        }
+        best[0] = min(best[0], (now() - t0) / 20_000)
+        t0 = cpuNow()
+        var r = Etcdserverpb.RangeRequest()
+        var found = 0
+        for _ in 0..<50_000 {
+            r.key = benchKey(Int.random(in: 0..<n, using: &rng))
+            found += try store.range(r).kvs.count
+        }
+        precondition(found == 50_000)
+        best[1] = min(best[1], (cpuNow() - t0) / 50_000)
+        t0 = cpuNow()
+        for _ in 0..<200 {
+            let s0 = Int.random(in: 0..<max(n - 1000, 1), using: &rng)
+            var rr = Etcdserverpb.RangeRequest()
+            rr.key = benchKey(s0); rr.rangeEnd = benchKey(s0 + 1000)
+            let got = try store.range(rr).kvs.count
+            precondition(got == 1000)
+        }
+        best[2] = min(best[2], (cpuNow() - t0) / 200)
+        t0 = cpuNow()
+        var cnt = Etcdserverpb.RangeRequest()
+        cnt.key = [0]; cnt.rangeEnd = [0]; cnt.countOnly = true
+        let total = try store.range(cnt).count
+        precondition(total == Int64(n))
+        best[3] = min(best[3], cpuNow() - t0)
+    }
+    print("best of 7 rounds, \(n) keys (puts: wall clock with fdatasync; reads: thread CPU time): put \(fmt(best[0] * 1e6, 2)) us/put (1,000 per txn)  get \(fmt(best[1] * 1e6, 3)) us  "
+          + "range(1,000) \(fmt(best[2] * 1e3, 3)) ms  count_only \(fmt(best[3] * 1e3, 1)) ms")
+    store.close()
+}
 
 func walBench() throws {
 let payload = [UInt8](repeating: 0xAB, count: 256)
