@@ -43,6 +43,36 @@ import Testing
         }
     }
 
+    /// Keep-alives across a server restart: a 30 s lease is renewed again once keel is back; a 6 s lease
+    /// whose server stays down past its TTL is reported expired.
+    @Test func keepAliveSurvivesARestartAndReportsExpiryWhenNoRenewalIsPossible() async throws {
+        guard let keel = try await RestartableKeel.start() else { return }
+        do {
+            let client = try KeelClient(endpoints: [keel.endpoint])
+            defer { Task { await client.close() } }
+            let long = try await client.leaseGrant(ttl: 30).id
+            let short = try await client.leaseGrant(ttl: 6).id
+            let kaLong = client.keepAlive(long)
+            let kaShort = client.keepAlive(short)
+            try await eventually("first renewals") {
+                let (a, b) = (await kaLong.renewals, await kaShort.renewals)
+                return a >= 1 && b >= 1
+            }
+            await keel.kill()
+            #expect(try await within(.seconds(120), "expiry of the short lease") { await kaShort.ended() } == .expired)
+            #expect(await kaLong.end == nil, "the long lease's keep-alive still runs")
+            let before = await kaLong.renewals
+            try await keel.restart()
+            try await eventually("a renewal after the restart") { await kaLong.renewals > before }
+            #expect(try await client.leaseTimeToLive(long).ttl > 0)
+            await kaLong.stop()
+        } catch {
+            await keel.stop()
+            throw error
+        }
+        await keel.stop()
+    }
+
     @Test(arguments: ProcessInfo.processInfo.environment["KEEL_CLIENT_CLUSTER_KEEL"] == "1"
               ? [ClusterServer.etcd, .keel] : [ClusterServer.etcd])
     func watchAndCallsFailOverInAThreeMemberCluster(server: ClusterServer) async throws {
