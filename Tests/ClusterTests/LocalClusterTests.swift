@@ -78,4 +78,34 @@ struct LocalClusterTests {
         #expect(!dirs.isEmpty && dirs.allSatisfy { !FileManager.default.fileExists(atPath: $0) })
         #expect(!ports.isEmpty && ports.allSatisfy { !FreePorts.isListening($0) })
     }
+
+    @Test("member add: a new slot started with what etcdctl member add printed joins the etcd 3.4 cluster",
+          .timeLimit(.minutes(5)),
+          .enabled(if: ClusterServer.etcd.isAvailable, "etcd 3.4 missing: run Tests/install-deps.sh"))
+    func etcdMemberAdd() async throws {
+        try await LocalCluster.with(.etcd, members: 3, options: .init(heartbeatMillis: 50, electionMillis: 500)) { c in
+            let eps = c.endpoints
+            let i = try await c.addSlot()
+            let slot = c.slots[i]
+            // etcd refuses a member add ("unhealthy cluster") until its peers have been connected for 5 s.
+            var add = CommandResult(status: .exited(1), stdout: "", stderr: "")
+            for _ in 0..<60 {
+                add = try await Etcdctl.run(["member", "add", slot.name, "--peer-urls=\(slot.peerURL)"], endpoints: eps)
+                if add.status.succeeded || !add.stderr.contains("unhealthy cluster") { break }
+                try await Task.sleep(for: .seconds(1))
+            }
+            #expect(add.status.succeeded, "\(add)")
+            // etcdctl prints ETCD_INITIAL_CLUSTER="m0=...,m3=..." for the new member.
+            let line = add.stdout.split(separator: "\n").first { $0.hasPrefix("ETCD_INITIAL_CLUSTER=") }
+            let initial = try #require(line).dropFirst("ETCD_INITIAL_CLUSTER=".count).trimmingCharacters(in: ["\""])
+            #expect(initial.contains("\(slot.name)=\(slot.peerURL)"))
+            try await c.startAdded(i, initialCluster: initial)
+            try await c.waitServing(i)
+            let put = try await Etcdctl.run(["put", "added", "yes"], endpoints: [slot.endpoint])
+            #expect(put.status.succeeded)
+            let list = try await Etcdctl.run(["member", "list"], endpoints: [eps[0]])
+            #expect(list.stdout.split(separator: "\n").count == 4)
+            #expect(list.stdout.contains(", started, \(slot.name), \(slot.peerURL), \(slot.clientURL)"))
+        }
+    }
 }
