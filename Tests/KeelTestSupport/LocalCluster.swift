@@ -164,7 +164,7 @@ public actor LocalCluster {
     // MARK: start and stop
 
     /// Starts `n` members and waits until every one serves a linearizable read. Retries with new ports
-    /// (up to 3 times) if a member dies during start-up (e.g. a port was taken meanwhile).
+    /// (up to 3 times) if a member exits during start-up (e.g. a port was taken meanwhile).
     public static func start(_ server: ClusterServer, members n: Int = 3, options: Options = Options())
         async throws -> LocalCluster {
         let exe = try server.executable()
@@ -180,7 +180,10 @@ public actor LocalCluster {
                 return cluster
             } catch {
                 lastError = error
+                // Only a member that died (e.g. its port was taken) is worth new ports; a slow one is not.
+                let someExited = await cluster.running.count < cluster.slots.count
                 await cluster.stop()
+                if !someExited { throw error }
             }
         }
         throw lastError
