@@ -1,0 +1,433 @@
+import Foundation
+import GRPC
+import KeelAPI
+import Logging
+import NIOCore
+import NIOPosix
+import Raft
+import Synchronization
+import KeelTestSupport
+import Testing
+@testable import Server
+
+/// What a test transport's handlers saw (handlers run on transport threads).
+final class PeerRecorder: Sendable {
+    let received = Mutex<[Raft.Message]>([])
+    let unreachable = Mutex<[UInt64]>([])
+    let snapshotStatus = Mutex<[(UInt64, Bool)]>([])
+    let snapshots = Mutex<[(Raft.Message, [UInt8])]>([])
+    let acceptSnapshots = Atomic<Bool>(true)
+
+    var messages: [Raft.Message] { received.withLock { $0 } }
+    func messages(from id: UInt64) -> [Raft.Message] { received.withLock { $0.filter { $0.from == id } } }
+    var unreachableIDs: [UInt64] { unreachable.withLock { $0 } }
+    var statuses: [(UInt64, Bool)] { snapshotStatus.withLock { $0 } }
+}
+
+/// One member: transport + peer listener on 127.0.0.1:0 (or a given port).
+struct PeerNode {
+    let id: UInt64
+    let transport: PeerTransport
+    var server: PeerServer?
+    let recorder: PeerRecorder
+    let dir: String
+    var port: Int { server?.ports.first ?? 0 }
+    var url: String { "http://127.0.0.1:\(port)" }
+
+    static func start(id: UInt64, cluster: UInt64 = 0xc1, port: Int = 0,
+                      leaseRenew: (@Sendable (Int64) async throws(GRPCStatus) -> Int64)? = nil,
+                      leaseTimeToLive: (@Sendable (Etcdserverpb.LeaseTimeToLiveRequest) async throws(GRPCStatus)
+                          -> Etcdserverpb.LeaseTimeToLiveResponse)? = nil,
+                      options: PeerTransport.Options = fastOptions) async throws -> PeerNode {
+        let rec = PeerRecorder()
+        let dir = try makeTempDirectory(prefix: "keel-peer-\(id)")
+        let handlers = PeerTransport.Handlers(
+            receive: { ms in rec.received.withLock { $0.append(contentsOf: ms) } },
+            receiveSnapshot: { m, file in
+                let bytes = readWholeFile(file)
+                try? FileManager.default.removeItem(atPath: file)
+                rec.snapshots.withLock { $0.append((m, bytes)) }
+                return rec.acceptSnapshots.load(ordering: .relaxed)
+            },
+            unreachable: { id in rec.unreachable.withLock { $0.append(id) } },
+            snapshotStatus: { id, failed in rec.snapshotStatus.withLock { $0.append((id, failed)) } },
+            leaseRenew: leaseRenew, leaseTimeToLive: leaseTimeToLive)
+        var logger = Logger(label: "peer-test-\(id)")
+        logger.logLevel = .error
+        let t = PeerTransport(localID: id, clusterID: cluster, snapshotDir: dir, group: MultiThreadedEventLoopGroup.singleton,
+                              logger: logger, handlers: handlers, options: options)
+        let s = try await PeerServer(urls: [ServerURL(scheme: "http", host: "127.0.0.1", port: port)], transport: t,
+                                     group: MultiThreadedEventLoopGroup.singleton, logger: logger)
+        return PeerNode(id: id, transport: t, server: s, recorder: rec, dir: dir)
+    }
+
+    static var fastOptions: PeerTransport.Options {
+        var o = PeerTransport.Options()
+        o.handshakeTimeout = .seconds(10)
+        return o
+    }
+
+    func stop() async {
+        await server?.shutdown(timeout: .milliseconds(100))
+        await transport.shutdown()
+        removeTree(dir)
+    }
+}
+
+func removeTree(_ dir: String) {
+    try? FileManager.default.removeItem(atPath: dir)
+}
+
+func readWholeFile(_ path: String) -> [UInt8] {
+    FileManager.default.contents(atPath: path).map { [UInt8]($0) } ?? []
+}
+
+func listDir(_ dir: String) -> [String] {
+    (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
+}
+
+/// Polls `condition` every 10 ms for up to `limit` (a bound against hangs, not a speed assertion).
+func eventually(_ limit: Duration = .seconds(30), _ condition: () -> Bool) async -> Bool {
+    let deadline = ContinuousClock.now + limit
+    while ContinuousClock.now < deadline {
+        if condition() { return true }
+        try? await Task.sleep(for: .milliseconds(10))
+    }
+    return condition()
+}
+
+/// Exactly messages 0..<n, in order.
+func numberedInOrder(_ ms: [Raft.Message], _ n: Int) -> Bool {
+    ms.count == n && ms.enumerated().allSatisfy { $0.element.index == UInt64($0.offset) }
+}
+
+/// A message whose `index` numbers it (so order can be checked).
+func numbered(_ n: Int, from: UInt64, to: UInt64, payload: Int = 0) -> Raft.Message {
+    Raft.Message(type: .append, from: from, to: to, term: 1, logTerm: 1, index: UInt64(n),
+                 entries: payload > 0 ? [Raft.Entry(term: 1, index: UInt64(n) + 1, data: [UInt8](repeating: 7, count: payload))] : [],
+                 commit: UInt64(n))
+}
+
+@Suite struct PeerTransportTests {
+    @Test func twoMembersDeliverInOrderBothWays() async throws {
+        let a = try await PeerNode.start(id: 1)
+        let b = try await PeerNode.start(id: 2)
+        a.transport.setPeer(id: 2, peerURLs: [b.url])
+        b.transport.setPeer(id: 1, peerURLs: [a.url])
+        for round in 0..<20 {
+            a.transport.send((0..<50).map { numbered(round * 50 + $0, from: 1, to: 2) })
+            b.transport.send((0..<50).map { numbered(round * 50 + $0, from: 2, to: 1) })
+        }
+        let ok = await eventually { b.recorder.messages.count == 1000 && a.recorder.messages.count == 1000 }
+        #expect(ok)
+        #expect(numberedInOrder(b.recorder.messages, 1000))
+        #expect(numberedInOrder(a.recorder.messages, 1000))
+        #expect(b.recorder.messages.allSatisfy { $0.from == 1 && $0.to == 2 && $0.type == .append })
+        #expect(a.recorder.unreachableIDs.isEmpty && b.recorder.unreachableIDs.isEmpty)
+        await a.stop()
+        await b.stop()
+    }
+
+    @Test func threeMembersInOrderPerPair() async throws {
+        var nodes: [PeerNode] = []
+        for id in UInt64(1)...3 { nodes.append(try await PeerNode.start(id: id)) }
+        for n in nodes {
+            for p in nodes where p.id != n.id { n.transport.setPeer(id: p.id, peerURLs: [p.url]) }
+        }
+        // Each sends interleaved messages to both others in one call per round.
+        for round in 0..<30 {
+            for n in nodes {
+                var batch: [Raft.Message] = []
+                for k in 0..<10 {
+                    for p in nodes where p.id != n.id { batch.append(numbered(round * 10 + k, from: n.id, to: p.id)) }
+                }
+                n.transport.send(batch)
+            }
+        }
+        let ok = await eventually {
+            nodes.allSatisfy { $0.recorder.messages.count == 600 && $0.transport.stats.streamsOpened == 2 }
+        }
+        #expect(ok)
+        for n in nodes {
+            for p in nodes where p.id != n.id {
+                let got = n.recorder.messages(from: p.id)
+                #expect(numberedInOrder(got, 300), "\(p.id) -> \(n.id)")
+                #expect(got.allSatisfy { $0.to == n.id })
+            }
+            #expect(n.transport.stats.streamsOpened == 2)
+            #expect(n.transport.stats.streamsAccepted == 2)
+        }
+        for n in nodes { await n.stop() }
+    }
+
+    /// 5,000 messages in 50 `send` calls: one stream, at most one batch per call, no per-message
+    /// or per-batch answer (the receiver sends one StreamAck per stream).
+    @Test func thousandsOfMessagesOneStreamFewBatches() async throws {
+        var big = PeerNode.fastOptions
+        big.queueCapacity = 10_000  // all 5,000 may be queued at once: none is dropped
+        let a = try await PeerNode.start(id: 1, options: big)
+        let b = try await PeerNode.start(id: 2)
+        a.transport.setPeer(id: 2, peerURLs: [b.url])
+        for round in 0..<50 {
+            a.transport.send((0..<100).map { numbered(round * 100 + $0, from: 1, to: 2, payload: 16) })
+        }
+        // The sender counts a batch once its write returned, which may be after the receiver got it.
+        let ok = await eventually {
+            b.recorder.messages.count == 5000 && a.transport.stats.messagesSent == 5000 && a.transport.stats.streamsOpened == 1
+        }
+        #expect(ok)
+        #expect(numberedInOrder(b.recorder.messages, 5000))
+        let sa = a.transport.stats, sb = b.transport.stats
+        #expect(sa.streamsAttempted == 1 && sa.streamsOpened == 1)
+        #expect(sa.messagesSent == 5000 && sa.messagesDropped == 0)
+        #expect(sa.batchesSent <= 50)
+        #expect(sb.streamsAccepted == 1 && sb.acksSent == 1)
+        #expect(sb.batchesReceived == sa.batchesSent && sb.messagesReceived == 5000)
+        // One HTTP/2 stream for all of it on the receiving server.
+        #expect(b.server!.servers[0].counters.streamsOpened == 1)
+        await a.stop()
+        await b.stop()
+    }
+
+    @Test func downPeerIsReportedAndDoesNotDelayOthers() async throws {
+        var options = PeerNode.fastOptions
+        options.queueCapacity = 12_000  // member 2's 10,000 always fit; member 3's 30,000 do not
+        let a = try await PeerNode.start(id: 1, options: options)
+        let b = try await PeerNode.start(id: 2)
+        // Member 3's port: bound once, then closed (connection refused).
+        let c = try await PeerNode.start(id: 3)
+        let deadURL = c.url
+        await c.stop()
+        a.transport.setPeer(id: 2, peerURLs: [b.url])
+        a.transport.setPeer(id: 3, peerURLs: [deadURL])
+        // send never waits for member 3: its overflow is dropped, the rest dropped on each failure.
+        for round in 0..<100 {
+            var batch: [Raft.Message] = []
+            for k in 0..<100 {
+                for j in 0..<3 { batch.append(numbered((round * 100 + k) * 3 + j, from: 1, to: 3)) }
+                batch.append(numbered(round * 100 + k, from: 1, to: 2))
+            }
+            a.transport.send(batch)
+        }
+        let ok = await eventually {
+            b.recorder.messages.count == 10_000 && a.transport.stats.messagesSent == 10_000
+                && a.recorder.unreachableIDs.contains(3)
+                && a.transport.stats.messagesDropped >= 30_000 - options.queueCapacity
+        }
+        #expect(ok)
+        #expect(numberedInOrder(b.recorder.messages, 10_000))
+        #expect(!a.recorder.unreachableIDs.contains(2))
+        let s = a.transport.stats
+        #expect(s.messagesSent == 10_000)
+        #expect(s.streamFailures >= 1)
+        await a.stop()
+        await b.stop()
+    }
+
+    @Test func reconnectsAfterPeerServerRestarts() async throws {
+        let a = try await PeerNode.start(id: 1)
+        var b = try await PeerNode.start(id: 2)
+        a.transport.setPeer(id: 2, peerURLs: [b.url])
+        a.transport.send([numbered(0, from: 1, to: 2)])
+        #expect(await eventually { b.recorder.messages.count == 1 })
+        let port = b.port
+        await b.server!.shutdown(timeout: .milliseconds(50))
+        b.server = nil
+        // While member 2 is down, sends are reported unreachable.
+        var n = 1
+        let down = await eventually {
+            a.transport.send([numbered(n, from: 1, to: 2)])
+            n += 1
+            return a.recorder.unreachableIDs.contains(2)
+        }
+        #expect(down)
+        // Same port again (SO_REUSEADDR), same transport.
+        b.server = try await PeerServer(urls: [ServerURL(scheme: "http", host: "127.0.0.1", port: port)],
+                                        transport: b.transport, group: MultiThreadedEventLoopGroup.singleton,
+                                        logger: Logger(label: "peer-test-2b"))
+        let before = b.recorder.messages.count
+        let marker = 1_000_000
+        var k = 0
+        let back = await eventually {
+            a.transport.send([numbered(marker + k, from: 1, to: 2)])
+            k += 1
+            return b.recorder.messages.count > before && a.transport.stats.streamsOpened >= 2
+        }
+        #expect(back)
+        // Order still holds across the reconnect (lost messages are allowed, reordering is not).
+        let idx = b.recorder.messages.map(\.index)
+        #expect(zip(idx, idx.dropFirst()).allSatisfy { $0 < $1 })
+        await a.stop()
+        await b.stop()
+    }
+
+    @Test func snapshotOf21MiBArrivesByteIdentical() async throws {
+        let a = try await PeerNode.start(id: 1)
+        let b = try await PeerNode.start(id: 2)
+        a.transport.setPeer(id: 2, peerURLs: [b.url])
+        var rng = KeelTestSupport.SplitMix64(seed: 42)
+        let size = 21 * 1024 * 1024 + 12345
+        var data = [UInt8](repeating: 0, count: size)
+        data.withUnsafeMutableBytes { raw in
+            for i in 0..<(size / 8) { raw.storeBytes(of: rng.next(), toByteOffset: i * 8, as: UInt64.self) }
+        }
+        let file = "\(a.dir)/out.snap"
+        #expect(FileManager.default.createFile(atPath: file, contents: Data(data)))
+        let meta = Raft.SnapshotMetadata(index: 5000, term: 6, confState: Raft.ConfState(voters: [1, 2], learners: [4]))
+        let msg = Raft.Message(type: .snapshot, from: 1, to: 2, term: 6, snapshot: Raft.Snapshot(metadata: meta))
+        a.transport.sendSnapshot(msg, file: file)
+        let ok = await eventually(.seconds(60)) { !a.recorder.statuses.isEmpty }
+        #expect(ok)
+        let statuses = a.recorder.statuses
+        #expect(statuses.count == 1 && statuses.first?.0 == 2 && statuses.first?.1 == false)
+        let got = b.recorder.snapshots.withLock { $0 }
+        try #require(got.count == 1)
+        #expect(got[0].0 == msg)
+        #expect(got[0].1.count == size)
+        #expect(got[0].1 == data)
+        #expect(a.transport.stats.snapshotsSent == 1 && a.transport.stats.snapshotBytesSent == size)
+        #expect(b.transport.stats.snapshotsReceived == 1)
+        await a.stop()
+        await b.stop()
+    }
+
+    @Test func snapshotFailuresAreReported() async throws {
+        let a = try await PeerNode.start(id: 1)
+        let b = try await PeerNode.start(id: 2)
+        a.transport.setPeer(id: 2, peerURLs: [b.url])
+        let meta = Raft.SnapshotMetadata(index: 10, term: 2, confState: Raft.ConfState(voters: [1, 2]))
+        let msg = Raft.Message(type: .snapshot, from: 1, to: 2, term: 2, snapshot: Raft.Snapshot(metadata: meta))
+        // 1. The file does not exist.
+        a.transport.sendSnapshot(msg, file: "\(a.dir)/missing.snap")
+        #expect(await eventually { a.recorder.statuses.count == 1 })
+        #expect(a.recorder.statuses.last?.1 == true)
+        // 2. The receiver does not apply it.
+        b.recorder.acceptSnapshots.store(false, ordering: .relaxed)
+        let file = "\(a.dir)/small.snap"
+        #expect(FileManager.default.createFile(atPath: file, contents: Data(repeating: 3, count: 3 * 1024 * 1024 + 1)))
+        a.transport.sendSnapshot(msg, file: file)
+        #expect(await eventually { a.recorder.statuses.count == 2 })
+        #expect(a.recorder.statuses.last?.1 == true)
+        #expect(b.recorder.snapshots.withLock { $0.count } == 1)
+        #expect(a.recorder.unreachableIDs.contains(2))
+        await a.stop()
+        await b.stop()
+    }
+
+    /// A chunk sequence with a gap is refused; nothing is handed to the member, no file is left.
+    @Test func brokenChunkSequenceIsRefused() async throws {
+        let b = try await PeerNode.start(id: 2)
+        let client = GRPCClient(host: "127.0.0.1", port: b.port)
+        let meta = Raft.SnapshotMetadata(index: 10, term: 2, confState: Raft.ConfState(voters: [1, 2]))
+        let msg = Raft.Message(type: .snapshot, from: 1, to: 2, term: 2, snapshot: Raft.Snapshot(metadata: meta))
+        var first = Raftpb.SnapshotChunk()
+        first.from = 1
+        first.to = 2
+        first.message = PeerWire.encode(msg)
+        first.size = 300
+        first.data = [UInt8](repeating: 1, count: 100)
+        var second = Raftpb.SnapshotChunk()
+        second.offset = 150  // expected 100
+        second.data = [UInt8](repeating: 2, count: 100)
+        let headers: [(name: String, value: String)] = [("x-etcd-cluster-id", "c1"), ("x-server-from", "1")]
+        await #expect {
+            _ = try await client.clientStreaming(Raftpb.Raft.sendSnapshot, options: CallOptions(metadata: headers)) { w in
+                try await w.send(first)
+                try await w.send(second)
+            }
+        } throws: { error in
+            let st = error as? GRPCStatus
+            return st?.code == .invalidArgument && st?.message == "keel: snapshot chunk at offset 150, expected offset 100"
+        }
+        #expect(b.recorder.snapshots.withLock { $0.isEmpty })
+        #expect(b.transport.stats.snapshotsRefused == 1)
+        #expect(listDir(b.dir).isEmpty)
+        await client.close()
+        await b.stop()
+    }
+
+    @Test func clusterIDMismatchIsRefused() async throws {
+        // The refusal ends the call at once, but our client sees the status only when the stream
+        // closes (it keeps its side open); the handshake timeout ends the attempt.
+        var quick = PeerNode.fastOptions
+        quick.handshakeTimeout = .seconds(1)
+        let a = try await PeerNode.start(id: 1, cluster: 0xaaaa, options: quick)
+        let b = try await PeerNode.start(id: 2, cluster: 0xbbbb)
+        a.transport.setPeer(id: 2, peerURLs: [b.url])
+        let refused = await eventually {
+            a.transport.send([numbered(1, from: 1, to: 2)])
+            return a.recorder.unreachableIDs.contains(2) && b.transport.stats.streamsRefused > 0
+        }
+        #expect(refused)
+        #expect(b.recorder.messages.isEmpty)
+        #expect(a.transport.stats.streamsOpened == 0)
+        // The status as a client sees it: etcd's text.
+        let client = GRPCClient(host: "127.0.0.1", port: b.port)
+        await #expect {
+            try await client.unary(Raftpb.Raft.leaseRenew, Etcdserverpb.LeaseKeepAliveRequest(),
+                                   options: CallOptions(metadata: [("x-etcd-cluster-id", "aaaa")]))
+        } throws: { error in
+            (error as? GRPCStatus) == GRPCStatus(.failedPrecondition, "cluster ID mismatch")
+        }
+        // Messages for another member are dropped by the receiver.
+        try await client.bidirectionalStreaming(Raftpb.Raft.stream,
+                                                options: CallOptions(metadata: [("x-etcd-cluster-id", "bbbb")])) { w, r in
+            var batch = Raftpb.MessageBatch()
+            batch.messages = [PeerWire.encode(numbered(1, from: 1, to: 9)), PeerWire.encode(numbered(2, from: 1, to: 2))]
+            try await w.send(batch)
+            w.finish()
+            for try await _ in r {}
+        }
+        #expect(b.recorder.messages.map(\.index) == [2])
+        #expect(b.transport.stats.messagesRefused == 1)
+        await client.close()
+        await a.stop()
+        await b.stop()
+    }
+
+    @Test func leaseForwardingRoundTripAndErrors() async throws {
+        let leader = try await PeerNode.start(
+            id: 2,
+            leaseRenew: { id async throws(GRPCStatus) -> Int64 in
+                guard id == 7 else { throw GRPCStatus(.notFound, "etcdserver: requested lease not found") }
+                return 42
+            },
+            leaseTimeToLive: { req async throws(GRPCStatus) -> Etcdserverpb.LeaseTimeToLiveResponse in
+                guard req.id == 7 else { throw GRPCStatus(.notFound, "etcdserver: requested lease not found") }
+                var r = Etcdserverpb.LeaseTimeToLiveResponse()
+                r.id = 7
+                r.ttl = 41
+                r.grantedTTL = 60
+                r.keys = req.keys ? [Array("k1".utf8)] : []
+                return r
+            })
+        let follower = try await PeerNode.start(id: 1)
+        follower.transport.setPeer(id: 2, peerURLs: [leader.url])
+        leader.transport.setPeer(id: 1, peerURLs: [follower.url])
+        #expect(try await follower.transport.forwardLeaseRenew(to: 2, id: 7) == 42)
+        await #expect(throws: GRPCStatus(.notFound, "etcdserver: requested lease not found")) {
+            try await follower.transport.forwardLeaseRenew(to: 2, id: 8)
+        }
+        var req = Etcdserverpb.LeaseTimeToLiveRequest()
+        req.id = 7
+        req.keys = true
+        let r = try await follower.transport.forwardLeaseTimeToLive(to: 2, req)
+        #expect(r.id == 7 && r.ttl == 41 && r.grantedTTL == 60 && r.keys == [Array("k1".utf8)])
+        req.id = 9
+        await #expect(throws: GRPCStatus(.notFound, "etcdserver: requested lease not found")) {
+            try await follower.transport.forwardLeaseTimeToLive(to: 2, req)
+        }
+        // A member without lease handlers, and an unknown member.
+        await #expect(throws: GRPCStatus.self) { try await leader.transport.forwardLeaseRenew(to: 1, id: 7) }
+        do {
+            _ = try await follower.transport.forwardLeaseRenew(to: 5, id: 7)
+            Issue.record("forwarding to an unknown member succeeded")
+        } catch {
+            #expect(error.code == .unavailable)
+        }
+        #expect(leader.transport.stats.leaseCallsServed == 4)
+        await follower.stop()
+        await leader.stop()
+    }
+}
+
