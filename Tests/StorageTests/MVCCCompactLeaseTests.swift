@@ -229,12 +229,7 @@ struct MVCCMaintenanceTests {
         // snapshot -> restore into a new directory
         let snapDir = TempDir("keel-mvcc-snap")
         defer { snapDir.cleanup() }
-        let snapFile = snapDir.path + "/snap.mdb"
-        let fd = open(snapFile, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        try t.store.writeSnapshot(to: fd)
-        close(fd)
-        let restoredDir = snapDir.path + "/restored"
-        try MVCCStore.restore(snapshotFile: snapFile, into: restoredDir)
+        let restoredDir = try snapshotAndRestore(t.store, in: snapDir)
         let r = try openStore(restoredDir)
         #expect(r.revision == t.store.revision && r.compactedRevision == t.store.compactedRevision)
         #expect(try r.hash() == hashBefore && r.hashKV(revision: 0).hash == kvBefore.hash)

@@ -262,12 +262,7 @@ struct MVCCLongKeyTests {
         let all = try t.range([0], [0]).kvs
         let snapDir = TempDir("keel-mvcc-long-snap")
         defer { snapDir.cleanup() }
-        let file = snapDir.path + "/snap.mdb"
-        let fd = open(file, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        try t.store.writeSnapshot(to: fd)
-        close(fd)
-        try MVCCStore.restore(snapshotFile: file, into: snapDir.path + "/r")
-        let r = try openStore(snapDir.path + "/r")
+        let r = try openStore(try snapshotAndRestore(t.store, in: snapDir))
         #expect(try r.hash() == hash && r.hashKV(revision: 0).hash == kv.hash)
         #expect(try r.range({ var q = Etcdserverpb.RangeRequest(); q.key = [0]; q.rangeEnd = [0]; return q }()).kvs == all)
         #expect(try r.leaseKeys(id: 3) == [bytes("m", 800)])

@@ -113,11 +113,16 @@ struct MVCCModelTests {
         }
     }
 
-    /// etcd's Range on the model: count of every live key in range; revision filters, then the sort
-    /// (ties in key order, as the store), then limit/more; keys_only, count_only.
+    /// etcd's Range on the model (v3.4 applierV3backend.Range): count of every live key in range;
+    /// revision filters, then the sort (ties in key order, as the store), then limit/more; keys_only,
+    /// count_only (no KVs, more false).
     static func modelRange(_ m: RefModel, _ r: Etcdserverpb.RangeRequest, at: Int64) -> Etcdserverpb.RangeResponse {
         let all = m.range(r.key, r.rangeEnd, at: at)
-        var kvs = all.filter { kv in
+        // etcd reads only limit+1 keys (in key order) unless the REQUEST asks for a sort order or a
+        // filter: a sort target without an order then sorts just those (etcd's quirk, kept)
+        let filtered = r.minModRevision != 0 || r.maxModRevision != 0 || r.minCreateRevision != 0 || r.maxCreateRevision != 0
+        let fetched = r.sortOrder == .none && !filtered && r.limit > 0 ? Array(all.prefix(Int(r.limit) + 1)) : all
+        var kvs = fetched.filter { kv in
             (r.minModRevision == 0 || kv.modRevision >= r.minModRevision) && (r.maxModRevision == 0 || kv.modRevision <= r.maxModRevision)
                 && (r.minCreateRevision == 0 || kv.createRevision >= r.minCreateRevision)
                 && (r.maxCreateRevision == 0 || kv.createRevision <= r.maxCreateRevision)
@@ -142,7 +147,8 @@ struct MVCCModelTests {
             }.map(\.element)
         }
         var resp = Etcdserverpb.RangeResponse()
-        if r.limit > 0 && kvs.count > Int(r.limit) { kvs = Array(kvs.prefix(Int(r.limit))); resp.more = true }
+        // count_only: etcd's mvcc returns no KVs at all, so `more` stays false
+        if r.limit > 0 && !r.countOnly && kvs.count > Int(r.limit) { kvs = Array(kvs.prefix(Int(r.limit))); resp.more = true }
         if r.keysOnly { for i in kvs.indices { kvs[i].value = [] } }
         resp.count = Int64(all.count)
         resp.kvs = r.countOnly ? [] : kvs

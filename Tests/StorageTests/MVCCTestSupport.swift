@@ -96,3 +96,14 @@ func delReq(_ k: String, _ end: String? = nil, prevKv: Bool = false) -> Etcdserv
 func mvccError(_ body: () throws -> Void) -> MVCCError? {
     do { try body(); return nil } catch let e as MVCCError { return e } catch { return .storage("unexpected \(error)") }
 }
+
+/// Writes a snapshot of `store` into `dir` and restores it into `dir`/restored (returned).
+func snapshotAndRestore(_ store: MVCCStore, in dir: TempDir) throws -> String {
+    let file = dir.path + "/snap.mdb"
+    let fd = open(file, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+    defer { close(fd) }
+    try store.writeSnapshot(to: fd)
+    let restored = dir.path + "/restored"
+    try MVCCStore.restore(snapshotFile: file, into: restored)
+    return restored
+}

@@ -190,14 +190,7 @@ struct LMDBCursor: ~Copyable {
 
     typealias Entry = (key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer)
 
-    func op(_ o: MDB_cursor_op) throws(MVCCError) -> Entry? {
-        var k = MDB_val(), v = MDB_val()
-        let rc = mdb_cursor_get(c, &k, &v, o)
-        if rc == MDB_NOTFOUND { return nil }
-        try LMDB.check(rc)
-        return (UnsafeRawBufferPointer(start: k.mv_data, count: k.mv_size),
-                UnsafeRawBufferPointer(start: v.mv_data, count: v.mv_size))
-    }
+    func op(_ o: MDB_cursor_op) throws(MVCCError) -> Entry? { try ref.op(o) }
 
     /// First entry >= key.
     func seek(_ key: UnsafeRawBufferPointer) throws(MVCCError) -> Entry? {
@@ -210,17 +203,7 @@ struct LMDBCursor: ~Copyable {
                 UnsafeRawBufferPointer(start: v.mv_data, count: v.mv_size))
     }
 
-    func seek(_ key: [UInt8]) throws(MVCCError) -> Entry? {
-        var k = MDB_val(), v = MDB_val()
-        let rc = key.withUnsafeBytes { kb in
-            k = MDB_val(mv_size: kb.count, mv_data: UnsafeMutableRawPointer(mutating: kb.baseAddress))
-            return mdb_cursor_get(c, &k, &v, MDB_SET_RANGE)   // on success k points into LMDB's page
-        }
-        if rc == MDB_NOTFOUND { return nil }
-        try LMDB.check(rc)
-        return (UnsafeRawBufferPointer(start: k.mv_data, count: k.mv_size),
-                UnsafeRawBufferPointer(start: v.mv_data, count: v.mv_size))
-    }
+    func seek(_ key: [UInt8]) throws(MVCCError) -> Entry? { try ref.seek(key) }
 
     func next() throws(MVCCError) -> Entry? { try op(MDB_NEXT) }
     func prev() throws(MVCCError) -> Entry? { try op(MDB_PREV) }
@@ -228,7 +211,7 @@ struct LMDBCursor: ~Copyable {
     func first() throws(MVCCError) -> Entry? { try op(MDB_FIRST) }
 
     /// Deletes the current entry; `next()` then returns the entry that followed it.
-    func deleteCurrent() throws(MVCCError) { try LMDB.check(mdb_cursor_del(c, 0)) }
+    func deleteCurrent() throws(MVCCError) { try ref.deleteCurrent() }
 
     /// A non-owning handle (for holders that cannot store a ~Copyable cursor, e.g. optionally).
     var ref: CursorRef { CursorRef(c: c) }
