@@ -13,7 +13,7 @@ struct Keelctl: AsyncParsableCommand {
         commandName: "keelctl", abstract: "A simple command line client for etcd v3 API servers (Keel or etcd).",
         subcommands: [Get.self, Put.self, Del.self, Txn.self, Compaction.self, AlarmCommand.self, Defrag.self,
                       EndpointCommand.self, MoveLeader.self, Watch.self, LeaseCommand.self, MemberCommand.self,
-                      SnapshotCommand.self])
+                      SnapshotCommand.self, Lock.self, Elect.self])
 
     /// Verbs with sub-verbs: the global flags go after both words.
     static let groups: Set<String> = ["lease", "member", "endpoint", "snapshot", "alarm"]

@@ -1,5 +1,5 @@
-// Long-running verbs (watch; lock and elect once KeelClient has them) as background processes with
-// bounded waits: both tools watch the same keys of the same server and must print the same thing.
+// Long-running verbs (watch, lock, elect) as background processes with bounded waits: both tools watch
+// the same keys of the same server and must print the same thing; locks exclude each other across tools.
 import Foundation
 import KeelTestSupport
 import Testing
@@ -7,6 +7,110 @@ import Testing
 enum KeelctlStreams {
     static func all(_ runner: ScriptRunner, label: String) async throws {
         try await watch(runner, label: label)
+        try await lock(runner, label: label)
+        try await elect(runner, label: label)
+    }
+
+    static func spawn(_ runner: ScriptRunner, _ tool: Tool, _ args: [String]) throws -> ChildProcess {
+        let full = ["--endpoints", runner.endpoint] + args
+        return tool == .keelctl
+            ? try ChildProcess.spawn(runner.keelctl, full)
+            : try ChildProcess.spawn(RepoPaths.etcdctl, full, extraEnvironment: ["ETCDCTL_API": "3"])
+    }
+
+    /// "<name>/<16 hex digits>\n" + value line, as etcdctl prints a lock or an elected leader.
+    static func isKeyLine(_ s: String, name: String, value: String) -> Bool {
+        let lines = s.split(separator: "\n", omittingEmptySubsequences: false)
+        guard lines.count == 3, lines[1] == value, lines[2].isEmpty, lines[0].hasPrefix(name + "/") else { return false }
+        let hex = lines[0].dropFirst(name.count + 1)
+        return hex.count == 16 && hex.allSatisfy(\.isHexDigit)
+    }
+
+    static func lock(_ runner: ScriptRunner, label: String) async throws {
+        // A holder and a waiter (keelctl): the waiter gets the lock only once the holder let go (SIGTERM unlocks).
+        let a = try spawn(runner, .keelctl, ["lock", "t/lk"])
+        defer { a.kill() }
+        #expect(await a.waitForOutput(timeout: .seconds(60)) { !$0.isEmpty }, "\(label): lock holder: \(a.stderr)")
+        #expect(isKeyLine(a.stdout, name: "t/lk", value: ""), "\(label): \(a.stdout.debugDescription)")
+        let b = try spawn(runner, .keelctl, ["lock", "t/lk"])
+        defer { b.kill() }
+        // The waiter has put its key (two keys under the prefix) and printed nothing: it is waiting.
+        var keys = 0
+        for _ in 0..<300 {
+            keys = try await runner.raw(.etcdctl, ["get", "t/lk/", "--prefix", "--keys-only"]).stdout
+                .split(separator: "\n").count
+            if keys == 2 { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(keys == 2, "\(label): waiter key not there")
+        #expect(b.stdout.isEmpty && b.isRunning, "\(label): second lock while the first is held: \(b.stdout.debugDescription)")
+        a.terminate()
+        #expect(await a.wait(timeout: .seconds(30)) == .exited(0), "\(label): holder exit \(a.stderr)")
+        #expect(await b.waitForOutput(timeout: .seconds(60)) { !$0.isEmpty }, "\(label): waiter never got the lock")
+        #expect(isKeyLine(b.stdout, name: "t/lk", value: "") && b.stdout != a.stdout, "\(label): \(b.stdout.debugDescription)")
+        b.terminate()
+        #expect(await b.wait(timeout: .seconds(30)) == .exited(0))
+
+        // A holder that dies (SIGKILL, no unlock): its 3 s session lease expires and the waiter gets the lock.
+        let dying = try spawn(runner, .keelctl, ["lock", "--ttl", "3", "t/lk"])
+        defer { dying.kill() }
+        #expect(await dying.waitForOutput(timeout: .seconds(60)) { !$0.isEmpty })
+        let next = try spawn(runner, .keelctl, ["lock", "t/lk"])
+        defer { next.kill() }
+        dying.kill()
+        #expect(await next.waitForOutput(timeout: .seconds(60)) { !$0.isEmpty }, "\(label): lock not taken over after the holder died")
+        next.terminate()
+        _ = await next.wait(timeout: .seconds(30))
+
+        // Exec mode, keelctl and etcdctl mixed: the critical sections never overlap.
+        let file = runner.dir + "/critical"
+        let section = "echo start >> '\(file)'; sleep 0.2; echo \"$ETCD_LOCK_KEY\" >> '\(file)'; echo end >> '\(file)'"
+        let procs = try [Tool.keelctl, .etcdctl, .keelctl, .etcdctl].map {
+            try spawn(runner, $0, ["lock", "t/lx", "--", "sh", "-c", section])
+        }
+        defer { for p in procs { p.kill() } }
+        for p in procs { #expect(await p.wait(timeout: .seconds(120)) == .exited(0), "\(label): \(p.stderr)") }
+        let lines = (try? String(contentsOfFile: file, encoding: .utf8))?.split(separator: "\n") ?? []
+        #expect(lines.count == 12, "\(label): \(lines)")
+        for i in stride(from: 0, to: lines.count - 2, by: 3) {
+            #expect(lines[i] == "start" && lines[i + 1].hasPrefix("t/lx/") && lines[i + 2] == "end", "\(label): overlap in \(lines)")
+        }
+        // Same output for the simple case with both tools (the key differs by lease: compare the shape).
+        for tool in Tool.allCases {
+            let r = try await runner.raw(tool, ["lock", "t/ly", "--", "echo", "held"])
+            #expect(r.status.succeeded && r.stdout == "held\n", "\(label) \(tool): \(r)")
+        }
+        let bad = try await runner.raw(.keelctl, ["lock"])
+        let badE = try await runner.raw(.etcdctl, ["lock"])
+        #expect(bad.status == badE.status && bad.stderr == badE.stderr.split(separator: "\n").filter { !$0.hasPrefix("{") }.joined() + "\n",
+                "\(bad) vs \(badE)")
+    }
+
+    static func elect(_ runner: ScriptRunner, label: String) async throws {
+        let leader = try spawn(runner, .keelctl, ["elect", "t/el", "p1"])
+        defer { leader.kill() }
+        #expect(await leader.waitForOutput(timeout: .seconds(60)) { !$0.isEmpty }, "\(label): \(leader.stderr)")
+        #expect(isKeyLine(leader.stdout, name: "t/el", value: "p1"), "\(label): \(leader.stdout.debugDescription)")
+        let second = try spawn(runner, .etcdctl, ["elect", "t/el", "p2"])
+        defer { second.kill() }
+        let observers = try spawnBoth(runner, ["elect", "-l", "t/el"])
+        defer { for p in observers.values { p.kill() } }
+        await waitAll([observers], "p1\n", label)
+        leader.terminate()   // resigns
+        #expect(await leader.wait(timeout: .seconds(30)) == .exited(0))
+        #expect(await second.waitForOutput(containing: "p2\n", timeout: .seconds(60)), "\(label): \(second.stdout)")
+        await waitAll([observers], "p2\n", label)
+        for p in observers.values { p.terminate() }
+        for p in observers.values { #expect(await p.wait(timeout: .seconds(30)) == .exited(0)) }
+        #expect(observers[.keelctl]!.stdout == observers[.etcdctl]!.stdout,
+                "\(label): observers \(observers[.keelctl]!.stdout.debugDescription) vs \(observers[.etcdctl]!.stdout.debugDescription)")
+        second.terminate()
+        _ = await second.wait(timeout: .seconds(30))
+        for args in [["elect", "t/el"], ["elect", "-l", "t/el", "p"], ["elect"]] {
+            let k = try await runner.raw(.keelctl, args)
+            let e = try await runner.raw(.etcdctl, args)
+            #expect(k.status == e.status && k.stderr == e.stderr, "\(label) \(args): \(k) vs \(e)")
+        }
     }
 
     /// Starts `args` with both tools in the background.
