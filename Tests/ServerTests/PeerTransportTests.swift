@@ -61,6 +61,14 @@ struct PeerNode {
         return PeerNode(id: id, transport: t, server: s, recorder: rec, dir: dir)
     }
 
+    /// Members 1 and 2, member 1 knowing member 2.
+    static func pair(_ options: PeerTransport.Options = fastOptions) async throws -> (PeerNode, PeerNode) {
+        let a = try await PeerNode.start(id: 1, options: options)
+        let b = try await PeerNode.start(id: 2)
+        a.transport.setPeer(id: 2, peerURLs: [b.url])
+        return (a, b)
+    }
+
     static var fastOptions: PeerTransport.Options {
         var o = PeerTransport.Options()
         o.handshakeTimeout = .seconds(10)
@@ -96,6 +104,12 @@ func eventually(_ limit: Duration = .seconds(30), _ condition: () -> Bool) async
     return condition()
 }
 
+/// A MsgSnap from member 1 to member 2 (voters 1 and 2).
+func snapshotMessage(index: UInt64, term: UInt64, learners: [UInt64] = []) -> Raft.Message {
+    let meta = Raft.SnapshotMetadata(index: index, term: term, confState: Raft.ConfState(voters: [1, 2], learners: learners))
+    return Raft.Message(type: .snapshot, from: 1, to: 2, term: term, snapshot: Raft.Snapshot(metadata: meta))
+}
+
 /// Exactly messages 0..<n, in order.
 func numberedInOrder(_ ms: [Raft.Message], _ n: Int) -> Bool {
     ms.count == n && ms.enumerated().allSatisfy { $0.element.index == UInt64($0.offset) }
@@ -110,9 +124,7 @@ func numbered(_ n: Int, from: UInt64, to: UInt64, payload: Int = 0) -> Raft.Mess
 
 @Suite struct PeerTransportTests {
     @Test func twoMembersDeliverInOrderBothWays() async throws {
-        let a = try await PeerNode.start(id: 1)
-        let b = try await PeerNode.start(id: 2)
-        a.transport.setPeer(id: 2, peerURLs: [b.url])
+        let (a, b) = try await PeerNode.pair()
         b.transport.setPeer(id: 1, peerURLs: [a.url])
         for round in 0..<20 {
             a.transport.send((0..<50).map { numbered(round * 50 + $0, from: 1, to: 2) })
@@ -165,9 +177,7 @@ func numbered(_ n: Int, from: UInt64, to: UInt64, payload: Int = 0) -> Raft.Mess
     @Test func thousandsOfMessagesOneStreamFewBatches() async throws {
         var big = PeerNode.fastOptions
         big.queueCapacity = 10_000  // all 5,000 may be queued at once: none is dropped
-        let a = try await PeerNode.start(id: 1, options: big)
-        let b = try await PeerNode.start(id: 2)
-        a.transport.setPeer(id: 2, peerURLs: [b.url])
+        let (a, b) = try await PeerNode.pair(big)
         for round in 0..<50 {
             a.transport.send((0..<100).map { numbered(round * 100 + $0, from: 1, to: 2, payload: 16) })
         }
@@ -224,6 +234,34 @@ func numbered(_ n: Int, from: UInt64, to: UInt64, payload: Int = 0) -> Raft.Mess
         await b.stop()
     }
 
+    /// A peer that accepts the connection but never reads or answers (like a stopped process):
+    /// its stream is given up after the handshake timeout and reported, the other peer gets
+    /// everything, and shutdown does not wait for the silent peer.
+    @Test(.timeLimit(.minutes(2))) func silentPeerIsGivenUpAndDoesNotDelayOthers() async throws {
+        var options = PeerNode.fastOptions
+        options.handshakeTimeout = .seconds(1)
+        let a = try await PeerNode.start(id: 1, options: options)
+        let b = try await PeerNode.start(id: 2)
+        let silent = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelOption(.autoRead, value: false)
+            .bind(host: "127.0.0.1", port: 0).get()
+        a.transport.setPeer(id: 2, peerURLs: [b.url])
+        a.transport.setPeer(id: 3, peerURLs: ["http://127.0.0.1:\(silent.localAddress!.port!)"])
+        for round in 0..<20 {
+            a.transport.send((0..<100).flatMap { k in
+                [numbered(round * 100 + k, from: 1, to: 3, payload: 1024), numbered(round * 100 + k, from: 1, to: 2)]
+            })
+        }
+        let ok = await eventually { b.recorder.messages.count == 2000 && a.recorder.unreachableIDs.contains(3) }
+        #expect(ok)
+        #expect(numberedInOrder(b.recorder.messages, 2000))
+        #expect(!a.recorder.unreachableIDs.contains(2))
+        #expect(a.transport.stats.streamFailures >= 1)
+        await a.stop()
+        await b.stop()
+        try await silent.close()
+    }
+
     @Test func reconnectsAfterPeerServerRestarts() async throws {
         let a = try await PeerNode.start(id: 1)
         var b = try await PeerNode.start(id: 2)
@@ -262,9 +300,7 @@ func numbered(_ n: Int, from: UInt64, to: UInt64, payload: Int = 0) -> Raft.Mess
     }
 
     @Test func snapshotOf21MiBArrivesByteIdentical() async throws {
-        let a = try await PeerNode.start(id: 1)
-        let b = try await PeerNode.start(id: 2)
-        a.transport.setPeer(id: 2, peerURLs: [b.url])
+        let (a, b) = try await PeerNode.pair()
         var rng = KeelTestSupport.SplitMix64(seed: 42)
         let size = 21 * 1024 * 1024 + 12345
         var data = [UInt8](repeating: 0, count: size)
@@ -273,8 +309,7 @@ func numbered(_ n: Int, from: UInt64, to: UInt64, payload: Int = 0) -> Raft.Mess
         }
         let file = "\(a.dir)/out.snap"
         #expect(FileManager.default.createFile(atPath: file, contents: Data(data)))
-        let meta = Raft.SnapshotMetadata(index: 5000, term: 6, confState: Raft.ConfState(voters: [1, 2], learners: [4]))
-        let msg = Raft.Message(type: .snapshot, from: 1, to: 2, term: 6, snapshot: Raft.Snapshot(metadata: meta))
+        let msg = snapshotMessage(index: 5000, term: 6, learners: [4])
         a.transport.sendSnapshot(msg, file: file)
         let ok = await eventually(.seconds(60)) { !a.recorder.statuses.isEmpty }
         #expect(ok)
@@ -292,11 +327,8 @@ func numbered(_ n: Int, from: UInt64, to: UInt64, payload: Int = 0) -> Raft.Mess
     }
 
     @Test func snapshotFailuresAreReported() async throws {
-        let a = try await PeerNode.start(id: 1)
-        let b = try await PeerNode.start(id: 2)
-        a.transport.setPeer(id: 2, peerURLs: [b.url])
-        let meta = Raft.SnapshotMetadata(index: 10, term: 2, confState: Raft.ConfState(voters: [1, 2]))
-        let msg = Raft.Message(type: .snapshot, from: 1, to: 2, term: 2, snapshot: Raft.Snapshot(metadata: meta))
+        let (a, b) = try await PeerNode.pair()
+        let msg = snapshotMessage(index: 10, term: 2)
         // 1. The file does not exist.
         a.transport.sendSnapshot(msg, file: "\(a.dir)/missing.snap")
         #expect(await eventually { a.recorder.statuses.count == 1 })
@@ -318,8 +350,7 @@ func numbered(_ n: Int, from: UInt64, to: UInt64, payload: Int = 0) -> Raft.Mess
     @Test func brokenChunkSequenceIsRefused() async throws {
         let b = try await PeerNode.start(id: 2)
         let client = GRPCClient(host: "127.0.0.1", port: b.port)
-        let meta = Raft.SnapshotMetadata(index: 10, term: 2, confState: Raft.ConfState(voters: [1, 2]))
-        let msg = Raft.Message(type: .snapshot, from: 1, to: 2, term: 2, snapshot: Raft.Snapshot(metadata: meta))
+        let msg = snapshotMessage(index: 10, term: 2)
         var first = Raftpb.SnapshotChunk()
         first.from = 1
         first.to = 2

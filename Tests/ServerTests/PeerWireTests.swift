@@ -43,4 +43,20 @@ import Testing
         pb.entries = [e]
         #expect(throws: PeerWireError.unknownEntryType(5)) { try PeerWire.decode(pb) }
     }
+
+    /// The per-peer queue: bounded, drops the overflow, asks for one unreachable report per
+    /// overflow episode (until the drain task takes messages again).
+    @Test func peerQueueBoundsAndReportsOncePerOverflow() {
+        let q = PeerQueue(capacity: 3)
+        let m = { (i: Int) in Raft.Message(type: .heartbeat, from: 1, to: 2, index: UInt64(i)) }
+        #expect(q.enqueue([m(0), m(1)]) == (0, false))
+        #expect(q.enqueue([m(2), m(3), m(4)]) == (2, true))
+        #expect(q.enqueue([m(5)]) == (1, false))
+        #expect(q.takeAll().map(\.index) == [0, 1, 2])
+        #expect(q.enqueue([m(6), m(7), m(8), m(9)]) == (1, true))
+        #expect(q.drain() == 3)
+        q.close()
+        #expect(q.enqueue([m(10)]) == (1, false))
+        #expect(q.pending.isEmpty)
+    }
 }

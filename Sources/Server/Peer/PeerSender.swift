@@ -23,12 +23,16 @@ final class PeerQueue {
     var pending: [Raft.Message] = []
     var waiter: EventLoopPromise<PeerTake>?
     var closed = false
+    /// Set by the first overflow after the drain task last took messages: a peer that stays
+    /// full is reported unreachable once per take, not once per `send`.
+    var overflowReported = false
 
     init(capacity: Int) { self.capacity = max(capacity, 1) }
 
-    /// Appends what fits; returns how many messages did not fit (dropped).
-    func enqueue(_ messages: [Raft.Message]) -> Int {
-        guard !closed else { return messages.count }
+    /// Appends what fits; returns how many messages did not fit (dropped) and whether to report
+    /// the peer unreachable.
+    func enqueue(_ messages: [Raft.Message]) -> (dropped: Int, report: Bool) {
+        guard !closed else { return (messages.count, false) }
         let room = capacity - pending.count
         var dropped = 0
         if messages.count <= room {
@@ -39,11 +43,18 @@ final class PeerQueue {
         }
         if let w = waiter, !pending.isEmpty {
             waiter = nil
-            let b = pending
-            pending = []
-            w.succeed(.batch(b))
+            w.succeed(.batch(takeAll()))
         }
-        return dropped
+        let report = dropped > 0 && !overflowReported
+        if report { overflowReported = true }
+        return (dropped, report)
+    }
+
+    func takeAll() -> [Raft.Message] {
+        let b = pending
+        pending = []
+        overflowReported = false
+        return b
     }
 
     func close() {
@@ -56,9 +67,7 @@ final class PeerQueue {
     }
 
     func drain() -> Int {
-        let n = pending.count
-        pending = []
-        return n
+        takeAll().count
     }
 }
 
@@ -76,9 +85,7 @@ struct PeerQueueHandle: Sendable {
             if queue.closed {
                 promise.succeed(.closed)
             } else if !queue.pending.isEmpty {
-                let b = queue.pending
-                queue.pending = []
-                promise.succeed(.batch(b))
+                promise.succeed(.batch(queue.takeAll()))
             } else {
                 queue.waiter = promise
             }
@@ -129,18 +136,23 @@ final class PeerSender {
 
     /// On the loop: queue messages, or drop them and report the peer unreachable.
     func enqueue(_ messages: [Raft.Message]) {
-        let dropped = queue.value.enqueue(messages)
+        let (dropped, report) = queue.value.enqueue(messages)
         if dropped > 0 {
             transport.counters.messagesDropped.add(dropped, ordering: .relaxed)
+        }
+        if report {
             transport.logger.debug("peer queue full, messages dropped", metadata: ["peer": "\(hex(id))", "dropped": "\(dropped)"])
             transport.reportUnreachable(id)
         }
     }
 
-    /// On the loop: ends the drain task (queued messages are dropped).
+    /// On the loop: ends the drain task (queued messages are dropped) and closes the peer's
+    /// connections, so a stream stuck on a peer that reads nothing ends too.
     func stop() {
         queue.value.close()
         task?.cancel()
+        let clients = self.clients
+        Task { for c in clients { await c.close() } }
     }
 }
 

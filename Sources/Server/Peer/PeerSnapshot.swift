@@ -105,22 +105,26 @@ struct SnapshotSender: Sendable {
     func run(_ message: Raft.Message, file: String, urls: [ServerURL]) async {
         let to = message.to
         let counters = transport.counters
-        var failure: String?
-        if let url = urls.first {
+        var failure: String? = "no valid peer URL"
+        // The peer's URLs in turn while the connection itself fails (nothing was sent yet).
+        for url in urls {
             var config = GRPCClient.Configuration(host: url.bindHost, port: url.port)
             config.http2 = transport.options.http2
             // A connection of its own: the snapshot's DATA frames never share a connection
             // window with the raft stream.
             let client = GRPCClient(configuration: config, group: transport.group)
+            var connectFailed = false
             do {
                 let ack = try await stream(message, file: file, client: client)
-                if !ack.ok { failure = "peer refused the snapshot: \(ack.error)" }
+                failure = ack.ok ? nil : "peer refused the snapshot: \(ack.error)"
             } catch {
                 failure = "\(error)"
+                if let st = error as? GRPCStatus, st.code == .unavailable, st.message.hasPrefix("connect to ") {
+                    connectFailed = true
+                }
             }
             await client.close()
-        } else {
-            failure = "no valid peer URL"
+            if !connectFailed || Task.isCancelled { break }
         }
         if let failure {
             counters.snapshotsFailed.add(1, ordering: .relaxed)
