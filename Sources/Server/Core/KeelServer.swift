@@ -164,6 +164,7 @@ public final class KeelServer: Sendable {
     let servers: [GRPCServer]
     let extras: ServerExtras
     let compactor: Task<Void, Never>?
+    let peers: PeerLink?
     let logger: Logger
 
     /// Client ports actually bound (useful with port 0).
@@ -307,8 +308,21 @@ public final class KeelServer: Sendable {
 
         let core = KeelCore(config: config, resolved: resolved, shared: shared, storeSlot: storeSlot,
                             raftLoop: raftLoop, applyLoop: applyLoop, host: host, applier: applier, logger: logger)
-        // Multi-member clusters need the peer transport (Sources/Server/Peer), which is not in
-        // this commit yet: a member of a multi-member cluster starts, but reaches no peers.
+        // Peers: a multi-member cluster (or a member told where to listen for peers) runs the
+        // transport and the peer listener. A lone member with the default peer URL does not bind
+        // it (so several one-member servers can run side by side, as before).
+        var peerLink: PeerLink?
+        if membership.members.count > 1 || config.listenPeerURLs != ServerConfig().listenPeerURLs {
+            do {
+                peerLink = try await PeerLink.start(core: core, runtime: hooksBox.runtime, membership: membership,
+                                                    snapshotDir: memberDir + "/snap", logger: logger)
+            } catch {
+                await hooksBox.shutdown()
+                await Self.stopLoops(core: core, tick: tick)
+                try? await group.shutdownGracefully()
+                throw error
+            }
+        }
         // Replay: wait (bounded) until what the WAL says is committed is applied before serving.
         let target = shared.committed
         for _ in 0..<6000 where shared.applied < target && !shared.stopped.load(ordering: .relaxed) {
@@ -317,7 +331,7 @@ public final class KeelServer: Sendable {
         try await hooksBox.setUp(core: core, logger: logger)
         await MemberPublish.publishAttributes(core: core, logger: logger)
 
-        let services = hooksBox.services(core: core)
+        let services = hooksBox.services(core: core, leaseForwarder: peerLink?.leaseForwarder(core: core))
         var servers: [GRPCServer] = []
         do {
             for url in resolved.clientURLs {
@@ -333,18 +347,22 @@ public final class KeelServer: Sendable {
             }
         } catch {
             for s in servers { await s.shutdown(timeout: .seconds(1)) }
+            await peerLink?.shutdown()
             throw StartupError("cannot listen on client URLs \(config.listenClientURLs): \(error)")
         }
         let compactor = resolved.autoCompaction.map { AutoCompactor.start($0, core: core, logger: logger) }
         return KeelServer(core: core, group: group, tickTask: tick, servers: servers, extras: hooksBox,
-                          compactor: compactor, logger: logger)
+                          compactor: compactor, peers: peerLink, logger: logger)
     }
 
     init(core: KeelCore, group: MultiThreadedEventLoopGroup, tickTask: NIOLoopBound<RepeatedTask>?,
-         servers: [GRPCServer], extras: ServerExtras, compactor: Task<Void, Never>?, logger: Logger) {
+         servers: [GRPCServer], extras: ServerExtras, compactor: Task<Void, Never>?, peers: PeerLink?, logger: Logger) {
         self.core = core; self.group = group; self.tickTask = tickTask; self.servers = servers
-        self.extras = extras; self.compactor = compactor; self.logger = logger
+        self.extras = extras; self.compactor = compactor; self.peers = peers; self.logger = logger
     }
+
+    /// Peer ports actually bound (empty when this member runs no peer listener).
+    public var peerPorts: [Int] { peers?.server.ports ?? [] }
 
     static func stopLoops(core: KeelCore, tick: NIOLoopBound<RepeatedTask>?) async {
         _ = try? await core.raftLoop.submit {
@@ -362,6 +380,7 @@ public final class KeelServer: Sendable {
         logger.info("shutting down")
         compactor?.cancel()
         for s in servers { await s.shutdown(timeout: .seconds(5)) }
+        await peers?.shutdown()
         await extras.shutdown()
         let core = self.core
         let tick = self.tickTask
