@@ -88,6 +88,9 @@ public actor LocalCluster {
         public var proxiedPeers = false
         /// More flags for every member (e.g. ["--snapshot-count", "100"]).
         public var extraArguments: [String] = []
+        /// Data dirs chosen by the caller (e.g. on a small filesystem it mounted) by member index; the
+        /// cluster does not remove them. Others live under the cluster's temp dir.
+        public var dataDirs: [Int: String] = [:]
         /// How long start / restart wait for a member to serve.
         public var startTimeout: Duration = .seconds(90)
         public init(heartbeatMillis: Int = 100, electionMillis: Int = 1000, proxiedPeers: Bool = false,
@@ -217,13 +220,14 @@ public actor LocalCluster {
         let dir = baseDir + "/" + name
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         let i = slots.count
+        let dataDir = options.dataDirs[i] ?? dir + "/data"
         var proxy: PeerProxy?
         if options.proxiedPeers {
             proxy = try PeerProxy(destination: i, targetPort: ports[1], listenPort: ports[2], pids: pids)
         }
         slotList.withLock {
             $0.append(Slot(name: name, clientPort: ports[0], peerPort: ports[1],
-                           advertisedPeerPort: proxy?.listenPort ?? ports[1], dataDir: dir + "/data"))
+                           advertisedPeerPort: proxy?.listenPort ?? ports[1], dataDir: dataDir))
         }
         processes.append(nil)
         proxies.append(proxy)
