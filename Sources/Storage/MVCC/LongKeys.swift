@@ -159,7 +159,8 @@ extension LMDBTxn {
         if LongKey.isLong(key) {
             guard let id = try longKeyID(key) else { throw .storage("mvcc: long key of revision \(main).\(sub) has no id") }
             let exact = LongKey.revKey(id, main, sub)
-            guard let here = try lc.seek(exact), LongKey.owner(here.key) == id, Rec.be(here.key, 8) == UInt64(bitPattern: main) else {
+            guard let here = try lc.seek(exact), LongKey.owner(here.key) == id, Rec.be(here.key, 8) == UInt64(bitPattern: main),
+                  Rec.be(here.key, 16) == UInt64(bitPattern: sub) else {
                 throw .storage("mvcc: revision \(main).\(sub) missing from the long-key table")
             }
             var v = StoredVersion(record: here.value, exact: exact, longID: id)
@@ -172,7 +173,7 @@ extension LMDBTxn {
             return v
         }
         let exact = Rec.keyTableKey(key, main, sub)
-        guard let here = try kc.seek(exact), Rec.splitKey(here.key).main == main,
+        guard let here = try kc.seek(exact), Rec.splitKey(here.key).main == main, Rec.splitKey(here.key).sub == sub,
               Rec.compare(Rec.splitKey(here.key).key, key) == 0 else {
             throw .storage("mvcc: revision \(main).\(sub) missing from the key table")
         }
