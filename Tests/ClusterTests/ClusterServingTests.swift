@@ -155,4 +155,48 @@ struct ClusterServingTests {
             #expect(hashes.stdout.split(separator: "\n").count == 4 && values.count == 1, "\(hashes)")
         }
     }
+
+    @Test("watches on every member see writes made through the others; a lease outlives a leader kill (the new leader extends it) and then expires through Raft",
+          .timeLimit(.minutes(4)), .enabled(if: ClusterServer.keel.isAvailable, "keel or etcdctl missing"))
+    func watchesAndLeaseFailover() async throws {
+        try await LocalCluster.with(.keel, members: 3) { c in
+            let eps = await c.endpoints
+            for (i, ep) in eps.enumerated() {
+                let r = try await Self.ctl(["put", "w/\(i)", "from\(i)"], [ep])
+                #expect(r.status.succeeded, "\(r)")
+            }
+            // A watch from revision 1 replays the same history on every member (it keeps running: the
+            // process is stopped after a while and its output read).
+            var outputs: Set<String> = []
+            for ep in eps {
+                let w = try await Etcdctl.run(["watch", "w/", "--prefix", "--rev=1"], endpoints: [ep], timeout: .seconds(3))
+                outputs.insert(w.stdout)
+                #expect(w.stdout.contains("PUT\nw/0\nfrom0\nPUT\nw/1\nfrom1\nPUT\nw/2\nfrom2\n"), "\(w)")
+            }
+            #expect(outputs.count == 1)
+
+            // Lease: granted on the leader, key attached; the leader dies. The new leader's lessor
+            // starts the lease's TTL over (plus an election timeout), so the key is still there; no
+            // keep-alive follows, so it expires later (revoked through Raft) on every member.
+            let leader = try await c.waitForLeader()
+            let g = try await Self.ctl(["lease", "grant", "10"], [eps[leader]])
+            let id = try #require(g.stdout.split(separator: " ").dropFirst().first.map(String.init), "\(g)")
+            let put = try await Self.ctl(["put", "leased", "v", "--lease", id], [eps[leader]])
+            #expect(put.status.succeeded, "\(put)")
+            await c.kill(leader)
+            let others = Set(0..<3).subtracting([leader])
+            let next = try await c.waitForLeader(among: others)
+            let still = try await Self.ctl(["get", "leased", "--print-value-only"], [eps[next]])
+            #expect(still.stdout == "v\n", "\(still)")
+            let ttl = try await Self.ctl(["lease", "timetolive", id], [eps[next]])
+            #expect(ttl.stdout.contains("granted with TTL(10s)"), "\(ttl)")
+            var gone = false
+            for _ in 0..<150 where !gone {
+                let r = try await Self.ctl(["get", "leased", "--print-value-only"], [eps[others.first { $0 != next }!]])
+                gone = r.status.succeeded && r.stdout.isEmpty
+                if !gone { try await Task.sleep(for: .milliseconds(200)) }
+            }
+            #expect(gone)
+        }
+    }
 }
