@@ -161,7 +161,7 @@ func targetEndpoints(_ c: Connection, cluster: Bool) async throws(CtlFailure) ->
 struct EndpointCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "endpoint", abstract: "Endpoint related commands",
-        subcommands: [EndpointHealth.self, EndpointStatus.self])
+        subcommands: [EndpointHealth.self, EndpointStatus.self, EndpointHashKV.self])
 }
 
 struct EndpointStatus: AsyncParsableCommand {
@@ -199,6 +199,44 @@ struct EndpointStatus: AsyncParsableCommand {
         default: throw KVPrint.unsupported(c.format)
         }
         if failed { Foundation.exit(ExitCode.error.rawValue) }
+    }
+}
+
+struct EndpointHashKV: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "hashkv", abstract: "Prints the KV history hash for each endpoint in --endpoints")
+    @OptionGroup var global: GlobalOptions
+    @Flag(help: "use all endpoints from the cluster member list") var cluster = false
+    @Option(help: "maximum revision to hash (default: all revisions)") var rev: Int64 = 0
+
+    func run() async throws {
+        let c = try global.connect()
+        var list: [(String, Etcdserverpb.HashKVResponse)] = []
+        var failure: CtlFailure?
+        for ep in try await targetEndpoints(c, cluster: cluster) {
+            do {
+                var r = Etcdserverpb.HashKVRequest()
+                r.revision = rev
+                list.append((ep, try await c.unary(Etcdserverpb.Maintenance.hashKV, r, idempotent: true, on: try c.single(ep))))
+            } catch {
+                failure = CtlFailure(.error, error.message)
+                Out.err("Failed to get the hash of endpoint \(ep) (\(error.message))")
+            }
+        }
+        switch c.format {
+        case .simple: for (ep, h) in list { Out.line("\(ep), \(h.hash_)") }
+        case .json:
+            Out.line(JSON.array(list.map { ep, h in
+                var o = JSONObject()
+                o.message("header", PB.header(h.header))
+                o.int("hash", h.hash_)
+                o.int("compact_revision", h.compactRevision)
+                return .object([("Endpoint", .string(ep)), ("HashKV", o.json)])
+            }).rendered)
+        case .table: Out.write(renderTable(header: ["endpoint", "hash"], rows: list.map { [$0.0, String($0.1.hash_)] }))
+        default: throw KVPrint.unsupported(c.format)
+        }
+        if let failure { throw failure }
     }
 }
 

@@ -147,7 +147,7 @@ struct ScriptRunner: Sendable {
                 t = t.replacingOccurrences(of: String(id), with: "<L\(i + 1)>")
             }
             // Revisions relative to the run's start.
-            t = replace(t, #"("(?:revision|create_revision|mod_revision|CompactRevision)":|compacted revision |progress notify: )(\d+)"#) { g in
+            t = replace(t, #"("(?:revision|create_revision|mod_revision|CompactRevision|compact_revision)":|compacted revision |progress notify: )(\d+)"#) { g in
                 let v = Int64(g[2]) ?? 0
                 return g[1] + (v >= base ? "R+\(v - base)" : g[2])
             }
@@ -155,6 +155,8 @@ struct ScriptRunner: Sendable {
             t = replace(t, #"took = \S+|"took":"[^"]*""#) { _ in "took=T" }
             t = replace(t, #"remaining\(\d+s\)|"ttl":[1-9]\d*"#) { _ in "remaining=T" }
             t = replace(t, #""(raftIndex|raftAppliedIndex|dbSize|dbSizeInUse)":\d+"#) { g in "\"\(g[1])\":N" }
+            // endpoint hashkv: the hash follows the run's history ("ep, hash" and "hash":N).
+            t = replace(t, #"(?m)^([^,\n ]+:\d+), \d+$|"hash":\d+"#) { g in g[1].isEmpty ? "\"hash\":H" : g[1] + ", H" }
             // endpoint status, simple: "ep, id, version, db size, leader, learner, term, index, applied, errors"
             t = replace(t, #"(?m)^([^,\n]+, [0-9a-f]+, [^,\n]+, )[^,\n]+(, (?:true|false), (?:true|false), \d+, )\d+, \d+"#) { g in
                 g[1] + "SIZE" + g[2] + "N, N"

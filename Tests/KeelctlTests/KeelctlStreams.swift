@@ -18,12 +18,12 @@ enum KeelctlStreams {
             : try ChildProcess.spawn(RepoPaths.etcdctl, full, extraEnvironment: ["ETCDCTL_API": "3"])
     }
 
-    /// "<name>/<16 hex digits>\n" + value line, as etcdctl prints a lock or an elected leader.
+    /// "<name>/<lease ID in hex>\n" + value line, as etcdctl prints a lock or an elected leader.
     static func isKeyLine(_ s: String, name: String, value: String) -> Bool {
         let lines = s.split(separator: "\n", omittingEmptySubsequences: false)
         guard lines.count == 3, lines[1] == value, lines[2].isEmpty, lines[0].hasPrefix(name + "/") else { return false }
         let hex = lines[0].dropFirst(name.count + 1)
-        return hex.count == 16 && hex.allSatisfy(\.isHexDigit)
+        return (1...16).contains(hex.count) && hex.allSatisfy(\.isHexDigit)   // etcd: %x of the lease, unpadded
     }
 
     static func lock(_ runner: ScriptRunner, label: String) async throws {

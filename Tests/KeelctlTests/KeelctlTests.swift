@@ -89,6 +89,10 @@ import Testing
         Step(["endpoint", "health", "-w", "json"], expect: "\"health\":true"),
         Step(["endpoint", "health", "-w", "table"], expect: "HEALTH"),
         Step(["--endpoints", "{DEAD}", "--command-timeout", "1s", "endpoint", "health"], expect: "unhealthy cluster"),
+        Step(["endpoint", "hashkv"]),
+        Step(["endpoint", "hashkv", "-w", "json"], expect: "\"HashKV\""),
+        Step(["endpoint", "hashkv", "-w", "table"], expect: "HASH"),
+        Step(["endpoint", "hashkv", "--rev", "99999999"], expect: "required revision is a future revision"),
         Step(["alarm", "list"]),
         Step(["alarm", "list", "-w", "json"]),
         Step(["alarm", "disarm", "-w", "json"]),
@@ -107,6 +111,7 @@ import Testing
             let runner = try ScriptRunner(endpoint: etcd.endpoint, dir: dir)
             try await runner.compare(Self.kvSteps, label: "etcd 3.4")
             try await Self.snapshotWasWritten(runner)
+            try await Self.sameHash(runner)
             try await KeelctlStreams.all(runner, label: "etcd 3.4")
         } catch {
             await etcd.stop()
@@ -126,12 +131,20 @@ import Testing
             let runner = try ScriptRunner(endpoint: keel.endpoint, dir: dir)
             try await runner.compare(Self.kvSteps, label: "keel")
             try await Self.snapshotWasWritten(runner)
+            try await Self.sameHash(runner)
             try await KeelctlStreams.all(runner, label: "keel")
         } catch {
             await keel.stop()
             throw error
         }
         await keel.stop()
+    }
+
+    /// With no write in between, both tools print the same KV hash.
+    static func sameHash(_ runner: ScriptRunner) async throws {
+        let k = try await runner.raw(.keelctl, ["endpoint", "hashkv", "-w", "json"])
+        let e = try await runner.raw(.etcdctl, ["endpoint", "hashkv", "-w", "json"])
+        #expect(k.status.succeeded && k.stdout == e.stdout && k.stdout.contains("\"hash\":"), "\(k) vs \(e)")
     }
 
     /// keelctl's snapshot is a complete file (the server's stream, no .part left behind).
