@@ -1,5 +1,5 @@
 // storage-bench: Storage benchmarks (not a test). Run:
-//   swift run -c release --scratch-path .build-storage storage-bench [dir] [wal|mvcc|all|best] [keys]
+//   swift run -c release --scratch-path .build-storage storage-bench [dir] [wal|mvcc|all|best|long] [keys]
 // WAL: appends with fdatasync for batches of 1, 16 and 256 entries of 256 bytes.
 // MVCC: 1M keys (or [keys]) of 256-byte values, inserted in random order, one write{} (one LMDB
 // commit + fdatasync) per 1,000 puts; then point gets, ranges of 1,000 keys, reopen time, DB size.
@@ -29,6 +29,70 @@ let mvccKeys = CommandLine.arguments.count > 3 ? Int(CommandLine.arguments[3]) ?
 if which == "all" || which == "wal" { try walBench() }
 if which == "all" || which == "mvcc" { try mvccBench() }
 if which == "best" { try bestOfBench() }
+if which == "long" { try longKeyBench() }
+
+/// Keys longer than 495 bytes (LongKeys.swift): `mvccKeys` keys of 1,000 bytes with distinct
+/// 495-byte prefixes (one per group), and 5,000 keys sharing one 495-byte prefix (one big group,
+/// paged through with limit 100). Reads in thread CPU time, best of 5 rounds.
+func longKeyBench() throws {
+    let n = mvccKeys
+    let store = try MVCCStore.open(directory: base + "/long", options: MVCCOptions())
+    let value = [UInt8](repeating: 0x5A, count: 256)
+    func key(_ i: Int) -> [UInt8] { benchKey(i) + [UInt8](repeating: 0x2D, count: 1000 - 28) }
+    let shared = [UInt8](repeating: 0x67, count: 495)
+    func groupKey(_ i: Int) -> [UInt8] { shared + benchKey(i) }
+    var t0 = now()
+    for batchStart in stride(from: 0, to: n, by: 1000) {
+        try store.write { (w) throws(MVCCError) in
+            var p = Etcdserverpb.PutRequest()
+            p.value = value
+            for i in batchStart..<min(batchStart + 1000, n) { p.key = key(i); _ = try w.put(p) }
+        }
+    }
+    let putRate = Double(n) / (now() - t0)
+    try store.write { (w) throws(MVCCError) in
+        var p = Etcdserverpb.PutRequest()
+        p.value = value
+        for i in 0..<5000 { p.key = groupKey(i); _ = try w.put(p) }
+    }
+    var rng = SystemRandomNumberGenerator()
+    var best = [Double](repeating: .infinity, count: 3)
+    for _ in 0..<5 {
+        t0 = cpuNow()
+        var r = Etcdserverpb.RangeRequest()
+        for _ in 0..<20_000 {
+            r.key = key(Int.random(in: 0..<n, using: &rng))
+            let got = try store.range(r).kvs.count
+            precondition(got == 1)
+        }
+        best[0] = min(best[0], (cpuNow() - t0) / 20_000)
+        t0 = cpuNow()
+        for _ in 0..<100 {
+            let s0 = Int.random(in: 0..<max(n - 1000, 1), using: &rng)
+            var rr = Etcdserverpb.RangeRequest()
+            rr.key = key(s0); rr.rangeEnd = key(s0 + 1000)
+            let got = try store.range(rr).kvs.count
+            precondition(got == min(1000, n - s0))
+        }
+        best[1] = min(best[1], (cpuNow() - t0) / 100)
+        // page through the shared-prefix group, 100 keys per request (etcdctl get --prefix --limit)
+        t0 = cpuNow()
+        var from = shared, pages = 0, seen = 0
+        while true {
+            var rr = Etcdserverpb.RangeRequest()
+            rr.key = from; rr.rangeEnd = shared.dropLast() + [shared.last! + 1]; rr.limit = 100
+            let resp = try store.range(rr)
+            seen += resp.kvs.count; pages += 1
+            guard resp.more, let last = resp.kvs.last else { break }
+            from = last.key + [0]
+        }
+        precondition(seen == 5000 && pages == 50)
+        best[2] = min(best[2], (cpuNow() - t0) / Double(pages))
+    }
+    print("long keys: \(n) keys of 1,000 bytes: puts \(Int(putRate))/s (1,000 per txn, wall)  get \(fmt(best[0] * 1e6, 2)) us  "
+          + "range(1,000) \(fmt(best[1] * 1e3, 3)) ms;  5,000 keys sharing 495 bytes: page of 100 \(fmt(best[2] * 1e3, 2)) ms (CPU, best of 5)")
+    store.close()
+}
 
 /// Best-of-rounds timings (the least disturbed round counts: robust on a shared, noisy machine, for
 /// before/after ratios). A store of `mvccKeys` keys (key order, fast to build), then 7 rounds each of:
