@@ -112,7 +112,7 @@ struct WatchSession: Sendable {
     static let options = CallOptions(metadata: [("hasleader", "true")])
 
     /// A watch until the server cancels it. If the stream breaks, it is opened again (next endpoint) from
-    /// the revision after the last one seen, as the Go client resumes.
+    /// the revision after the last one delivered, as the Go client resumes: no gap, no duplicate.
     func single(_ create: Etcdserverpb.WatchCreateRequest, exec: [String]) async throws(CtlFailure) {
         var req = create
         var attempt = 0
@@ -128,9 +128,14 @@ struct WatchSession: Sendable {
                     w.requestUnion = .createRequest(req)
                     try await writer.send(w)
                     for try await resp in responses {
+                        // What this stream has delivered completely: up to the last event's revision; at
+                        // creation from "now", the header's revision; a progress notification's revision.
+                        let rev = resp.events.last?.kv?.modRevision
+                            ?? (resp.created && req.startRevision == 0 || !resp.created && !resp.canceled
+                                ? resp.header?.revision : nil)
+                        if let rev { lastRevision.withLock { $0 = max($0, rev) } }
                         if resp.created && resp.events.isEmpty && !resp.canceled { continue }
                         printer.print(resp)
-                        if let h = resp.header, !resp.events.isEmpty { lastRevision.withLock { $0 = h.revision } }
                         if !exec.isEmpty { try runExec(exec, resp) }
                         if resp.canceled { return true }
                     }

@@ -3,7 +3,8 @@ import KeelTestSupport
 import Testing
 
 /// The verbs that need several members (member add/update/promote/remove, --cluster, move-leader, a dead
-/// endpoint among live ones), keelctl against etcdctl 3.4 on a 3-member etcd 3.4 cluster.
+/// endpoint among live ones, a watch whose member dies), keelctl against etcdctl 3.4 on a 3-member etcd 3.4
+/// cluster.
 @Suite struct KeelctlClusterTests {
     static let steps: [Step] = [
         Step(["member", "list"], expect: "started", sorted: true),
@@ -42,6 +43,7 @@ import Testing
             try await Self.waitUntilMembershipChangesAllowed(runner, peerURL: "http://127.0.0.1:\(try FreePorts.allocate())")
             try await runner.compare(Self.steps, label: "etcd 3.4 cluster", vars: vars)
             try await Self.moveLeader(runner, eps)
+            try await Self.watchFailover(cluster, runner, eps)
         } catch {
             await cluster.stop()
             throw error
@@ -89,6 +91,46 @@ import Testing
         let k = try await runner.raw(.keelctl, args)
         let e = try await runner.raw(.etcdctl, args)
         #expect(k.status == e.status && k.stderr.hasPrefix("Error: no leader endpoint given at"), "\(k) vs \(e)")
+    }
+
+    /// The member serving keelctl's watch (the first endpoint) is killed: the watch goes on on the next
+    /// endpoint from the revision after the last event it printed, without a gap or a duplicate (etcdctl,
+    /// watching the same way, prints the same).
+    static func watchFailover(_ cluster: LocalCluster, _ runner: ScriptRunner, _ eps: [String]) async throws {
+        let args = ["--endpoints", "\(eps[0]),\(eps[1])", "watch", "t/wf", "--prefix"]
+        let k = try ChildProcess.spawn(runner.keelctl, args)
+        let e = try ChildProcess.spawn(RepoPaths.etcdctl, args, extraEnvironment: ["ETCDCTL_API": "3"])
+        defer { k.kill(); e.kill() }
+        func put(_ value: String) async throws {
+            for _ in 0..<50 {
+                if try await runner.raw(.etcdctl, ["--endpoints", eps[2], "put", "t/wf", value]).status.succeeded { return }
+                try await Task.sleep(for: .milliseconds(200))
+            }
+            Issue.record("put \(value) kept failing")
+        }
+        // Both watchers are up once they print the first value (put again until they do: no start-up race).
+        var attempts = 0
+        while attempts < 100, !(k.stdout.contains("v0") && e.stdout.contains("v0")) {
+            if attempts % 10 == 0 { try await put("v0") }
+            attempts += 1
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(k.stdout.contains("v0") && e.stdout.contains("v0"), "watchers never started: \(k.stderr) \(e.stderr)")
+        for i in 1...3 { try await put("v\(i)") }
+        #expect(await k.waitForOutput(containing: "v3\n", timeout: .seconds(60)))
+        #expect(await e.waitForOutput(containing: "v3\n", timeout: .seconds(60)))
+        await cluster.kill(0)
+        for i in 4...6 { try await put("v\(i)") }
+        #expect(await k.waitForOutput(containing: "v6\n", timeout: .seconds(60)), "keelctl after the kill: \(k.stdout) \(k.stderr)")
+        #expect(await e.waitForOutput(containing: "v6\n", timeout: .seconds(60)), "etcdctl after the kill: \(e.stdout)")
+        // Everything after the first v0, once, in order.
+        func tail(_ s: String) -> String {
+            guard let r = s.range(of: "v1\n") else { return s }
+            return String(s[s.index(r.lowerBound, offsetBy: -("PUT\nt/wf\n".count))...])
+        }
+        let expected = (1...6).map { "PUT\nt/wf\nv\($0)\n" }.joined()
+        #expect(tail(k.stdout) == expected, "keelctl: \(k.stdout.debugDescription)")
+        #expect(tail(e.stdout) == expected, "etcdctl: \(e.stdout.debugDescription)")
     }
 
     /// Hex IDs of the leader and of one follower (from `endpoint status`: "ep, id, version, size, isLeader, ...").
