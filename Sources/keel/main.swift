@@ -23,7 +23,7 @@ struct KeelCommand: ParsableCommand {
     var listenClientURLs = "http://localhost:2379"
     @Option(name: .customLong("advertise-client-urls"), help: "List of this member's client URLs to advertise to the public.")
     var advertiseClientURLs = "http://localhost:2379"
-    @Option(name: .customLong("listen-peer-urls"), help: "List of URLs to listen on for peer traffic (validated; no peer transport on a single member yet).")
+    @Option(name: .customLong("listen-peer-urls"), help: "List of URLs to listen on for peer traffic (a lone member on the default URL runs without a peer listener).")
     var listenPeerURLs = "http://localhost:2380"
     @Option(name: .customLong("initial-advertise-peer-urls"), help: "List of this member's peer URLs to advertise to the rest of the cluster.")
     var initialAdvertisePeerURLs = "http://localhost:2380"
