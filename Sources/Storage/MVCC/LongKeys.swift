@@ -207,7 +207,8 @@ extension LMDBTxn {
 
 /// Long keys in [start, end) in key order (candidates: the caller checks which are live at its
 /// revision), one prefix group (keys sharing their first 495 bytes) loaded and sorted at a time.
-/// Owns two cursors (longKeys, longRevs) when the store has long keys, none otherwise.
+/// Owns two cursors (longKeys, longRevs) when the store has long keys, none otherwise. Must not
+/// outlive its transaction, nor see a write in it (it keeps pointers into LMDB's pages).
 struct LongKeyStream: ~Copyable {
     private let idx: OpaquePointer?
     /// A cursor on longRevs for the caller's version lookups (nil when the stream is empty from the start).
@@ -215,8 +216,13 @@ struct LongKeyStream: ~Copyable {
     private let start: [UInt8]
     private let end: RangeEnd
     private var entry: LMDBCursor.Entry?        // next unread longKeys entry
-    private var group: [(key: [UInt8], id: UInt64)] = []
+    /// The loaded group: its 495-byte prefix, and (suffix, id) per key in key order. The suffixes
+    /// point into LMDB's pages (valid for the transaction; nothing is written while a scan runs), so
+    /// loading a group allocates nothing per key.
+    private var prefix: [UInt8] = []
+    private var group: [(suffix: UnsafeRawBufferPointer, id: UInt64)] = []
     private var pos = 0
+    private var current: (key: [UInt8], id: UInt64)?     // group[pos] as a full key, built once
     private var exhausted: Bool
 
     /// A stream over the long keys >= start (before `end`); empty without a cursor when the store has
@@ -254,30 +260,59 @@ struct LongKeyStream: ~Copyable {
 
     /// The next long key in range, without consuming it.
     mutating func peek() throws(MVCCError) -> (key: [UInt8], id: UInt64)? {
+        if let current { return current }
         while pos >= group.count {
             if exhausted { return nil }
             try loadGroup()
         }
-        return group[pos]
+        let e = group[pos]
+        let k = prefix + Array(e.suffix)
+        current = (k, e.id)
+        return current
     }
 
-    mutating func advance() { pos += 1 }
+    mutating func advance() { pos += 1; current = nil }
+
+    /// Compares prefix ‖ suffix with `bound`, without building the key.
+    private static func compare(_ prefix: UnsafeRawBufferPointer, _ suffix: UnsafeRawBufferPointer,
+                                _ bound: [UInt8]) -> Int {
+        bound.withUnsafeBytes { b in
+            let n = min(prefix.count, b.count)
+            if n > 0 {
+                let c = memcmp(prefix.baseAddress!, b.baseAddress!, n)
+                if c != 0 { return Int(c) }
+            }
+            if b.count <= prefix.count { return 1 }        // bound is a prefix of the key (the suffix is never empty)
+            return bytewise(suffix, UnsafeRawBufferPointer(rebasing: b[prefix.count...]))
+        }
+    }
+
+    /// Bytewise order of two byte strings (a proper prefix first).
+    private static func bytewise(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> Int {
+        let n = min(a.count, b.count)
+        if n > 0 {
+            let c = memcmp(a.baseAddress!, b.baseAddress!, n)
+            if c != 0 { return Int(c) }
+        }
+        return a.count == b.count ? 0 : (a.count < b.count ? -1 : 1)
+    }
 
     private mutating func loadGroup() throws(MVCCError) {
         group.removeAll(keepingCapacity: true)
         pos = 0
+        current = nil
         guard let idx, let first = entry else { exhausted = true; return }
         let c = CursorRef(c: idx)
-        let prefix = Array(UnsafeRawBufferPointer(rebasing: first.key[..<LongKey.prefixLength]))
+        let p = UnsafeRawBufferPointer(rebasing: first.key[..<LongKey.prefixLength])
+        prefix = Array(p)
         var e: LMDBCursor.Entry? = first
         var pastEnd = false, read = false
-        while let cur = e, cur.key.count == LongKey.indexKeyLength,
-              prefix.withUnsafeBytes({ memcmp($0.baseAddress!, cur.key.baseAddress!, LongKey.prefixLength) == 0 }) {
-            let k = LongKey.fullKey(cur)
-            if case .before(let endKey) = end, !k.lexicographicallyPrecedes(endKey) {
+        let (start, end) = (self.start, self.end)
+        while let cur = e, cur.key.count == LongKey.indexKeyLength, memcmp(p.baseAddress!, cur.key.baseAddress!, LongKey.prefixLength) == 0 {
+            if case .before(let endKey) = end, Self.compare(p, cur.value, endKey) >= 0 {
                 pastEnd = true          // later groups have larger prefixes: all past the end too
-            } else if !k.lexicographicallyPrecedes(start) {
-                group.append((k, LongKey.id(ofIndexEntry: cur.key)))
+            } else if Self.compare(p, cur.value, start) >= 0 {
+                group.append((cur.value, LongKey.id(ofIndexEntry: cur.key)))
             }
             read = true
             e = try c.next()
@@ -286,6 +321,6 @@ struct LongKeyStream: ~Copyable {
         if !read { throw .storage("mvcc: malformed longKeys entry") }
         entry = e
         if pastEnd || e == nil { exhausted = true }
-        if group.count > 1 { group.sort { $0.key.lexicographicallyPrecedes($1.key) } }
+        if group.count > 1 { group.sort { Self.bytewise($0.suffix, $1.suffix) < 0 } }
     }
 }
