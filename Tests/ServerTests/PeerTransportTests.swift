@@ -378,11 +378,8 @@ func numbered(_ n: Int, from: UInt64, to: UInt64, payload: Int = 0) -> Raft.Mess
     }
 
     @Test func clusterIDMismatchIsRefused() async throws {
-        // The refusal ends the call at once, but our client sees the status only when the stream
-        // closes (it keeps its side open); the handshake timeout ends the attempt.
-        var quick = PeerNode.fastOptions
-        quick.handshakeTimeout = .seconds(1)
-        let a = try await PeerNode.start(id: 1, cluster: 0xaaaa, options: quick)
+        // The refusal arrives as a StreamAck (the handshake timeout, 10 s here, is not what ends it).
+        let a = try await PeerNode.start(id: 1, cluster: 0xaaaa)
         let b = try await PeerNode.start(id: 2, cluster: 0xbbbb)
         a.transport.setPeer(id: 2, peerURLs: [b.url])
         let refused = await eventually {
@@ -392,6 +389,7 @@ func numbered(_ n: Int, from: UInt64, to: UInt64, payload: Int = 0) -> Raft.Mess
         #expect(refused)
         #expect(b.recorder.messages.isEmpty)
         #expect(a.transport.stats.streamsOpened == 0)
+        #expect(a.transport.stats.streamsRefusedByPeer >= 1)
         // The status as a client sees it: etcd's text.
         let client = GRPCClient(host: "127.0.0.1", port: b.port)
         await #expect {

@@ -257,7 +257,11 @@ struct PeerStreamRunner: Sendable {
         try await client.bidirectionalStreaming(Raftpb.Raft.stream, options: options) { writer, responses in
             try await withThrowingTaskGroup(of: Bool.self) { group in
                 group.addTask {
-                    for try await _ in responses {
+                    for try await ack in responses {
+                        if !ack.refused.isEmpty {
+                            counters.streamsRefusedByPeer.add(1, ordering: .relaxed)
+                            throw GRPCStatus(.failedPrecondition, "peer refused the raft stream: \(ack.refused)")
+                        }
                         if !state.accepted.exchange(true, ordering: .relaxed) {
                             counters.streamsOpened.add(1, ordering: .relaxed)
                             logger.info("raft stream to peer established", metadata: ["peer": "\(hex(peer))"])

@@ -46,7 +46,14 @@ extension PeerTransport {
     /// One incoming raft stream: accept (one StreamAck), then deliver each batch's messages.
     func serveStream(_ requests: RequestStream<Raftpb.MessageBatch>, _ writer: ResponseWriter<Raftpb.StreamAck>,
                      _ ctx: ServerContext) async throws {
-        try checkCluster(ctx)
+        do throws(GRPCStatus) {
+            try checkCluster(ctx)
+        } catch {
+            var refusal = Raftpb.StreamAck()
+            refusal.refused = error.message
+            try? await writer.send(refusal)
+            throw error
+        }
         let from = ctx.header("x-server-from") ?? "?"
         counters.streamsAccepted.add(1, ordering: .relaxed)
         try await writer.send(Raftpb.StreamAck())

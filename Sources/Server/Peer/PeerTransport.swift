@@ -9,8 +9,8 @@
 //     tasks in submission order, so messages to one peer keep the order of `send` calls.
 //   - One task per peer drains its queue: it takes EVERYTHING queued at once and writes it as
 //     MessageBatch messages (split at `maxBatchBytes`) on ONE long-lived raftpb.Raft/Stream
-//     (bidirectional; the receiver sends one StreamAck when it accepts the stream, nothing per
-//     batch: no per-message round trip). While a batch is being written new messages collect in
+//     (bidirectional; the receiver sends one StreamAck when it accepts the stream, or one with
+//     `refused` set before ending it; nothing per batch: no per-message round trip). While a batch is being written new messages collect in
 //     the queue and go out together in the next batch.
 //   - A failed connect, handshake or stream reports the peer unreachable, drops what was queued
 //     and retries with back-off (`backoffInitial` doubling to `backoffMax`, reset once a stream
@@ -104,6 +104,8 @@ public final class PeerTransport: Sendable {
     public struct Stats: Sendable, Hashable {
         /// Sender side: streams attempted / accepted by the peer (handshake done) / ended by an error.
         public var streamsAttempted = 0, streamsOpened = 0, streamFailures = 0
+        /// Streams the peer refused (StreamAck.refused, e.g. cluster ID mismatch).
+        public var streamsRefusedByPeer = 0
         public var batchesSent = 0, messagesSent = 0
         /// Dropped on a full queue, a failed stream, or for an unknown peer.
         public var messagesDropped = 0
@@ -339,6 +341,7 @@ final class Registry {
 /// Atomic counters behind `PeerTransport.Stats` (written from loops and tasks, read anywhere).
 final class Counters: Sendable {
     let streamsAttempted = Atomic<Int>(0), streamsOpened = Atomic<Int>(0), streamFailures = Atomic<Int>(0)
+    let streamsRefusedByPeer = Atomic<Int>(0)
     let batchesSent = Atomic<Int>(0), messagesSent = Atomic<Int>(0), messagesDropped = Atomic<Int>(0)
     let unreachableReports = Atomic<Int>(0)
     let streamsAccepted = Atomic<Int>(0), streamsRefused = Atomic<Int>(0), acksSent = Atomic<Int>(0)
@@ -352,6 +355,7 @@ final class Counters: Sendable {
         s.streamsAttempted = streamsAttempted.load(ordering: .relaxed)
         s.streamsOpened = streamsOpened.load(ordering: .relaxed)
         s.streamFailures = streamFailures.load(ordering: .relaxed)
+        s.streamsRefusedByPeer = streamsRefusedByPeer.load(ordering: .relaxed)
         s.batchesSent = batchesSent.load(ordering: .relaxed)
         s.messagesSent = messagesSent.load(ordering: .relaxed)
         s.messagesDropped = messagesDropped.load(ordering: .relaxed)
