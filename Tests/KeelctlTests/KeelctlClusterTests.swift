@@ -4,8 +4,12 @@ import Testing
 
 /// The verbs that need several members (member add/update/promote/remove, --cluster, move-leader, a dead
 /// endpoint among live ones, a watch whose member dies), keelctl against etcdctl 3.4 on a 3-member etcd 3.4
-/// cluster.
+/// cluster and on a 3-member keel cluster (LocalCluster).
 @Suite struct KeelctlClusterTests {
+    /// etcdctl dials each member's client URL for Status/Defragment with ":authority: http://127.0.0.1:port";
+    /// keel (nghttp2's header validation) resets that stream with PROTOCOL_ERROR, etcd accepts it.
+    static let authorityBug = "keel resets streams whose :authority is a URL (etcdctl's per-endpoint dial of http:// client URLs)"
+
     static let steps: [Step] = [
         Step(["member", "list"], expect: "started", sorted: true),
         Step(["member", "list", "-w", "table"], expect: "IS LEARNER", sorted: true),
@@ -18,17 +22,18 @@ import Testing
         Step(["member", "add", "new2", "--peer-urls", "{U2}", "--learner"], expect: "Error: etcdserver: "),
         Step(["member", "remove", "{M1}"], expect: "removed from cluster"),
         Step(["member", "remove", "{M1}"], expect: "etcdserver:"),
-        Step(["endpoint", "status", "--cluster"], sorted: true),
-        Step(["endpoint", "status", "--cluster", "-w", "json"], expect: "\"Endpoint\""),
+        Step(["endpoint", "status", "--cluster"], sorted: true, keelKnownIssue: authorityBug),
+        Step(["endpoint", "status", "--cluster", "-w", "json"], expect: "\"Endpoint\"", keelKnownIssue: authorityBug),
         Step(["endpoint", "health", "--cluster"], expect: "is healthy", sorted: true),
         Step(["endpoint", "health", "--cluster", "-w", "table"], expect: "true", sorted: true),
-        Step(["defrag", "--cluster"], expect: "Finished defragmenting", sorted: true),
+        Step(["defrag", "--cluster"], expect: "Finished defragmenting", sorted: true, keelKnownIssue: authorityBug),
         Step(["--endpoints", "{DEAD},{EP0}", "put", "t/f", "v"], expect: "OK"),
         Step(["--endpoints", "{DEAD},{EP1}", "get", "t/f"], expect: "t/f\nv\n"),
     ]
 
-    @Test func membershipMatchesEtcdctlOnEtcdCluster() async throws {
-        let cluster = try await ReferenceEtcdCluster.start(members: 3)
+    @Test(arguments: [ClusterServer.etcd, .keel])
+    func membershipMatchesEtcdctl(on server: ClusterServer) async throws {
+        let cluster = try await LocalCluster.start(server, members: 3)
         let dir = try makeTempDirectory(prefix: "keelctl-cluster")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         do {
@@ -41,7 +46,7 @@ import Testing
                               "EP0": eps[0], "EP1": eps[1]]
             }
             try await Self.waitUntilMembershipChangesAllowed(runner, peerURL: "http://127.0.0.1:\(try FreePorts.allocate())")
-            try await runner.compare(Self.steps, label: "etcd 3.4 cluster", vars: vars)
+            try await runner.compare(Self.steps, label: "\(server) cluster", vars: vars)
             try await Self.moveLeader(runner, eps)
             try await Self.watchFailover(cluster, runner, eps)
         } catch {
