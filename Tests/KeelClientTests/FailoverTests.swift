@@ -5,8 +5,7 @@ import KeelTestSupport
 import Testing
 
 /// Failover of unary calls and watches, and leader pinning: three single-member keels (each its own cluster;
-/// enough for the balancer), and a 3-member cluster (etcd 3.4 always; keel with KEEL_CLIENT_CLUSTER_KEEL=1
-/// while its multi-member mode is being finished).
+/// enough for the balancer), and 3-member clusters of etcd 3.4 and keel.
 @Suite struct FailoverTests {
     @Test func unaryCallsSurviveOneOfThreeKeelsDownAndItIsProbedBack() async throws {
         var nodes: [RestartableKeel] = []
@@ -73,8 +72,7 @@ import Testing
         await keel.stop()
     }
 
-    @Test(arguments: ProcessInfo.processInfo.environment["KEEL_CLIENT_CLUSTER_KEEL"] == "1"
-              ? [ClusterServer.etcd, .keel] : [ClusterServer.etcd])
+    @Test(arguments: [ClusterServer.etcd, .keel])
     func watchAndCallsFailOverInAThreeMemberCluster(server: ClusterServer) async throws {
         guard server.isAvailable else { return }
         try await LocalCluster.with(server, members: 3) { cluster in
@@ -138,7 +136,9 @@ import Testing
 
     /// The member serving a watch (with requireLeader) is cut off from its peers: it loses its leader, ends
     /// the stream with "etcdserver: no leader", and the watch resumes on a member of the majority.
-    @Test(arguments: ProcessInfo.processInfo.environment["KEEL_CLIENT_CLUSTER_KEEL"] == "1"
+    /// keel only with KEEL_CLIENT_PARTITION_KEEL=1: keel does not honour "hasleader" yet (its stream stays
+    /// open on the cut-off member, so the watch waits there).
+    @Test(arguments: ProcessInfo.processInfo.environment["KEEL_CLIENT_PARTITION_KEEL"] == "1"
               ? [ClusterServer.etcd, .keel] : [ClusterServer.etcd])
     func watchLeavesAPartitionedMember(server: ClusterServer) async throws {
         guard server.isAvailable else { return }
@@ -180,11 +180,15 @@ import Testing
         }
     }
 
-    /// Membership calls on a real cluster (etcd 3.4): a learner added with a peer URL nobody serves, listed,
-    /// not promotable (not in sync), its URLs updated, removed.
-    @Test func membershipCallsOnAThreeMemberEtcd() async throws {
-        guard ClusterServer.etcd.isAvailable else { return }
-        try await LocalCluster.with(.etcd, members: 3) { cluster in
+    /// Membership calls on a real cluster: a learner added with a peer URL nobody serves, listed, not
+    /// promotable (not in sync), its URLs updated, leadership moved, the learner removed. keel only with
+    /// KEEL_CLIENT_CLUSTER_KEEL=1: right after the add, keel answers the promote with "member not found"
+    /// where etcd says "can only promote a learner member which is in sync with leader" (server side).
+    @Test(arguments: ProcessInfo.processInfo.environment["KEEL_CLIENT_CLUSTER_KEEL"] == "1"
+              ? [ClusterServer.etcd, .keel] : [ClusterServer.etcd])
+    func membershipCallsOnAThreeMemberCluster(server: ClusterServer) async throws {
+        guard server.isAvailable else { return }
+        try await LocalCluster.with(server, members: 3) { cluster in
             let client = try KeelClient(endpoints: cluster.endpoints)
             defer { Task { await client.close() } }
             let before = try await client.memberList()
