@@ -29,13 +29,23 @@ struct MemberCommand: AsyncParsableCommand {
     }
     static let header = ["ID", "Status", "Name", "Peer Addrs", "Client Addrs", "Is Learner"]
 
+    /// member remove/promote: one hex member ID argument, one call, the same printing.
+    static func byID<Req, Resp>(_ args: [String], _ global: GlobalOptions, _ method: MethodDescriptor<Req, Resp>,
+                                verb: String, request: (UInt64) -> Req,
+                                result: (Resp) -> (Etcdserverpb.ResponseHeader?, [Etcdserverpb.Member]))
+        async throws(CtlFailure) {
+        guard args.count == 1 else { throw CtlFailure(.badArgs, "member ID is not provided") }
+        let id = try memberArgument(args[0])
+        let c = try global.connect()
+        let (header, members) = result(try await c.unary(method, request(id), idempotent: false))
+        try printChange(verb, id: id, header: header, members: members, c)
+    }
+
     /// MemberRemove/Update/Promote print the same way.
     static func printChange(_ verb: String, id: UInt64, header: Etcdserverpb.ResponseHeader?,
                             members: [Etcdserverpb.Member], _ c: Connection) throws(CtlFailure) {
-        switch c.format {
-        case .simple: Out.line("Member \(idHex16(id)) \(verb) cluster \(idHex16(header?.clusterId ?? 0))")
-        case .json: Out.line(PB.members(header: header, members: members).rendered)
-        default: throw KVPrint.unsupported(c.format)
+        try KVPrint.emit(c, json: { PB.members(header: header, members: members) }) {
+            Out.line("Member \(idHex16(id)) \(verb) cluster \(idHex16(header?.clusterId ?? 0))")
         }
     }
 }
@@ -102,13 +112,9 @@ struct MemberRemove: AsyncParsableCommand {
     @Argument var args: [String] = []
 
     func run() async throws {
-        guard args.count == 1 else { throw CtlFailure(.badArgs, "member ID is not provided") }
-        let id = try memberArgument(args[0])
-        let c = try global.connect()
-        var r = Etcdserverpb.MemberRemoveRequest()
-        r.id = id
-        let resp = try await c.unary(Etcdserverpb.Cluster.memberRemove, r, idempotent: false)
-        try MemberCommand.printChange("removed from", id: id, header: resp.header, members: resp.members, c)
+        try await MemberCommand.byID(args, global, Etcdserverpb.Cluster.memberRemove, verb: "removed from",
+                                     request: { var r = Etcdserverpb.MemberRemoveRequest(); r.id = $0; return r },
+                                     result: { ($0.header, $0.members) })
     }
 }
 
@@ -137,13 +143,9 @@ struct MemberPromote: AsyncParsableCommand {
     @Argument var args: [String] = []
 
     func run() async throws {
-        guard args.count == 1 else { throw CtlFailure(.badArgs, "member ID is not provided") }
-        let id = try memberArgument(args[0])
-        let c = try global.connect()
-        var r = Etcdserverpb.MemberPromoteRequest()
-        r.id = id
-        let resp = try await c.unary(Etcdserverpb.Cluster.memberPromote, r, idempotent: false)
-        try MemberCommand.printChange("promoted in", id: id, header: resp.header, members: resp.members, c)
+        try await MemberCommand.byID(args, global, Etcdserverpb.Cluster.memberPromote, verb: "promoted in",
+                                     request: { var r = Etcdserverpb.MemberPromoteRequest(); r.id = $0; return r },
+                                     result: { ($0.header, $0.members) })
     }
 }
 
@@ -451,10 +453,8 @@ struct MoveLeader: AsyncParsableCommand {
         var r = Etcdserverpb.MoveLeaderRequest()
         r.targetID = target
         let resp = try await c.unary(Etcdserverpb.Maintenance.moveLeader, r, idempotent: false, on: leader.client)
-        switch c.format {
-        case .simple: Out.line("Leadership transferred from \(idHex(leader.id)) to \(idHex(target))")
-        case .json: Out.line(PB.headerOnly(resp.header).rendered)
-        default: throw KVPrint.unsupported(c.format)
+        try KVPrint.emit(c, json: { PB.headerOnly(resp.header) }) {
+            Out.line("Leadership transferred from \(idHex(leader.id)) to \(idHex(target))")
         }
     }
 }

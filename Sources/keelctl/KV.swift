@@ -202,34 +202,35 @@ struct DelFlags: ParsableArguments {
 enum KVPrint {
     static func unsupported(_ f: OutputFormat) -> CtlFailure { CtlFailure(.badFeature, "\(f.rawValue) not supported as output format") }
 
+    /// etcdctl's printers: the simple lines, or the JSON of the response; other formats are refused after
+    /// the call, as etcdctl's printerUnsupported does.
+    static func emit(_ c: Connection, json: () -> JSON, simple: () throws(CtlFailure) -> Void) throws(CtlFailure) {
+        switch c.format {
+        case .simple: try simple()
+        case .json: Out.line(json().rendered)
+        default: throw unsupported(c.format)
+        }
+    }
+
     static func get(_ r: Etcdserverpb.RangeResponse, _ c: Connection, valueOnly: Bool = false, countOnly: Bool = false)
         throws(CtlFailure) {
-        switch c.format {
-        case .simple:
+        try emit(c, json: { PB.range(r) }) {
             if countOnly { Out.line(String(r.count)); return }
             for kv in r.kvs { printKV(kv, hex: c.hex, valueOnly: valueOnly) }
-        case .json: Out.line(PB.range(r).rendered)
-        default: throw unsupported(c.format)
         }
     }
 
     static func put(_ r: Etcdserverpb.PutResponse, _ c: Connection) throws(CtlFailure) {
-        switch c.format {
-        case .simple:
+        try emit(c, json: { PB.put(r) }) {
             Out.line("OK")
             if let kv = r.prevKv { printKV(kv, hex: c.hex, valueOnly: false) }
-        case .json: Out.line(PB.put(r).rendered)
-        default: throw unsupported(c.format)
         }
     }
 
     static func del(_ r: Etcdserverpb.DeleteRangeResponse, _ c: Connection) throws(CtlFailure) {
-        switch c.format {
-        case .simple:
+        try emit(c, json: { PB.deleteRange(r) }) {
             Out.line(String(r.deleted))
             for kv in r.prevKvs { printKV(kv, hex: c.hex, valueOnly: false) }
-        case .json: Out.line(PB.deleteRange(r).rendered)
-        default: throw unsupported(c.format)
         }
     }
 

@@ -58,11 +58,7 @@ struct LeaseRevoke: AsyncParsableCommand {
         var r = Etcdserverpb.LeaseRevokeRequest()
         r.id = id
         let resp = try await c.unary(Etcdserverpb.Lease.leaseRevoke, r, idempotent: false) { "failed to revoke lease (\($0))" }
-        switch c.format {
-        case .simple: Out.line("lease \(leaseHex(id)) revoked")
-        case .json: Out.line(PB.headerOnly(resp.header).rendered)
-        default: throw KVPrint.unsupported(c.format)
-        }
+        try KVPrint.emit(c, json: { PB.headerOnly(resp.header) }) { Out.line("lease \(leaseHex(id)) revoked") }
     }
 }
 

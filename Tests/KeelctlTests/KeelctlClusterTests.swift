@@ -78,7 +78,7 @@ import Testing
             let r = try await runner.raw(tool, ["move-leader", follower])
             #expect(r.status.succeeded && r.stdout == "Leadership transferred from \(leader) to \(follower)\n", "\(tool): \(r)")
             var now: String?
-            for _ in 0..<100 {
+            for _ in 0..<300 {
                 now = try? await leaderAndFollower(runner, eps).0
                 if now == follower { break }
                 try await Task.sleep(for: .milliseconds(100))
