@@ -105,15 +105,7 @@ import Testing
 
     @Test func matchesEtcdctlAgainstEtcd() async throws {
         let etcd = try await ReferenceEtcd.start(name: "kctl")
-        let dir = try makeTempDirectory(prefix: "keelctl-etcd")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        do {
-            let runner = try ScriptRunner(endpoint: etcd.endpoint, dir: dir)
-            try await runner.compare(Self.kvSteps, label: "etcd 3.4")
-            try await Self.snapshotWasWritten(runner)
-            try await Self.sameHash(runner)
-            try await KeelctlStreams.all(runner, label: "etcd 3.4")
-        } catch {
+        do { try await Self.everything(etcd.endpoint, label: "etcd 3.4") } catch {
             await etcd.stop()
             throw error
         }
@@ -125,19 +117,22 @@ import Testing
             Issue.record("keel is not built")
             return
         }
-        let dir = try makeTempDirectory(prefix: "keelctl-keel")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        do {
-            let runner = try ScriptRunner(endpoint: keel.endpoint, dir: dir)
-            try await runner.compare(Self.kvSteps, label: "keel")
-            try await Self.snapshotWasWritten(runner)
-            try await Self.sameHash(runner)
-            try await KeelctlStreams.all(runner, label: "keel")
-        } catch {
+        do { try await Self.everything(keel.endpoint, label: "keel") } catch {
             await keel.stop()
             throw error
         }
         await keel.stop()
+    }
+
+    /// The table, the snapshot and hash checks, then the long-running verbs, against one server.
+    static func everything(_ endpoint: String, label: String) async throws {
+        let dir = try makeTempDirectory(prefix: "keelctl-test")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let runner = try ScriptRunner(endpoint: endpoint, dir: dir)
+        try await runner.compare(Self.kvSteps, label: label)
+        try await Self.snapshotWasWritten(runner)
+        try await Self.sameHash(runner)
+        try await KeelctlStreams.all(runner, label: label)
     }
 
     /// With no write in between, both tools print the same KV hash.
