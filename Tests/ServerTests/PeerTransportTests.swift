@@ -7,6 +7,7 @@ import NIOPosix
 import Raft
 import Synchronization
 import KeelTestSupport
+import Storage
 import Testing
 @testable import Server
 
@@ -95,13 +96,24 @@ func listDir(_ dir: String) -> [String] {
 }
 
 /// Polls `condition` every 10 ms for up to `limit` (a bound against hangs, not a speed assertion).
-func eventually(_ limit: Duration = .seconds(30), _ condition: () -> Bool) async -> Bool {
+func eventually(_ limit: Duration = .seconds(90), _ condition: () -> Bool) async -> Bool {
     let deadline = ContinuousClock.now + limit
     while ContinuousClock.now < deadline {
         if condition() { return true }
         try? await Task.sleep(for: .milliseconds(10))
     }
     return condition()
+}
+
+/// A stand-in for CORE's extra peer services.
+struct PeerExtraService: GRPCService {
+    var methods: [ServerMethod] {
+        [.unary(Etcdserverpb.Maintenance.status) { _, _ in
+            var r = Etcdserverpb.StatusResponse()
+            r.version = "peer-extra"
+            return r
+        }]
+    }
 }
 
 /// A MsgSnap from member 1 to member 2 (voters 1 and 2).
@@ -311,7 +323,7 @@ func numbered(_ n: Int, from: UInt64, to: UInt64, payload: Int = 0) -> Raft.Mess
         #expect(FileManager.default.createFile(atPath: file, contents: Data(data)))
         let msg = snapshotMessage(index: 5000, term: 6, learners: [4])
         a.transport.sendSnapshot(msg, file: file)
-        let ok = await eventually(.seconds(60)) { !a.recorder.statuses.isEmpty }
+        let ok = await eventually(.seconds(180)) { !a.recorder.statuses.isEmpty }
         #expect(ok)
         let statuses = a.recorder.statuses
         #expect(statuses.count == 1 && statuses.first?.0 == 2 && statuses.first?.1 == false)
@@ -346,33 +358,51 @@ func numbered(_ n: Int, from: UInt64, to: UInt64, payload: Int = 0) -> Raft.Mess
         await b.stop()
     }
 
-    /// A chunk sequence with a gap is refused; nothing is handed to the member, no file is left.
+    /// Broken chunk sequences are refused (a gap, a short stream, a wrong checksum); nothing is
+    /// handed to the member and no file is left behind.
     @Test func brokenChunkSequenceIsRefused() async throws {
         let b = try await PeerNode.start(id: 2)
         let client = GRPCClient(host: "127.0.0.1", port: b.port)
-        let msg = snapshotMessage(index: 10, term: 2)
-        var first = Raftpb.SnapshotChunk()
-        first.from = 1
-        first.to = 2
-        first.message = PeerWire.encode(msg)
-        first.size = 300
-        first.data = [UInt8](repeating: 1, count: 100)
-        var second = Raftpb.SnapshotChunk()
-        second.offset = 150  // expected 100
-        second.data = [UInt8](repeating: 2, count: 100)
-        let headers: [(name: String, value: String)] = [("x-etcd-cluster-id", "c1"), ("x-server-from", "1")]
-        await #expect {
-            _ = try await client.clientStreaming(Raftpb.Raft.sendSnapshot, options: CallOptions(metadata: headers)) { w in
-                try await w.send(first)
-                try await w.send(second)
+        func chunk(_ offset: UInt64, _ byte: UInt8, last: Bool = false, crc: UInt32 = 0) -> Raftpb.SnapshotChunk {
+            var c = Raftpb.SnapshotChunk()
+            if offset == 0 {
+                c.from = 1
+                c.to = 2
+                c.message = PeerWire.encode(snapshotMessage(index: 10, term: 2))
+                c.size = 200
             }
-        } throws: { error in
-            let st = error as? GRPCStatus
-            return st?.code == .invalidArgument && st?.message == "keel: snapshot chunk at offset 150, expected offset 100"
+            c.offset = offset
+            c.data = [UInt8](repeating: byte, count: 100)
+            c.last = last
+            c.crc32c = crc
+            return c
+        }
+        let good = CRC32C.checksum([UInt8](repeating: 1, count: 100) + [UInt8](repeating: 2, count: 100))
+        let cases: [([Raftpb.SnapshotChunk], GRPCStatus)] = [
+            ([chunk(0, 1), chunk(150, 2)], GRPCStatus(.invalidArgument, "keel: snapshot chunk at offset 150, expected offset 100")),
+            ([chunk(0, 1, last: true)], GRPCStatus(.invalidArgument, "keel: snapshot ended at 100 of 200 bytes")),
+            ([chunk(0, 1), chunk(100, 2, last: true, crc: good ^ 1)], GRPCStatus(.dataLoss, "keel: snapshot CRC-32C mismatch")),
+            ([chunk(0, 1), chunk(100, 2), chunk(200, 3, last: true)],
+             GRPCStatus(.invalidArgument, "keel: snapshot data beyond its announced size 200")),
+        ]
+        let headers: [(name: String, value: String)] = [("x-etcd-cluster-id", "c1"), ("x-server-from", "1")]
+        for (chunks, expected) in cases {
+            await #expect(throws: expected) {
+                _ = try await client.clientStreaming(Raftpb.Raft.sendSnapshot, options: CallOptions(metadata: headers)) { w in
+                    for c in chunks { try await w.send(c) }
+                }
+            }
         }
         #expect(b.recorder.snapshots.withLock { $0.isEmpty })
-        #expect(b.transport.stats.snapshotsRefused == 1)
+        #expect(b.transport.stats.snapshotsRefused == cases.count)
         #expect(listDir(b.dir).isEmpty)
+        // The same chunks with the right checksum are accepted.
+        let ack = try await client.clientStreaming(Raftpb.Raft.sendSnapshot, options: CallOptions(metadata: headers)) { w in
+            try await w.send(chunk(0, 1))
+            try await w.send(chunk(100, 2, last: true, crc: good))
+        }
+        #expect(ack.ok)
+        #expect(b.recorder.snapshots.withLock { $0.map(\.1) } == [[UInt8](repeating: 1, count: 100) + [UInt8](repeating: 2, count: 100)])
         await client.close()
         await b.stop()
     }
@@ -412,6 +442,37 @@ func numbered(_ n: Int, from: UInt64, to: UInt64, payload: Int = 0) -> Raft.Mess
         await client.close()
         await a.stop()
         await b.stop()
+    }
+
+    /// PeerServer serves the caller's extra services next to raftpb.Raft, and a URL it cannot
+    /// bind fails the whole start with the already bound listeners released.
+    @Test func peerServerExtraServicesAndBindFailure() async throws {
+        let a = try await PeerNode.start(id: 1)
+        let group = MultiThreadedEventLoopGroup.singleton
+        let server = try await PeerServer(urls: [ServerURL(scheme: "http", host: "127.0.0.1", port: 0)], transport: a.transport,
+                                          extraServices: [PeerExtraService()], group: group, logger: Logger(label: "peer-extra"))
+        let client = GRPCClient(host: "127.0.0.1", port: server.ports[0])
+        #expect(try await client.unary(Etcdserverpb.Maintenance.status, Etcdserverpb.StatusRequest()).version == "peer-extra")
+        // raftpb.Raft is there too (refusing a foreign cluster).
+        await #expect(throws: GRPCStatus(.failedPrecondition, "cluster ID mismatch")) {
+            try await client.unary(Raftpb.Raft.leaseRenew, Etcdserverpb.LeaseKeepAliveRequest(),
+                                   options: CallOptions(metadata: [("x-etcd-cluster-id", "1")]))
+        }
+        await client.close()
+        let taken = server.ports[0]
+        await server.shutdown()
+        // The second URL's port is held by member 1's own listener: the start fails as a whole.
+        await #expect(throws: (any Error).self) {
+            _ = try await PeerServer(urls: [ServerURL(scheme: "http", host: "127.0.0.1", port: taken),
+                                            ServerURL(scheme: "http", host: "127.0.0.1", port: a.port)],
+                                     transport: a.transport, group: group, logger: Logger(label: "peer-extra"))
+        }
+        // The first URL was released again: it binds.
+        let again = try await PeerServer(urls: [ServerURL(scheme: "http", host: "127.0.0.1", port: taken)], transport: a.transport,
+                                         group: group, logger: Logger(label: "peer-extra"))
+        #expect(again.ports == [taken])
+        await again.shutdown()
+        await a.stop()
     }
 
     @Test func leaseForwardingRoundTripAndErrors() async throws {

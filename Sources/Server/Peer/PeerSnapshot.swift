@@ -11,6 +11,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import Raft
+import Storage
 
 /// A file error with the system's text.
 struct PeerFileError: Error, Sendable, CustomStringConvertible {
@@ -154,7 +155,7 @@ struct SnapshotSender: Sendable {
         return try await client.clientStreaming(Raftpb.Raft.sendSnapshot,
                                                 options: CallOptions(metadata: transport.identity)) { writer in
             var offset = 0
-            var sha = SHA256()
+            var crc: UInt32 = 0
             repeat {
                 let n = min(chunkSize, size - offset)
                 let data = try await f.read(at: offset, count: n)
@@ -170,12 +171,12 @@ struct SnapshotSender: Sendable {
                     chunk.metadata = head.snapshot.map { PeerWire.encode($0.metadata) }
                     chunk.size = UInt64(size)
                 }
-                sha.update(data)
+                crc = CRC32C.checksum(data, continuing: crc)
                 chunk.data = data
                 offset += n
                 if offset == size {
                     chunk.last = true
-                    chunk.sha256 = sha.finalize()
+                    chunk.crc32c = crc
                 }
                 try await writer.send(chunk)  // waits under HTTP/2 back-pressure
                 counters.snapshotBytesSent.add(n, ordering: .relaxed)
@@ -220,7 +221,7 @@ extension PeerTransport {
         }
         var written: UInt64 = 0
         do {
-            var sha = SHA256()
+            var crc: UInt32 = 0
             var chunk = first
             while true {
                 guard chunk.offset == written else {
@@ -232,15 +233,15 @@ extension PeerTransport {
                 }
                 if !chunk.data.isEmpty {
                     try await file.write(chunk.data, at: Int(written))
-                    sha.update(chunk.data)
+                    crc = CRC32C.checksum(chunk.data, continuing: crc)
                     written += UInt64(chunk.data.count)
                 }
                 if chunk.last {
                     guard written == size else {
                         throw GRPCStatus(.invalidArgument, "keel: snapshot ended at \(written) of \(size) bytes")
                     }
-                    guard sha.finalize() == chunk.sha256 else {
-                        throw GRPCStatus(.dataLoss, "keel: snapshot SHA-256 mismatch")
+                    guard crc == chunk.crc32c else {
+                        throw GRPCStatus(.dataLoss, "keel: snapshot CRC-32C mismatch")
                     }
                     break
                 }

@@ -23,8 +23,8 @@
 // Snapshots: `sendSnapshot(_:file:)` streams the file in `snapshotChunkSize` chunks over
 //   raftpb.Raft/SendSnapshot on a connection of its own (the writer awaits under HTTP/2
 //   back-pressure); the first chunk carries the message and the total size, the last the
-//   SHA-256 of the file. The receiver writes the chunks to a temp file in `snapshotDir`, checks
-//   offsets, size and hash, fsyncs, calls `Handlers.receiveSnapshot` and answers SnapshotAck;
+//   CRC-32C of the file. The receiver writes the chunks to a temp file in `snapshotDir`, checks
+//   offsets, size and checksum, fsyncs, calls `Handlers.receiveSnapshot` and answers SnapshotAck;
 //   the sender then reports `snapshotStatus(to, failed:)` (and unreachable on failure, as etcd).
 // Lease forwarding (followers -> leader): unary raftpb.Raft/LeaseRenew and LeaseTimeToLive on the
 //   peer port, answered by `Handlers.leaseRenew` / `leaseTimeToLive` (CORE's closures, optional:
