@@ -204,31 +204,33 @@ enum KVPrint {
 
     /// etcdctl's printers: the simple lines, or the JSON of the response; other formats are refused after
     /// the call, as etcdctl's printerUnsupported does.
-    static func emit(_ c: Connection, json: () -> JSON, simple: () throws(CtlFailure) -> Void) throws(CtlFailure) {
+    static func emit(_ c: Connection, json: () -> JSON, fields: (() -> [String])? = nil,
+                     simple: () throws(CtlFailure) -> Void) throws(CtlFailure) {
         switch c.format {
         case .simple: try simple()
         case .json: Out.line(json().rendered)
+        case .fields where fields != nil: for l in fields!() { Out.line(l) }
         default: throw unsupported(c.format)
         }
     }
 
     static func get(_ r: Etcdserverpb.RangeResponse, _ c: Connection, valueOnly: Bool = false, countOnly: Bool = false)
         throws(CtlFailure) {
-        try emit(c, json: { PB.range(r) }) {
+        try emit(c, json: { PB.range(r) }, fields: { Fields.get(r) }) {
             if countOnly { Out.line(String(r.count)); return }
             for kv in r.kvs { printKV(kv, hex: c.hex, valueOnly: valueOnly) }
         }
     }
 
     static func put(_ r: Etcdserverpb.PutResponse, _ c: Connection) throws(CtlFailure) {
-        try emit(c, json: { PB.put(r) }) {
+        try emit(c, json: { PB.put(r) }, fields: { Fields.put(r) }) {
             Out.line("OK")
             if let kv = r.prevKv { printKV(kv, hex: c.hex, valueOnly: false) }
         }
     }
 
     static func del(_ r: Etcdserverpb.DeleteRangeResponse, _ c: Connection) throws(CtlFailure) {
-        try emit(c, json: { PB.deleteRange(r) }) {
+        try emit(c, json: { PB.deleteRange(r) }, fields: { Fields.del(r) }) {
             Out.line(String(r.deleted))
             for kv in r.prevKvs { printKV(kv, hex: c.hex, valueOnly: false) }
         }
@@ -248,6 +250,7 @@ enum KVPrint {
                 }
             }
         case .json: Out.line(PB.txn(r).rendered)
+        case .fields: for l in Fields.txn(r) { Out.line(l) }
         default: throw unsupported(c.format)
         }
     }

@@ -357,3 +357,51 @@ func renderTable(header: [String], rows: [[String]]) -> String {
     out += border + "\n"
     return out
 }
+
+// MARK: fields
+
+/// etcdctl's "fields" format (printer_fields.go): one `"Name" : value` line per field. keelctl has it for
+/// the KV verbs (get, put, del, txn) and watch.
+enum Fields {
+    static func header(_ h: Etcdserverpb.ResponseHeader?) -> [String] {
+        let h = h ?? Etcdserverpb.ResponseHeader()
+        return ["\"ClusterID\" : \(h.clusterId)", "\"MemberID\" : \(h.memberId)", "\"Revision\" : \(h.revision)",
+                "\"RaftTerm\" : \(h.raftTerm)"]
+    }
+
+    static func kv(_ pfx: String, _ kv: Mvccpb.KeyValue?) -> [String] {
+        let kv = kv ?? Mvccpb.KeyValue()
+        return ["\"\(pfx)Key\" : \(goQuote(text(kv.key)))", "\"\(pfx)CreateRevision\" : \(kv.createRevision)",
+                "\"\(pfx)ModRevision\" : \(kv.modRevision)", "\"\(pfx)Version\" : \(kv.version)",
+                "\"\(pfx)Value\" : \(goQuote(text(kv.value)))", "\"\(pfx)Lease\" : \(kv.lease)"]
+    }
+
+    static func get(_ r: Etcdserverpb.RangeResponse) -> [String] {
+        header(r.header) + r.kvs.flatMap { kv("", $0) } + ["\"More\" : \(r.more)", "\"Count\" : \(r.count)"]
+    }
+
+    static func put(_ r: Etcdserverpb.PutResponse) -> [String] {
+        header(r.header) + (r.prevKv.map { kv("Prev", $0) } ?? [])
+    }
+
+    static func del(_ r: Etcdserverpb.DeleteRangeResponse) -> [String] {
+        header(r.header) + ["\"Deleted\" : \(r.deleted)"] + r.prevKvs.flatMap { kv("Prev", $0) }
+    }
+
+    static func txn(_ r: Etcdserverpb.TxnResponse) -> [String] {
+        header(r.header) + ["\"Succeeded\" : \(r.succeeded)"] + r.responses.flatMap { op -> [String] in
+            switch op.response {
+            case .responseDeleteRange(let x)?: return del(x)
+            case .responsePut(let x)?: return put(x)
+            case .responseRange(let x)?: return get(x)
+            default: return ["\"Unknown\" : \(goQuote("\(op)"))"]
+            }
+        }
+    }
+
+    static func watch(_ r: Etcdserverpb.WatchResponse) -> [String] {
+        header(r.header) + r.events.flatMap { e -> [String] in
+            ["\"Type\" : \(e.type == .delete ? "DELETE" : "PUT")"] + (e.prevKv.map { kv("Prev", $0) } ?? []) + kv("", e.kv)
+        }
+    }
+}

@@ -47,7 +47,7 @@ struct Watch: AsyncParsableCommand {
 
     func run() async throws {
         let c = try global.connect()
-        if c.format != .simple && c.format != .json { throw KVPrint.unsupported(c.format) }
+        if c.format == .table || c.format == .protobuf { throw KVPrint.unsupported(c.format) }
         if interactive {
             try await WatchSession(connection: c).interactive()
             return
@@ -83,6 +83,7 @@ struct WatchPrinter: Sendable {
             Out.line("progress notify: \(resp.header?.revision ?? 0)")
         }
         switch format {
+        case .fields: for l in Fields.watch(resp) { Out.line(l) }
         case .json:
             var h = JSONObject()
             PB.headerFields(resp.header, into: &h)

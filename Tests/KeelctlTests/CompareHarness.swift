@@ -154,7 +154,7 @@ struct ScriptRunner: Sendable {
                 t = t.replacingOccurrences(of: String(id), with: "<L\(i + 1)>")
             }
             // Revisions relative to the run's start.
-            t = replace(t, #"("(?:revision|create_revision|mod_revision|CompactRevision|compact_revision)":|compacted revision |progress notify: )(\d+)"#) { g in
+            t = replace(t, #"("(?:revision|create_revision|mod_revision|CompactRevision|compact_revision)":|"(?:Prev)?(?:Revision|CreateRevision|ModRevision)" : |compacted revision |progress notify: )(\d+)"#) { g in
                 let v = Int64(g[2]) ?? 0
                 return g[1] + (v >= base ? "R+\(v - base)" : g[2])
             }
