@@ -76,7 +76,7 @@ public enum WatchError: Error, Sendable, Equatable, CustomStringConvertible {
 }
 
 /// The stream of a watch. Iterate it (once); `cancel()` ends it, as do dropping it, cancelling the
-/// iterating task, and `client.close()`. Errors thrown by the iteration are `WatchError`s.
+/// iterating task, and `client.close()`. The iteration throws `WatchError` (typed).
 public final class Watch: AsyncSequence, Sendable {
     public typealias Element = WatchResponse
     let channel: BoundedChannel<WatchResponse>
@@ -130,21 +130,34 @@ public final class Watch: AsyncSequence, Sendable {
 
     /// The next response (nil once the watch ended normally); what iterating does. Cancelling the calling
     /// task ends the watch (its stream is reset, so the server drops it) and returns nil.
-    public func next() async throws -> WatchResponse? {
+    public func next() async throws(WatchError) -> WatchResponse? {
         let ch = channel
         let task = self.task
-        return try await withTaskCancellationHandler {
-            try await ch.next()
-        } onCancel: {
-            task?.cancel()
+        do {
+            return try await withTaskCancellationHandler {
+                try await ch.next()
+            } onCancel: {
+                task?.cancel()
+            }
+        } catch let e as WatchError {
+            throw e
+        } catch {
+            // The channel only ends with a WatchError; anything else would be a bug here: reported, not trapped.
+            throw .canceled(reason: "\(error)")
         }
     }
+
+    public typealias Failure = WatchError
 
     public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(watch: self) }
 
     public struct AsyncIterator: AsyncIteratorProtocol, Sendable {
+        public typealias Failure = WatchError
         let watch: Watch
-        public mutating func next() async throws -> WatchResponse? { try await watch.next() }
+        public mutating func next() async throws(WatchError) -> WatchResponse? { try await watch.next() }
+        public mutating func next(isolation actor: isolated (any Actor)?) async throws(WatchError) -> WatchResponse? {
+            try await watch.next()
+        }
     }
 }
 

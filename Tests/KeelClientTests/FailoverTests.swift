@@ -15,10 +15,15 @@ import Testing
             nodes.append(k)
         }
         let endpoints = nodes.map(\.endpoint)
+        // A long skip period, so "marked down" is still true when the test looks (no timing involved) ...
         var config = KeelClient.Configuration(endpoints: endpoints)
-        config.unhealthyFor = .milliseconds(500)
+        config.unhealthyFor = .seconds(600)
         let client = try KeelClient(configuration: config)
         defer { Task { await client.close() } }
+        // ... and a short one for probing back.
+        config.unhealthyFor = .milliseconds(200)
+        let prober = try KeelClient(configuration: config)
+        defer { Task { await prober.close() } }
         // Each node gets the key (separate clusters), so every read finds it whichever node answers.
         for e in endpoints {
             let one = try KeelClient(endpoints: [e])
@@ -29,27 +34,33 @@ import Testing
         // Round robin reaches the dead node in every three calls: every read still succeeds.
         for _ in 0..<9 {
             #expect(try await client.get("f/k").kvs.first?.value.text == "v")
+            #expect(try await prober.get("f/k").kvs.first?.value.text == "v")
         }
         #expect(!client.healthyEndpoints.contains(endpoints[1]))
         // A write whose connection could not be made was not sent: it goes to a live node.
         try await client.put("f/w", "1")
         try await client.put("f/w", "2")
-        // Back on the same port: probed again after `unhealthyFor`, answers again.
+        // Back on the same port with a key only it has: the prober tries it again after its skip period and
+        // reads that key from it.
         try await nodes[1].restart()
-        try await eventually("the restarted node to be used again") {
-            _ = try await client.get("f/k")
-            return client.healthyEndpoints.count == 3
+        let only = try KeelClient(endpoints: [endpoints[1]])
+        try await only.put("f/only1", "here")
+        await only.close()
+        try await eventually("the restarted node to answer the prober again") {
+            try await prober.get("f/only1").kvs.first?.value.text == "here"
         }
+        #expect(!client.healthyEndpoints.contains(endpoints[1]), "still skipped by the client with the long period")
     }
 
-    /// Keep-alives across a server restart: a 30 s lease is renewed again once keel is back; a 6 s lease
+    /// Keep-alives across a server restart: a 120 s lease is renewed again once keel is back; a 6 s lease
     /// whose server stays down past its TTL is reported expired.
     @Test func keepAliveSurvivesARestartAndReportsExpiryWhenNoRenewalIsPossible() async throws {
         guard let keel = try await RestartableKeel.start() else { return }
         do {
             let client = try KeelClient(endpoints: [keel.endpoint])
             defer { Task { await client.close() } }
-            let long = try await client.leaseGrant(ttl: 30).id
+            // 120 s: cannot run out before the bounded wait for the short one's expiry does.
+            let long = try await client.leaseGrant(ttl: 120).id
             let short = try await client.leaseGrant(ttl: 6).id
             let kaLong = client.keepAlive(long)
             let kaShort = client.keepAlive(short)
@@ -79,7 +90,7 @@ import Testing
             let endpoints = cluster.endpoints
             var config = KeelClient.Configuration(endpoints: endpoints)
             config.pinWritesToLeader = true
-            config.unhealthyFor = .milliseconds(500)
+            config.unhealthyFor = .seconds(600)   // the dead member stays marked down while the test looks
             let client = try KeelClient(configuration: config)
             defer { Task { await client.close() } }
             // Writes are pinned to the member that says it leads.

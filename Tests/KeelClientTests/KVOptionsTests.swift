@@ -150,7 +150,7 @@ import Testing
         }
         try await withServers { name, endpoint in
             let client = try KeelClient(endpoints: [hung.endpoint, endpoint], timeout: .seconds(30),
-                                        dialTimeout: .milliseconds(300))
+                                        dialTimeout: .milliseconds(300), unhealthyFor: .seconds(600))
             defer { Task { await client.close() } }
             for n in 0..<4 { try await client.put("d/\(n)", "v") }
             #expect(try await client.get("d/", .prefix).count == 4, "\(name)")

@@ -9,7 +9,7 @@ import Foundation
     @Test func putGetDeleteTxnCompactThroughTwoDeadEndpoints() async throws {
         try await withServers { name, endpoint in
             let dead = try FreePorts.allocate(2).map { "127.0.0.1:\($0)" }
-            let client = try KeelClient(endpoints: [dead[0], endpoint, dead[1]])
+            let client = try KeelClient(endpoints: [dead[0], endpoint, dead[1]], unhealthyFor: .seconds(600))
             defer { Task { await client.close() } }
             let p1 = try await client.put("kc/a", "1")
             let p2 = try await client.put("kc/b", "2", PutOptions(prevKV: true))
@@ -111,7 +111,7 @@ import Foundation
                 #expect(e == closer.endpoint, "\(name)")
             }
             #expect(try await writes.get("uo").kvs.isEmpty, "\(name): the put was not resent elsewhere")
-            let reads = try KeelClient(endpoints: [closer.endpoint, endpoint])
+            let reads = try KeelClient(endpoints: [closer.endpoint, endpoint], unhealthyFor: .seconds(600))
             defer { Task { await reads.close() } }
             #expect(try await reads.get("uo").kvs.isEmpty, "\(name): the read went on to the live endpoint")
             #expect(reads.healthyEndpoints == [endpoint], "\(name)")

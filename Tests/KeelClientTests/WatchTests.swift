@@ -97,6 +97,15 @@ func describe(_ events: [Mvccpb.Event]) -> [String] {
             } catch let e as WatchError {
                 #expect(e == .compacted(compactRevision: r2), "\(name)")
             }
+            // The iteration's error is typed: `error` is a WatchError here.
+            let again = client.watch("wc", WatchOptions(startRevision: r1))
+            do throws(WatchError) {
+                for try await _ in again {}
+                Issue.record("\(name): the compacted watch ended without an error")
+            } catch {
+                let typed: WatchError = error
+                #expect(typed == .compacted(compactRevision: r2), "\(name)")
+            }
         }
     }
 
