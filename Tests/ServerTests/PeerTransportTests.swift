@@ -39,6 +39,8 @@ struct PeerNode {
                       leaseRenew: (@Sendable (Int64) async throws(GRPCStatus) -> Int64)? = nil,
                       leaseTimeToLive: (@Sendable (Etcdserverpb.LeaseTimeToLiveRequest) async throws(GRPCStatus)
                           -> Etcdserverpb.LeaseTimeToLiveResponse)? = nil,
+                      isMemberRemoved: (@Sendable (UInt64) -> Bool)? = nil,
+                      removedFromCluster: (@Sendable () -> Void)? = nil,
                       options: PeerTransport.Options = fastOptions) async throws -> PeerNode {
         let rec = PeerRecorder()
         let dir = try makeTempDirectory(prefix: "keel-peer-\(id)")
@@ -52,7 +54,8 @@ struct PeerNode {
             },
             unreachable: { id in rec.unreachable.withLock { $0.append(id) } },
             snapshotStatus: { id, failed in rec.snapshotStatus.withLock { $0.append((id, failed)) } },
-            leaseRenew: leaseRenew, leaseTimeToLive: leaseTimeToLive)
+            leaseRenew: leaseRenew, leaseTimeToLive: leaseTimeToLive,
+            isMemberRemoved: isMemberRemoved, removedFromCluster: removedFromCluster)
         var logger = Logger(label: "peer-test-\(id)")
         logger.logLevel = .error
         let t = PeerTransport(localID: id, clusterID: cluster, snapshotDir: dir, group: MultiThreadedEventLoopGroup.singleton,
@@ -473,6 +476,34 @@ func numbered(_ n: Int, from: UInt64, to: UInt64, payload: Int = 0) -> Raft.Mess
         #expect(again.ports == [taken])
         await again.shutdown()
         await a.stop()
+    }
+
+    /// A member the receiver knows as removed is refused with etcd's text, and learns it.
+    @Test func removedMemberIsRefusedAndTold() async throws {
+        let removed = Atomic<Int>(0)
+        let a = try await PeerNode.start(id: 1, removedFromCluster: { removed.add(1, ordering: .relaxed) })
+        let b = try await PeerNode.start(id: 2, isMemberRemoved: { $0 == 1 })
+        let c = try await PeerNode.start(id: 3, isMemberRemoved: { $0 == 1 })
+        a.transport.setPeer(id: 2, peerURLs: [b.url])
+        a.transport.setPeer(id: 3, peerURLs: [c.url])
+        c.transport.setPeer(id: 2, peerURLs: [b.url])
+        let told = await eventually {
+            a.transport.send([numbered(1, from: 1, to: 2), numbered(1, from: 1, to: 3)])
+            return removed.load(ordering: .relaxed) == 1 && a.transport.stats.streamsRefusedByPeer >= 2
+        }
+        #expect(told)
+        #expect(removed.load(ordering: .relaxed) == 1)  // once, though two peers refused
+        #expect(b.recorder.messages.isEmpty && c.recorder.messages.isEmpty)
+        // Members not removed still talk.
+        c.transport.send([numbered(7, from: 3, to: 2)])
+        #expect(await eventually { b.recorder.messages.map(\.index) == [7] })
+        let client = GRPCClient(host: "127.0.0.1", port: b.port)
+        await #expect(throws: GRPCStatus(.failedPrecondition, "the member has been permanently removed from the cluster")) {
+            try await client.unary(Raftpb.Raft.leaseRenew, Etcdserverpb.LeaseKeepAliveRequest(),
+                                   options: CallOptions(metadata: [("x-etcd-cluster-id", "c1"), ("x-server-from", "1")]))
+        }
+        await client.close()
+        for n in [a, b, c] { await n.stop() }
     }
 
     @Test func leaseForwardingRoundTripAndErrors() async throws {

@@ -259,7 +259,7 @@ struct PeerStreamRunner: Sendable {
                 group.addTask {
                     for try await ack in responses {
                         if !ack.refused.isEmpty {
-                            counters.streamsRefusedByPeer.add(1, ordering: .relaxed)
+                            transport.peerRefused(peer, ack.refused)
                             throw GRPCStatus(.failedPrecondition, "peer refused the raft stream: \(ack.refused)")
                         }
                         if !state.accepted.exchange(true, ordering: .relaxed) {

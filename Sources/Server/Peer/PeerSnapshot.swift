@@ -120,8 +120,9 @@ struct SnapshotSender: Sendable {
                 failure = ack.ok ? nil : "peer refused the snapshot: \(ack.error)"
             } catch {
                 failure = "\(error)"
-                if let st = error as? GRPCStatus, st.code == .unavailable, st.message.hasPrefix("connect to ") {
-                    connectFailed = true
+                if let st = error as? GRPCStatus {
+                    if st.code == .unavailable && st.message.hasPrefix("connect to ") { connectFailed = true }
+                    if st.code == .failedPrecondition { transport.peerRefused(to, st.message) }
                 }
             }
             await client.close()

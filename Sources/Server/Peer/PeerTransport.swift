@@ -55,6 +55,12 @@ public final class PeerTransport: Sendable {
         /// Leader side of a forwarded LeaseTimeToLive.
         public var leaseTimeToLive: (@Sendable (Etcdserverpb.LeaseTimeToLiveRequest) async throws(GRPCStatus)
             -> Etcdserverpb.LeaseTimeToLiveResponse)?
+        /// Receiver side: true for a member ID that was removed from the cluster; its streams,
+        /// snapshots and lease calls are refused with `memberRemovedMessage` (nil: none refused).
+        public var isMemberRemoved: (@Sendable (UInt64) -> Bool)?
+        /// Sender side: a peer refused this member as removed (etcd's member then stops: "the
+        /// member has been permanently removed from the cluster"). Called once per transport.
+        public var removedFromCluster: (@Sendable () -> Void)?
 
         public init(receive: @escaping @Sendable ([Raft.Message]) -> Void,
                     receiveSnapshot: @escaping @Sendable (Raft.Message, _ file: String) async -> Bool,
@@ -62,13 +68,17 @@ public final class PeerTransport: Sendable {
                     snapshotStatus: @escaping @Sendable (UInt64, _ failed: Bool) -> Void,
                     leaseRenew: (@Sendable (_ id: Int64) async throws(GRPCStatus) -> Int64)? = nil,
                     leaseTimeToLive: (@Sendable (Etcdserverpb.LeaseTimeToLiveRequest) async throws(GRPCStatus)
-                        -> Etcdserverpb.LeaseTimeToLiveResponse)? = nil) {
+                        -> Etcdserverpb.LeaseTimeToLiveResponse)? = nil,
+                    isMemberRemoved: (@Sendable (UInt64) -> Bool)? = nil,
+                    removedFromCluster: (@Sendable () -> Void)? = nil) {
             self.receive = receive
             self.receiveSnapshot = receiveSnapshot
             self.unreachable = unreachable
             self.snapshotStatus = snapshotStatus
             self.leaseRenew = leaseRenew
             self.leaseTimeToLive = leaseTimeToLive
+            self.isMemberRemoved = isMemberRemoved
+            self.removedFromCluster = removedFromCluster
         }
     }
 
@@ -320,6 +330,27 @@ public final class PeerTransport: Sendable {
             counters.streamsRefused.add(1, ordering: .relaxed)
             throw GRPCStatus(.failedPrecondition, "cluster ID mismatch")
         }
+        // A member removed from the cluster is refused (etcd answers 410 Gone and the removed
+        // member stops itself; here it learns it from the refusal, see Handlers.removedFromCluster).
+        if let isRemoved = handlers.isMemberRemoved, let raw = ctx.header("x-server-from"),
+           let from = UInt64(raw, radix: 16), isRemoved(from) {
+            logger.warning("rejected stream from remote peer because it was removed", metadata: ["remote-peer-id": "\(raw)"])
+            counters.streamsRefused.add(1, ordering: .relaxed)
+            throw GRPCStatus(.failedPrecondition, PeerTransport.memberRemovedMessage)
+        }
+    }
+
+    /// etcd's errMemberRemoved text.
+    public static let memberRemovedMessage = "the member has been permanently removed from the cluster"
+
+    /// A peer's refusal text: when it says this member was removed, tell the host (once).
+    func peerRefused(_ peer: UInt64, _ text: String) {
+        counters.streamsRefusedByPeer.add(1, ordering: .relaxed)
+        guard text == PeerTransport.memberRemovedMessage else { return }
+        if !counters.removedReported.exchange(true, ordering: .relaxed) {
+            logger.error("peer refused this member: \(text)", metadata: ["peer": "\(hex(peer))"])
+            handlers.removedFromCluster?()
+        }
     }
 
     func reportUnreachable(_ id: UInt64) {
@@ -342,6 +373,8 @@ final class Registry {
 final class Counters: Sendable {
     let streamsAttempted = Atomic<Int>(0), streamsOpened = Atomic<Int>(0), streamFailures = Atomic<Int>(0)
     let streamsRefusedByPeer = Atomic<Int>(0)
+    /// Set once a peer said this member was removed (removedFromCluster is called once).
+    let removedReported = Atomic<Bool>(false)
     let batchesSent = Atomic<Int>(0), messagesSent = Atomic<Int>(0), messagesDropped = Atomic<Int>(0)
     let unreachableReports = Atomic<Int>(0)
     let streamsAccepted = Atomic<Int>(0), streamsRefused = Atomic<Int>(0), acksSent = Atomic<Int>(0)
