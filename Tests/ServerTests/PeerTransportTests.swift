@@ -214,6 +214,20 @@ func numbered(_ n: Int, from: UInt64, to: UInt64, payload: Int = 0) -> Raft.Mess
         await b.stop()
     }
 
+    /// A message the receiver could not take (over its 16 MiB message limit) is dropped by the
+    /// sender; the stream stays up and the messages around it arrive.
+    @Test func oversizedMessageIsDroppedNotTheStream() async throws {
+        let (a, b) = try await PeerNode.pair()
+        let big = numbered(1, from: 1, to: 2, payload: 17 << 20)
+        a.transport.send([numbered(0, from: 1, to: 2), big, numbered(2, from: 1, to: 2)])
+        let ok = await eventually { b.recorder.messages.count == 2 && a.transport.stats.messagesSent == 2 }
+        #expect(ok)
+        #expect(b.recorder.messages.map(\.index) == [0, 2])
+        #expect(a.transport.stats.messagesDropped == 1 && a.transport.stats.streamsAttempted == 1)
+        await a.stop()
+        await b.stop()
+    }
+
     @Test func downPeerIsReportedAndDoesNotDelayOthers() async throws {
         var options = PeerNode.fastOptions
         options.queueCapacity = 12_000  // member 2's 10,000 always fit; member 3's 30,000 do not

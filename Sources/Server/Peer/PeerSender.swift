@@ -302,9 +302,20 @@ struct PeerStreamRunner: Sendable {
         var batch = Raftpb.MessageBatch()
         batch.messages.reserveCapacity(messages.count)
         var bytes = 0
+        // What the receiver accepts in one gRPC message (same configuration on every member).
+        let hardLimit = transport.options.http2.maxReceiveMessageSize - 64
         for m in messages {
             let pb = PeerWire.encode(m)
             let size = pb.serializedSize + 6
+            if size > hardLimit {
+                // Sending it would only get the stream reset by the receiver (and Raft would
+                // resend it forever): drop it, count it written so it is not counted twice.
+                transport.logger.error("raft message too large for the peer transport, dropped", metadata: [
+                    "peer": "\(hex(id))", "type": "\(m.type)", "bytes": "\(size)", "limit": "\(hardLimit)"])
+                transport.counters.messagesDropped.add(1, ordering: .relaxed)
+                state.written.add(1, ordering: .relaxed)
+                continue
+            }
             if !batch.messages.isEmpty && bytes + size > limit {
                 try await sendBatch(batch, writer, state)
                 batch = Raftpb.MessageBatch()

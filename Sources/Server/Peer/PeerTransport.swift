@@ -10,8 +10,9 @@
 //   - One task per peer drains its queue: it takes EVERYTHING queued at once and writes it as
 //     MessageBatch messages (split at `maxBatchBytes`) on ONE long-lived raftpb.Raft/Stream
 //     (bidirectional; the receiver sends one StreamAck when it accepts the stream, or one with
-//     `refused` set before ending it; nothing per batch: no per-message round trip). While a batch is being written new messages collect in
-//     the queue and go out together in the next batch.
+//     `refused` set before ending it; nothing per batch: no per-message round trip). While a
+//     batch is being written new messages collect in the queue and go out in the next batch.
+//     A full queue reports unreachable once per overflow episode, not once per `send`.
 //   - A failed connect, handshake or stream reports the peer unreachable, drops what was queued
 //     and retries with back-off (`backoffInitial` doubling to `backoffMax`, reset once a stream
 //     was accepted), rotating over the peer's URLs. Each peer has its own connection and task,
@@ -19,7 +20,11 @@
 //   - Identity: every call carries `x-etcd-cluster-id` and `x-server-from` (hex, as etcd's
 //     rafthttp headers). The receiver refuses another cluster with FailedPrecondition
 //     "cluster ID mismatch" (etcd's ErrClusterIDMismatch text) and drops messages whose `to`
-//     is not itself.
+//     is not itself. With `Handlers.isMemberRemoved` it refuses removed members ("the member
+//     has been permanently removed from the cluster"), who learn it via `removedFromCluster`.
+//   - Dead peers: connect refused -> retried with back-off; no StreamAck within
+//     `handshakeTimeout` -> given up; an accepted stream to a peer gone silent is closed by
+//     HTTP/2 keepalive (2 s ping, 5 s timeout). `shutdown()`/`removePeer` close connections first.
 // Snapshots: `sendSnapshot(_:file:)` streams the file in `snapshotChunkSize` chunks over
 //   raftpb.Raft/SendSnapshot on a connection of its own (the writer awaits under HTTP/2
 //   back-pressure); the first chunk carries the message and the total size, the last the
@@ -30,7 +35,10 @@
 //   peer port, answered by `Handlers.leaseRenew` / `leaseTimeToLive` (CORE's closures, optional:
 //   without them the calls end Unimplemented); GRPCStatus errors cross unchanged.
 // Threads: handlers are called from event loops and tasks of the transport; they must not block
-// (hand the work to the Raft loop).
+// (hand the work to the Raft loop). Stats: `transport.stats` (atomic counters, for tests/metrics).
+// Limits: a batch or chunk up to 16 MiB on the wire (defaultHTTP2.maxReceiveMessageSize); a
+// single Raft message larger than that is dropped by the sender with an error log (Raft's
+// maxSizePerMsg keeps appends far below it).
 import GRPC
 import KeelAPI
 import Logging
