@@ -109,6 +109,17 @@ enum LongKey {
 
 enum VersionNeighbor { case none, prev, next }
 
+extension CursorRef {
+    /// Moves to the neighbouring entry (`.none`: stays, returns nil).
+    func step(_ n: VersionNeighbor) throws(MVCCError) -> LMDBCursor.Entry? {
+        switch n {
+        case .none: return nil
+        case .prev: return try prev()
+        case .next: return try next()
+        }
+    }
+}
+
 /// A version found by `LMDBTxn.version`: its record (pointing into LMDB's page), its exact LMDB key
 /// (key table or longRevs), and the neighbouring version of the same key when asked for.
 struct StoredVersion {
@@ -164,12 +175,7 @@ extension LMDBTxn {
                 throw .storage("mvcc: revision \(main).\(sub) missing from the long-key table")
             }
             var v = StoredVersion(record: here.value, exact: exact, longID: id)
-            let n: LMDBCursor.Entry? = switch neighbor {
-            case .none: nil
-            case .prev: try lc.prev()
-            case .next: try lc.next()
-            }
-            if let n, LongKey.owner(n.key) == id { v.neighbor = (Int64(bitPattern: Rec.be(n.key, 8)), n.value) }
+            if let n = try lc.step(neighbor), LongKey.owner(n.key) == id { v.neighbor = (Int64(bitPattern: Rec.be(n.key, 8)), n.value) }
             return v
         }
         let exact = Rec.keyTableKey(key, main, sub)
@@ -178,12 +184,7 @@ extension LMDBTxn {
             throw .storage("mvcc: revision \(main).\(sub) missing from the key table")
         }
         var v = StoredVersion(record: here.value, exact: exact, longID: nil)
-        let n: LMDBCursor.Entry? = switch neighbor {
-        case .none: nil
-        case .prev: try kc.prev()
-        case .next: try kc.next()
-        }
-        if let n {
+        if let n = try kc.step(neighbor) {
             let ns = Rec.splitKey(n.key)
             if Rec.compare(ns.key, key) == 0 { v.neighbor = (ns.main, n.value) }
         }
