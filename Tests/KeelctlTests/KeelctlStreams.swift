@@ -9,6 +9,30 @@ enum KeelctlStreams {
         try await watch(runner, label: label)
         try await lock(runner, label: label)
         try await elect(runner, label: label)
+        try await keepAlive(runner, label: label)
+    }
+
+    /// lease keep-alive (not --once): both tools renew the same 6 s lease until it is revoked, then print
+    /// "lease <id> expired or revoked." and exit 0. How many renewals each printed depends on timing, so
+    /// the distinct lines are compared.
+    static func keepAlive(_ runner: ScriptRunner, label: String) async throws {
+        let g = try await runner.raw(.etcdctl, ["lease", "grant", "6"])
+        guard let id = g.stdout.split(separator: " ").dropFirst().first.map(String.init) else {
+            Issue.record("\(label): lease grant: \(g)")
+            return
+        }
+        let ps = try spawnBoth(runner, ["lease", "keep-alive", id])
+        defer { for p in ps.values { p.kill() } }
+        await waitAll([ps], "keepalived with TTL(6)", label)
+        let r = try await runner.raw(.etcdctl, ["lease", "revoke", id])
+        #expect(r.status.succeeded, "\(r)")
+        var lines: [Tool: Set<String>] = [:]
+        for (tool, p) in ps {
+            #expect(await p.wait(timeout: .seconds(60)) == .exited(0), "\(label) \(tool) keep-alive: \(p.stdout) \(p.stderr)")
+            #expect(p.stdout.hasSuffix("lease \(id) expired or revoked.\n"), "\(label) \(tool): \(p.stdout.debugDescription)")
+            lines[tool] = Set(p.stdout.split(separator: "\n").map(String.init))
+        }
+        #expect(lines[.keelctl] == lines[.etcdctl], "\(label): \(lines)")
     }
 
     static func spawn(_ runner: ScriptRunner, _ tool: Tool, _ args: [String]) throws -> ChildProcess {
