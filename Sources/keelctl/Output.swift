@@ -285,7 +285,7 @@ func hexEscaped(_ b: [UInt8]) -> String {
 /// Bytes as Go's string(b) prints them (invalid UTF-8 is written as is).
 func text(_ b: [UInt8]) -> String { String(decoding: b, as: UTF8.self) }
 
-/// `%016x` of a lease ID (Go formats the int64 as two's complement? no: as a signed hex number).
+/// `%016x` of a lease ID (Go prints a negative int64 as "-" and the magnitude, zero padded to 16 wide).
 func leaseHex(_ id: Int64) -> String {
     let h = String(id.magnitude, radix: 16)
     let digits = String(repeating: "0", count: max(0, (id < 0 ? 15 : 16) - h.count)) + h
