@@ -511,10 +511,10 @@ public final class PeerProxy: Sendable {
         self.destination = destination
         self.targetPort = targetPort
         self.pids = pids
-        let fd = try Self.socketFD()
+        let fd = try FreePorts.tcpSocket()
         var one: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        var addr = Self.loopback(port: listenPort)
+        var addr = FreePorts.loopback(port: listenPort)
         let ok = withUnsafePointer(to: &addr) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
@@ -647,27 +647,9 @@ public final class PeerProxy: Sendable {
 
     // MARK: sockets
 
-    private static func socketFD() throws -> Int32 {
-        #if canImport(Glibc)
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        #else
-        let fd = socket(AF_INET, SOCK_STREAM, 0)
-        #endif
-        guard fd >= 0 else { throw ChildProcessError("socket: \(String(cString: strerror(errno)))") }
-        return fd
-    }
-
-    private static func loopback(port: Int) -> sockaddr_in {
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = UInt16(truncatingIfNeeded: port).bigEndian
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        return addr
-    }
-
     private static func connectLoopback(port: Int) throws -> Int32 {
-        let fd = try socketFD()
-        var addr = loopback(port: port)
+        let fd = try FreePorts.tcpSocket()
+        var addr = FreePorts.loopback(port: port)
         let r = withUnsafePointer(to: &addr) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }

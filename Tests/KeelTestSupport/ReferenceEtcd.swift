@@ -103,17 +103,9 @@ public enum FreePorts {
         defer { fds.forEach { close($0) } }
         var ports: [Int] = []
         for _ in 0..<count {
-            #if canImport(Glibc)
-            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            #else
-            let fd = socket(AF_INET, SOCK_STREAM, 0)
-            #endif
-            guard fd >= 0 else { throw ChildProcessError("socket: \(String(cString: strerror(errno)))") }
+            let fd = try tcpSocket()
             fds.append(fd)
-            var addr = sockaddr_in()
-            addr.sin_family = sa_family_t(AF_INET)
-            addr.sin_port = 0
-            addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+            var addr = loopback(port: 0)
             let ok = withUnsafePointer(to: &addr) {
                 $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
                     bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
@@ -135,22 +127,34 @@ public enum FreePorts {
 
     /// True if something accepts TCP connections on 127.0.0.1:port right now.
     public static func isListening(_ port: Int) -> Bool {
-        #if canImport(Glibc)
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        #else
-        let fd = socket(AF_INET, SOCK_STREAM, 0)
-        #endif
-        guard fd >= 0 else { return false }
+        guard let fd = try? tcpSocket() else { return false }
         defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = UInt16(truncatingIfNeeded: port).bigEndian
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var addr = loopback(port: port)
         return withUnsafePointer(to: &addr) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
                 connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
             }
         } == 0
+    }
+
+    /// A new IPv4 TCP socket (the caller closes it).
+    static func tcpSocket() throws -> Int32 {
+        #if canImport(Glibc)
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        #else
+        let fd = socket(AF_INET, SOCK_STREAM, 0)
+        #endif
+        guard fd >= 0 else { throw ChildProcessError("socket: \(String(cString: strerror(errno)))") }
+        return fd
+    }
+
+    /// 127.0.0.1:port as a sockaddr_in.
+    static func loopback(port: Int) -> sockaddr_in {
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = UInt16(truncatingIfNeeded: port).bigEndian
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        return addr
     }
 }
 
