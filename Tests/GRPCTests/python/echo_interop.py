@@ -129,42 +129,42 @@ def client(port):
     gzstub = pb_grpc.EchoStub(gz)
 
     def unary():
-        r = stub.Get(pb.EchoRequest(text="hi", payload=b"\x01\x02"), timeout=10)
+        r = stub.Get(pb.EchoRequest(text="hi", payload=b"\x01\x02"), timeout=60)
         expect(r.text == "hi" and r.payload == b"\x01\x02", f"got {r}")
 
     def server_streaming():
-        got = [r.index for r in stub.Expand(pb.EchoRequest(count=100, reply_size=1000), timeout=10)]
+        got = [r.index for r in stub.Expand(pb.EchoRequest(count=100, reply_size=1000), timeout=60)]
         expect(got == list(range(100)), f"got {got[:5]}...")
 
     def client_streaming():
-        r = stub.Collect(iter([pb.EchoRequest(text=str(i), payload=b"x" * i) for i in range(10)]), timeout=10)
+        r = stub.Collect(iter([pb.EchoRequest(text=str(i), payload=b"x" * i) for i in range(10)]), timeout=60)
         expect(r.index == 10 and r.text == "0123456789" and r.total_bytes == 45, f"got {r}")
 
     def bidi():
-        got = [r.text for r in stub.Update(iter([pb.EchoRequest(text=f"m{i}") for i in range(50)]), timeout=10)]
+        got = [r.text for r in stub.Update(iter([pb.EchoRequest(text=f"m{i}") for i in range(50)]), timeout=60)]
         expect(got == [f"m{i}" for i in range(50)], f"got {got[:3]}")
 
     def big():
         payload = os.urandom(1 << 20)
-        r = stub.Get(pb.EchoRequest(payload=payload), timeout=20)
+        r = stub.Get(pb.EchoRequest(payload=payload), timeout=60)
         expect(r.payload == payload, "1 MiB payload differs")
 
     def over_limit():
         e = expect_status(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                          lambda: stub.Get(pb.EchoRequest(payload=b"x" * (2 * 1024 * 1024)), timeout=20))
+                          lambda: stub.Get(pb.EchoRequest(payload=b"x" * (2 * 1024 * 1024)), timeout=60))
         expect("larger than max" in e.details(), e.details())
 
     def gzip_both_ways():
         payload = b"abc" * 100000
-        r = gzstub.Get(pb.EchoRequest(payload=payload), timeout=10)
+        r = gzstub.Get(pb.EchoRequest(payload=payload), timeout=60)
         expect(r.payload == payload, "gzip payload differs")
-        got = [len(r.payload) for r in gzstub.Expand(pb.EchoRequest(count=3, reply_size=50000), timeout=10)]
+        got = [len(r.payload) for r in gzstub.Expand(pb.EchoRequest(count=3, reply_size=50000), timeout=60)]
         expect(got == [50000] * 3, f"got {got}")
 
     def status_message():
         msg = "bad: 100% ünïcode"
         e = expect_status(grpc.StatusCode.FAILED_PRECONDITION,
-                          lambda: stub.Get(pb.EchoRequest(text=msg, fail_code=9), timeout=10))
+                          lambda: stub.Get(pb.EchoRequest(text=msg, fail_code=9), timeout=60))
         expect(e.details() == msg, f"details {e.details()!r}")
 
     def deadline():
@@ -172,20 +172,20 @@ def client(port):
                       lambda: stub.Get(pb.EchoRequest(delay_ms=5000), timeout=0.2))
 
     def cancel():
-        fut = stub.Get.future(pb.EchoRequest(delay_ms=5000), timeout=10)
+        fut = stub.Get.future(pb.EchoRequest(delay_ms=5000), timeout=60)
         time.sleep(0.1)
         fut.cancel()
         expect(fut.cancelled(), "not cancelled")
-        r = stub.Get(pb.EchoRequest(text="after"), timeout=10)
+        r = stub.Get(pb.EchoRequest(text="after"), timeout=60)
         expect(r.text == "after", "call after cancel failed")
 
     def unimplemented():
         call = ch.unary_unary("/echotest.Echo/Nope", request_serializer=lambda b: b, response_deserializer=lambda b: b)
-        e = expect_status(grpc.StatusCode.UNIMPLEMENTED, lambda: call(b"", timeout=10))
+        e = expect_status(grpc.StatusCode.UNIMPLEMENTED, lambda: call(b"", timeout=60))
         expect(e.details() == "unknown method Nope for service echotest.Echo", e.details())
 
     def concurrent():
-        futs = [stub.Get.future(pb.EchoRequest(text=str(i), delay_ms=100), timeout=30) for i in range(500)]
+        futs = [stub.Get.future(pb.EchoRequest(text=str(i), delay_ms=100), timeout=90) for i in range(500)]
         got = sorted(int(f.result().text) for f in futs)
         expect(got == list(range(500)), "concurrent results differ")
 
