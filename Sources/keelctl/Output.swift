@@ -12,8 +12,10 @@ enum OutputFormat: String, CaseIterable, Sendable {
 /// Writes to stdout without Foundation's buffering surprises across exit(): everything goes through here.
 enum Out {
     static func line(_ s: String) { write(s + "\n") }
-    static func write(_ s: String) {
-        var bytes = Array(s.utf8)
+    static func write(_ s: String) { write(bytes: Array(s.utf8)) }
+    /// Raw bytes (keys and values as stored, also when they are not UTF-8, as Go's fmt.Println(string(b))).
+    static func write(bytes input: [UInt8]) {
+        var bytes = input
         var off = 0
         while off < bytes.count {
             let n = bytes.withUnsafeMutableBytes { Foundation.write(1, $0.baseAddress! + off, $0.count - off) }
@@ -272,17 +274,17 @@ enum PB {
 
 /// etcdctl's printKV: key line (unless value-only), value line; `--hex` prints \xNN escapes.
 func printKV(_ kv: Mvccpb.KeyValue, hex: Bool, valueOnly: Bool) {
-    let k = hex ? hexEscaped(kv.key) : text(kv.key)
-    let v = hex ? hexEscaped(kv.value) : text(kv.value)
-    if !valueOnly { Out.line(k) }
-    Out.line(v)
+    let k = hex ? Array(hexEscaped(kv.key).utf8) : kv.key
+    let v = hex ? Array(hexEscaped(kv.value).utf8) : kv.value
+    if !valueOnly { Out.write(bytes: k + [10]) }
+    Out.write(bytes: v + [10])
 }
 
 func hexEscaped(_ b: [UInt8]) -> String {
     b.map { "\\x" + ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
 }
 
-/// Bytes as Go's string(b) prints them (invalid UTF-8 is written as is).
+/// Bytes as text (invalid UTF-8 becomes U+FFFD; printKV writes keys and values as raw bytes instead).
 func text(_ b: [UInt8]) -> String { String(decoding: b, as: UTF8.self) }
 
 /// `%016x` of a lease ID (Go prints a negative int64 as "-" and the magnitude, zero padded to 16 wide).
