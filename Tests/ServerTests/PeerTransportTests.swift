@@ -421,6 +421,15 @@ func numbered(_ n: Int, from: UInt64, to: UInt64, payload: Int = 0) -> Raft.Mess
         #expect(ack.ok)
         #expect(b.recorder.snapshots.withLock { $0.map(\.1) } == [[UInt8](repeating: 1, count: 100) + [UInt8](repeating: 2, count: 100)])
         await client.close()
+        // A transfer cut by a crash leaves a `.part`; the next transport on the directory removes it.
+        let stale = "\(b.dir)/incoming-1-2-10-abc.snap.part"
+        #expect(FileManager.default.createFile(atPath: stale, contents: Data([1, 2, 3])))
+        let keep = "\(b.dir)/other.snap"
+        #expect(FileManager.default.createFile(atPath: keep, contents: Data([4])))
+        let restarted = PeerTransport(localID: 2, clusterID: 0xc1, snapshotDir: b.dir, group: MultiThreadedEventLoopGroup.singleton,
+                                      logger: Logger(label: "peer-restart"), handlers: b.transport.handlers)
+        #expect(listDir(b.dir) == ["other.snap"])
+        await restarted.shutdown()
         await b.stop()
     }
 

@@ -94,6 +94,30 @@ struct PeerFile: Sendable {
         _ = close(fd)
     }
 
+    /// rename(2), then fsync of the directory so the new name is durable.
+    static func rename(_ from: String, to: String, syncDirectory dir: String) async throws {
+        try await NIOThreadPool.singleton.runIfActive {
+            guard Glibc.rename(from, to) == 0 else { throw PeerFileError("cannot rename", from) }
+            let d = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            if d >= 0 {
+                _ = fsync(d)
+                _ = close(d)
+            }
+        }
+    }
+
+    /// Removes `incoming-*.part` files a previous run left in `dir` (transfers cut by a crash).
+    static func removeStaleParts(in dir: String) -> Int {
+        guard let d = opendir(dir) else { return 0 }
+        defer { closedir(d) }
+        var removed = 0
+        while let e = readdir(d) {
+            let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
+            if name.hasPrefix("incoming-") && name.hasSuffix(".part") && unlink("\(dir)/\(name)") == 0 { removed += 1 }
+        }
+        return removed
+    }
+
     static func remove(_ path: String) {
         _ = unlink(path)
     }
@@ -212,11 +236,14 @@ extension PeerTransport {
         }
         let size = first.size
         _ = mkdir(snapshotDir, 0o700)
+        // Written as `.part`, renamed to `.snap` once complete and synced: a member that dies
+        // mid-transfer leaves only a `.part`, which the next transport start removes.
         let path = "\(snapshotDir)/incoming-\(hex(message.from))-\(snap.metadata.term)-\(snap.metadata.index)-"
             + "\(hex(UInt64.random(in: 1...UInt64.max))).snap"
+        let part = path + ".part"
         let file: PeerFile
         do {
-            file = try await PeerFile.create(path)
+            file = try await PeerFile.create(part)
         } catch {
             throw refuse(GRPCStatus(.internal, "keel: \(error)"))
         }
@@ -253,9 +280,10 @@ extension PeerTransport {
             }
             try await file.sync()
             file.closeFile()
+            try await PeerFile.rename(part, to: path, syncDirectory: snapshotDir)
         } catch {
             file.closeFile()
-            PeerFile.remove(path)
+            PeerFile.remove(part)
             let st = (error as? GRPCStatus) ?? GRPCStatus(.internal, "keel: \(error)")
             logger.warning("incoming snapshot refused", metadata: ["peer": "\(hex(message.from))", "error": "\(st)"])
             throw refuse(st)

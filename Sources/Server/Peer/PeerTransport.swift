@@ -167,6 +167,10 @@ public final class PeerTransport: Sendable {
         self.options = options
         self.loop = group.next()
         self.registry = NIOLoopBoundBox.makeBoxSendingValue(Registry(), eventLoop: loop)
+        let stale = PeerFile.removeStaleParts(in: snapshotDir)
+        if stale > 0 {
+            logger.warning("removed unfinished incoming snapshots", metadata: ["dir": "\(snapshotDir)", "files": "\(stale)"])
+        }
     }
 
     public var stats: Stats { counters.snapshot() }
