@@ -160,4 +160,29 @@ struct MembershipTests {
             #expect(put.status.succeeded, "\(put)")
         }
     }
+
+    @Test("a member removed while it was down is refused by its peers when it comes back, and stops",
+          .timeLimit(.minutes(3)), .enabled(if: ClusterServer.keel.isAvailable, "keel or etcdctl missing"))
+    func removedWhileDownStops() async throws {
+        try await LocalCluster.with(.keel, members: 3) { c in
+            let eps = await c.endpoints
+            let leader = try await c.waitForLeader()
+            let victim = (leader + 1) % 3
+            let id = try #require(await c.status(victim)).memberID
+            await c.kill(victim)
+            let rm = try await Self.ctl(["member", "remove", String(UInt64(id)!, radix: 16)], [eps[leader]])
+            #expect(rm.stdout.contains("removed from cluster"), "\(rm)")
+            try await c.restart(victim, wait: false)
+            var exited = false
+            for _ in 0..<150 where !exited {
+                exited = await !c.isRunning(victim)
+                if !exited { try await Task.sleep(for: .milliseconds(200)) }
+            }
+            let log = await c.log(victim)
+            #expect(exited, "\(log.suffix(2000))")
+            #expect(log.contains("permanently removed from the cluster"), "\(log.suffix(2000))")
+            let put = try await Self.ctl(["put", "two-left", "1"], [eps[leader]])
+            #expect(put.status.succeeded, "\(put)")
+        }
+    }
 }

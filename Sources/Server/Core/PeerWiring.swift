@@ -50,6 +50,14 @@ final class PeerLink: Sendable {
                 if found == nil { r.id = req.id; r.ttl = -1 }
                 r.header = core.header()
                 return r
+            },
+            // etcd refuses a removed member's peer traffic; the removed member stops when told
+            // (a member removed while it was down never applies its own removal).
+            isMemberRemoved: { id in core.membership().removed.contains(id) },
+            removedFromCluster: {
+                if !core.shared.removed.exchange(true, ordering: .relaxed) {
+                    logger.warning("a peer says this member has been permanently removed from the cluster")
+                }
             })
         // The transport's own loop (one thread: its registry and peer queues live there, away
         // from the Raft loop's fsyncs); created on that loop.
