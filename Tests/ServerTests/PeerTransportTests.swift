@@ -228,6 +228,31 @@ func numbered(_ n: Int, from: UInt64, to: UInt64, payload: Int = 0) -> Raft.Mess
         await b.stop()
     }
 
+    /// Throughput figure (not an assertion on speed): KEEL_PEER_BENCH=1 sends 200,000 small
+    /// messages and 20,000 appends with a 4 KiB entry, and prints messages/s and MB/s.
+    @Test(.enabled(if: ProcessInfo.processInfo.environment["KEEL_PEER_BENCH"] == "1"))
+    func throughputFigures() async throws {
+        var options = PeerNode.fastOptions
+        options.queueCapacity = 300_000
+        let (a, b) = try await PeerNode.pair(options)
+        for (count, payload) in [(200_000, 0), (20_000, 4096)] {
+            let before = b.recorder.messages.count
+            let start = ContinuousClock.now
+            for round in 0..<(count / 100) {
+                a.transport.send((0..<100).map { numbered(round * 100 + $0, from: 1, to: 2, payload: payload) })
+            }
+            let ok = await eventually(.seconds(600)) { b.recorder.messages.count == before + count }
+            #expect(ok)
+            let secs = Double((ContinuousClock.now - start).components.attoseconds) / 1e18
+                + Double((ContinuousClock.now - start).components.seconds)
+            let s = a.transport.stats
+            print("peer bench: \(count) messages with \(payload)-byte entries in \(secs) s: \(Int(Double(count) / secs)) msg/s, "
+                  + "\(Int(Double(count * payload) / secs / 1e6)) MB/s of entries; batches so far \(s.batchesSent)")
+        }
+        await a.stop()
+        await b.stop()
+    }
+
     @Test func downPeerIsReportedAndDoesNotDelayOthers() async throws {
         var options = PeerNode.fastOptions
         options.queueCapacity = 12_000  // member 2's 10,000 always fit; member 3's 30,000 do not
