@@ -57,6 +57,8 @@ public final class LeaseKeepAlive: AsyncSequence, Sendable {
     public var ttl: Int64? { get async { await status.ttl } }
     /// Renewals so far.
     public var renewals: Int { get async { await status.renewals } }
+    /// The endpoint that answered the last renewal.
+    public var endpoint: String? { get async { await status.endpoint } }
     /// nil while it runs.
     public var end: LeaseKeepAliveEnd? { get async { await status.ending } }
 
@@ -75,12 +77,27 @@ public final class LeaseKeepAlive: AsyncSequence, Sendable {
 actor KeepAliveStatus {
     var ttl: Int64?
     var renewals = 0
+    var endpoint: String?
+    /// When the last renewal answered (for the next renewal and the expiry deadline).
+    var renewedAt: ContinuousClock.Instant?
     var ending: LeaseKeepAliveEnd?
     var waiters: [CheckedContinuation<LeaseKeepAliveEnd, Never>] = []
 
-    func renewed(_ t: Int64) {
+    func renewed(_ t: Int64, by e: String) {
         ttl = t
+        endpoint = e
         renewals += 1
+        renewedAt = .now
+    }
+    /// etcd's client renews a third of the TTL after the last answer.
+    var nextRenewal: ContinuousClock.Instant? {
+        guard let renewedAt, let ttl else { return nil }
+        return renewedAt + .milliseconds(max(ttl * 1000 / 3, 500))
+    }
+    /// The lease is gone for sure once its TTL has passed since the last renewal.
+    var deadlinePassed: Bool {
+        guard let renewedAt, let ttl else { return false }
+        return ContinuousClock.now >= renewedAt + .seconds(ttl)
     }
     func end(_ e: LeaseKeepAliveEnd) {
         guard ending == nil else { return }
@@ -94,21 +111,24 @@ actor KeepAliveStatus {
     }
 }
 
+/// The background task of a keep-alive: one LeaseKeepAlive stream at a time, with a receiver (answers,
+/// expiry) and a sender (renewals) side by side, so a broken stream is noticed at once, not at the next
+/// renewal; then the next endpoint.
 struct KeepAliveLoop: Sendable {
     let client: KeelClient
     let id: Int64
     let status: KeepAliveStatus
     let updates: AsyncThrowingStream<Int64, any Error>.Continuation
 
+    /// How long a renewal may go unanswered before the stream is given up for another endpoint.
+    static let stalled = Duration.seconds(5)
 
     func run() async {
-        let clock = ContinuousClock()
-        // Until the first renewal the lease may live as long as etcd allows; expiry is judged by the server.
-        var deadline: ContinuousClock.Instant?
         var delay = Duration.milliseconds(50)
         var expired = false
         while !Task.isCancelled {
-            if let deadline, clock.now >= deadline {
+            // Until the first renewal, expiry is judged by the server (it answers TTL 0).
+            if await status.deadlinePassed {
                 expired = true
                 break
             }
@@ -120,24 +140,44 @@ struct KeepAliveLoop: Sendable {
                 // call's CANCELLED status).
                 expired = try await ep.client.bidirectionalStreaming(Etcdserverpb.Lease.leaseKeepAlive) {
                     writer, responses -> Bool in
-                    var it = responses.makeAsyncIterator()
-                    var req = Etcdserverpb.LeaseKeepAliveRequest()
-                    req.id = id
-                    while !Task.isCancelled {
-                        try await writer.send(req)
-                        guard let resp = try await it.next() else { return false }
-                        client.mark(i, healthy: true)
-                        delay = .milliseconds(50)
-                        guard resp.ttl > 0 else { return true }
-                        deadline = clock.now + .seconds(resp.ttl)
-                        await status.renewed(resp.ttl)
-                        updates.yield(resp.ttl)
-                        // etcd's client renews after a third of the TTL.
-                        try await Task.sleep(for: .milliseconds(max(resp.ttl * 1000 / 3, 500)))
+                    try await withThrowingTaskGroup(of: Bool.self) { group in
+                        group.addTask {
+                            for try await resp in responses {
+                                client.mark(i, healthy: true)
+                                guard resp.ttl > 0 else { return true }
+                                await status.renewed(resp.ttl, by: ep.address)
+                                updates.yield(resp.ttl)
+                            }
+                            return false   // the server ended the stream: next endpoint
+                        }
+                        group.addTask {
+                            var req = Etcdserverpb.LeaseKeepAliveRequest()
+                            req.id = id
+                            while true {
+                                let sentAt = ContinuousClock.now
+                                try await writer.send(req)
+                                // Wait for this request's answer, then until a third of its TTL has passed.
+                                while true {
+                                    try await Task.sleep(for: .milliseconds(100))
+                                    if await status.deadlinePassed { return true }
+                                    let answered = await status.renewedAt.map { $0 >= sentAt } ?? false
+                                    if answered, let next = await status.nextRenewal, ContinuousClock.now >= next { break }
+                                    // No answer from this member for a while: try another one.
+                                    if !answered && ContinuousClock.now >= sentAt + KeepAliveLoop.stalled {
+                                        throw GRPCStatus(.unavailable, "keep-alive: no answer from \(ep.address)")
+                                    }
+                                }
+                            }
+                        }
+                        defer { group.cancelAll() }
+                        return try await group.next() ?? false
                     }
-                    return false
                 }
                 if expired { break }
+                delay = .milliseconds(50)
+            } catch let st as GRPCStatus where st.message == EtcdError.leaseNotFound.rawValue {
+                expired = true   // a server that answers "lease not found" as a status instead of TTL 0
+                break
             } catch {
                 if Task.isCancelled { break }
                 client.mark(i, healthy: false)
