@@ -138,7 +138,7 @@ struct ClusterServingTests {
             // A learner added now gets the state as a snapshot too (the log starts after index 1).
             let slot = try await c.addSlot(name: "late")
             let peer = await c.slots[slot].peerURL
-            let add = try await Self.ctl(["member", "add", "late", "--peer-urls", peer, "--learner"], [eps[leader]])
+            let add = try await MembershipTests.addMember(["late", "--peer-urls", peer, "--learner"], [eps[leader]])
             let initial = try #require(add.stdout.split(separator: "\n").first { $0.hasPrefix("ETCD_INITIAL_CLUSTER=") }
                 .map { String($0.dropFirst("ETCD_INITIAL_CLUSTER=\"".count).dropLast()) }, "\(add)")
             try await c.startAdded(slot, initialCluster: initial)

@@ -14,6 +14,27 @@ struct MembershipTests {
         try await Etcdctl.run(args + ["--command-timeout=10s"], endpoints: endpoints, timeout: .seconds(60))
     }
 
+    /// `etcdctl member add`, retried (bounded, ~30 s) while the cluster answers "unhealthy cluster"
+    /// (etcd and keel refuse additions until every voter has been heard from recently, e.g. just
+    /// after a member restarted).
+    static func addMember(_ args: [String], _ endpoints: [String]) async throws -> CommandResult {
+        var r = try await ctl(["member", "add"] + args, endpoints)
+        for _ in 0..<150 where r.stderr.contains("unhealthy cluster") {
+            try await Task.sleep(for: .milliseconds(200))
+            r = try await ctl(["member", "add"] + args, endpoints)
+        }
+        return r
+    }
+
+    /// Polls (bounded, ~30 s) until member i's process has exited.
+    static func waitUntilExited(_ c: LocalCluster, _ i: Int) async throws -> Bool {
+        for _ in 0..<150 {
+            if await !c.isRunning(i) { return true }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        return false
+    }
+
     /// Replaces member/cluster IDs (16 hex digits) and ports with placeholders; sorts the
     /// ETCD_INITIAL_CLUSTER list (etcd answers members in map order).
     static func normalise(_ s: String, ports: [Int: String], names: [String: String] = [:]) -> String {
@@ -107,7 +128,7 @@ struct MembershipTests {
             for i in 0..<50 { _ = try await Self.ctl(["put", "before\(i)", "\(i)"], [eps[i % 3]]) }
             let slot = try await c.addSlot(name: "m3")
             let peer = await c.slots[slot].peerURL
-            let add = try await Self.ctl(["member", "add", "m3", "--peer-urls", peer, "--learner"], [eps[1]])
+            let add = try await Self.addMember(["m3", "--peer-urls", peer, "--learner"], [eps[1]])
             #expect(add.stdout.contains("ETCD_INITIAL_CLUSTER_STATE=\"existing\""), "\(add)")
             let initial = try #require(add.stdout.split(separator: "\n").first { $0.hasPrefix("ETCD_INITIAL_CLUSTER=") }
                 .map { String($0.dropFirst("ETCD_INITIAL_CLUSTER=\"".count).dropLast()) })
@@ -147,11 +168,7 @@ struct MembershipTests {
             // Remove it: the others go on with three members; the removed process stops by itself.
             let rm = try await Self.ctl(["member", "remove", id], [eps[0]])
             #expect(rm.stdout.contains("removed from cluster"), "\(rm)")
-            var exited = false
-            for _ in 0..<100 where !exited {
-                exited = await !c.isRunning(slot)
-                if !exited { try await Task.sleep(for: .milliseconds(200)) }
-            }
+            let exited = try await Self.waitUntilExited(c, slot)
             let removedLog = await c.log(slot)
             #expect(exited, "\(removedLog.suffix(2000))")
             let after = try await Self.ctl(["member", "list"], [eps[0]])
@@ -173,11 +190,7 @@ struct MembershipTests {
             let rm = try await Self.ctl(["member", "remove", String(UInt64(id)!, radix: 16)], [eps[leader]])
             #expect(rm.stdout.contains("removed from cluster"), "\(rm)")
             try await c.restart(victim, wait: false)
-            var exited = false
-            for _ in 0..<150 where !exited {
-                exited = await !c.isRunning(victim)
-                if !exited { try await Task.sleep(for: .milliseconds(200)) }
-            }
+            let exited = try await Self.waitUntilExited(c, victim)
             let log = await c.log(victim)
             #expect(exited, "\(log.suffix(2000))")
             #expect(log.contains("permanently removed from the cluster"), "\(log.suffix(2000))")

@@ -206,23 +206,17 @@ final class RaftHost {
     /// entries its store already has) is copied to a file on the apply loop, then streamed.
     private func sendSnapshot(_ m: Raft.Message) {
         guard let transport else { return }
-        let applier = self.applier
         let path = snapshotDir + "/send-\(String(m.to, radix: 16))-\(m.snapshot?.metadata.index ?? 0).mdb"
-        let me = NIOLoopBound(self, eventLoop: loop)
-        let raftLoop = loop
-        applyLoop.execute {
-            let ok = applier.value.writeSnapshotFile(path)
-            raftLoop.execute {
-                if ok {
-                    var msg = m
-                    msg.snapshot?.data = []
-                    if let old = me.value.outgoingSnapshots.updateValue(path, forKey: m.to), old != path { unlink(old) }
-                    transport.sendSnapshot(msg, file: path)
-                } else {
-                    me.value.node.reportSnapshot(to: m.to, failed: true)
-                }
+        viaApplyLoop({ $0.writeSnapshotFile(path) }, then: { host, ok in
+            if ok {
+                var msg = m
+                msg.snapshot?.data = []
+                if let old = host.outgoingSnapshots.updateValue(path, forKey: m.to), old != path { unlink(old) }
+                transport.sendSnapshot(msg, file: path)
+            } else {
+                host.node.reportSnapshot(to: m.to, failed: true)
             }
-        }
+        })
     }
 
     private func scheduleTurn() {
@@ -379,12 +373,18 @@ final class RaftHost {
             return
         }
         installing = rd
+        viaApplyLoop({ $0.installSnapshot(file: file) }, then: { $0.finishInstall(snap, applied: $1) })
+    }
+
+    /// Runs `work` on the apply loop, then `then` with its result back on this loop.
+    private func viaApplyLoop<T: Sendable>(_ work: @escaping @Sendable (Applier) -> T,
+                                           then: @escaping @Sendable (RaftHost, T) -> Void) {
         let applier = self.applier
         let me = NIOLoopBound(self, eventLoop: loop)
         let raftLoop = loop
         applyLoop.execute {
-            let applied = applier.value.installSnapshot(file: file)
-            raftLoop.execute { me.value.finishInstall(snap, applied: applied) }
+            let r = work(applier.value)
+            raftLoop.execute { then(me.value, r) }
         }
     }
 
@@ -416,13 +416,7 @@ final class RaftHost {
     /// segments that hold only entries the synced store already covers.
     private func requestSnapshot(at index: UInt64) {
         snapshotInProgress = true
-        let applier = self.applier
-        let me = NIOLoopBound(self, eventLoop: loop)
-        let raftLoop = loop
-        applyLoop.execute {
-            let result = applier.value.syncForSnapshot(upTo: index)
-            raftLoop.execute { me.value.finishSnapshot(result) }
-        }
+        viaApplyLoop({ $0.syncForSnapshot(upTo: index) }, then: { $0.finishSnapshot($1) })
     }
 
     private func finishSnapshot(_ synced: Result<UInt64, MVCCError>) {
