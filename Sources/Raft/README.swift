@@ -15,6 +15,7 @@
 //                                               // commit, applied, first/last index, confState,
 //                                               // leadTransferee, per-member progress (leader only)
 //     node.reportSnapshot(to: id, failed: Bool) // the transport's outcome of a `.snapshot` send
+//     node.reportUnreachable(id)                // the transport could not deliver: replicate -> probe
 //
 // ## Host loop contract (one Ready at a time: call advance() before the next ready())
 //     while node.hasReady {
