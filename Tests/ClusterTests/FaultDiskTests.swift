@@ -102,16 +102,7 @@ struct DiskFullRun {
             throw ChildProcessError("remount: \(String(cString: strerror(errno)))")
         }
         try await c.restart(victim)
-        var revisions: [Int64] = []
-        for _ in 0..<150 {
-            revisions = []
-            for cl in clients {
-                let st = try? await cl.unary(Etcdserverpb.Maintenance.status, Etcdserverpb.StatusRequest(), options: opts)
-                revisions.append(st?.header?.revision ?? -1)
-            }
-            if Set(revisions).count == 1 && revisions[0] > 0 { break }
-            try await Task.sleep(for: .milliseconds(200))
-        }
+        let revisions = try await waitForEqualRevisions(clients)
         #expect(Set(revisions).count == 1, "revisions differ: \(revisions)")
         var hashes: Set<UInt32> = []
         for cl in clients {

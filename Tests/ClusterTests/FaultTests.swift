@@ -184,17 +184,8 @@ struct FaultRun {
     /// event since revision 1), and every acknowledged write is in it at its revision. Returns that history.
     private func checkConvergence(clients: [GRPCClient], acked: [AckedWrite]) async throws -> [KeyEvent] {
         let opts = CallOptions(timeout: .seconds(10))
-        // Writes stopped; members apply what is committed (bounded poll, no timing in the verdict).
-        var revisions: [Int64] = []
-        for _ in 0..<150 {
-            revisions = []
-            for c in clients {
-                let st = try? await c.unary(Etcdserverpb.Maintenance.status, Etcdserverpb.StatusRequest(), options: opts)
-                revisions.append(st?.header?.revision ?? -1)
-            }
-            if Set(revisions).count == 1 && revisions[0] > 0 { break }
-            try await Task.sleep(for: .milliseconds(200))
-        }
+        // Writes stopped; members apply what is committed.
+        let revisions = try await waitForEqualRevisions(clients)
         #expect(Set(revisions).count == 1 && revisions[0] > 0, "revisions differ: \(revisions)")
 
         var hashes: [String] = []

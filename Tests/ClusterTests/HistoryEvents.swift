@@ -42,6 +42,23 @@ func fetchEvents(_ client: GRPCClient, through revision: Int64, timeout: Duratio
     }
 }
 
+/// Polls every member's Maintenance.Status (200 ms apart, bounded: about 30 s plus the calls) until all report
+/// the same positive revision, and returns the revisions last seen (-1: no answer). No timing in any verdict.
+func waitForEqualRevisions(_ clients: [GRPCClient]) async throws -> [Int64] {
+    var revisions: [Int64] = []
+    for _ in 0..<150 {
+        revisions = []
+        for c in clients {
+            let st = try? await c.unary(Etcdserverpb.Maintenance.status, Etcdserverpb.StatusRequest(),
+                                        options: CallOptions(timeout: .seconds(10)))
+            revisions.append(st?.header?.revision ?? -1)
+        }
+        if Set(revisions).count == 1 && revisions[0] > 0 { break }
+        try await Task.sleep(for: .milliseconds(200))
+    }
+    return revisions
+}
+
 extension KVWorkload {
     /// Ops with unknown outcome that wrote a value (put, compare-and-set) whose value is not in `history`
     /// never took effect: drop them. Returns the refined ops and how many were dropped.
