@@ -6,7 +6,7 @@
 //   - every member serves, revisions agree, HashKV is equal on every member, every member holds the
 //     same keys, and every acknowledged write is in every member's history at its revision.
 //
-// CI runs one of each fault (about 30 s per server). Environment:
+// CI runs one of each fault (about 25-30 s per server). Environment:
 //   KEEL_FAULT_SEED=<n>      replay a run (the seed is printed)
 //   KEEL_FAULT_SECONDS=<n>   long run: random faults for n seconds (printed with the seed)
 import Foundation

@@ -12,6 +12,9 @@ enum Fault: String, Sendable, CaseIterable, CustomStringConvertible {
     case pause
     /// Cut every peer link of a member (the leader or a follower) through the proxies, then heal.
     case partition
+    /// Cut only the connections the leader opens to one follower and that follower's to the leader
+    /// (the third member still reaches both), then heal.
+    case cutLeaderLink = "cut-leader-link"
 
     var description: String { rawValue }
 }
@@ -63,6 +66,15 @@ struct Nemesis {
             note("SIGCONT m\(v)")
             await cluster.resume(v)
             try await cluster.waitServing(v)
+        case .cutLeaderLink:
+            let f = (leader + 1 + rng.below(n - 1)) % n
+            note("cut the links between leader m\(leader) and m\(f)")
+            try await cluster.cut(from: leader, to: f)
+            try await cluster.cut(from: f, to: leader)
+            try await Task.sleep(for: hold)
+            note("heal m\(leader) <-> m\(f)")
+            try await cluster.healAll()
+            try await cluster.waitServing(f)
         case .partition:
             let v = rng.below(2) == 0 ? leader : (leader + 1 + rng.below(n - 1)) % n
             note("isolate m\(v)\(v == leader ? " (leader)" : "") from its peers")
