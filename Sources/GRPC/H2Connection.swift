@@ -79,6 +79,13 @@ final class H2Stream {
     var trailers: GRPCMetadata = []
     var headersComplete = false
     var pendingHeaderBlock: GRPCMetadata = []
+    /// Server: checks of the header block being received (nghttp2's HTTP messaging is off).
+    var headerCheck: RequestHeaderValidator?
+    /// Server: the request was malformed and the stream is being reset (PROTOCOL_ERROR).
+    var malformed = false
+    /// Server: the request's content-length, if any, and the DATA bytes received so far.
+    var contentLength: Int64?
+    var bodyBytes: Int64 = 0
 
     // Inbound messages.
     var deframer: GRPCDeframer
@@ -482,6 +489,11 @@ final class H2Connection: ChannelInboundHandler {
         defer { nghttp2_option_del(opt) }
         nghttp2_option_set_no_auto_window_update(opt, 1)
         nghttp2_option_set_peer_max_concurrent_streams(opt, 100)
+        if isServer {
+            // nghttp2's HTTP messaging checks reject `:authority: http://host:port` (a '/'), which
+            // grpc-go clients such as etcdctl 3.4 send; RequestHeaderValidator does those checks.
+            nghttp2_option_set_no_http_messaging(opt, 1)
+        }
         let me = Unmanaged.passUnretained(self).toOpaque()
         let rc = isServer ? nghttp2_session_server_new2(&session, cbs, me, opt)
                           : nghttp2_session_client_new2(&session, cbs, me, opt)
@@ -781,14 +793,38 @@ final class H2Connection: ChannelInboundHandler {
             counters.openStreams.add(1, ordering: .relaxed)
             counters.totalStreams.add(1, ordering: .relaxed)
         }
-        streams[id]?.pendingHeaderBlock = []
+        if let s = streams[id] {
+            s.pendingHeaderBlock = []
+            if isServer { s.headerCheck = RequestHeaderValidator(trailer: s.headersComplete) }
+        }
         return 0
     }
 
+    /// Server: resets a malformed request (PROTOCOL_ERROR, as nghttp2's own checks did); what
+    /// else arrives on the stream is dropped.
+    private func rejectMalformed(_ s: H2Stream) {
+        guard !s.malformed else { return }
+        s.malformed = true
+        s.inboundDiscard = true
+        s.pendingHeaderBlock = []
+        s.headerCheck = nil
+        resetStream(s.id, errorCode: NGHTTP2_PROTOCOL_ERROR.rawValue)
+        scheduleFlush()
+    }
+
     fileprivate func onHeader(_ frame: UnsafePointer<nghttp2_frame>, name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) -> Int32 {
-        guard let s = streams[frame.pointee.hd.stream_id] else { return 0 }
+        guard let s = streams[frame.pointee.hd.stream_id], !s.malformed else { return 0 }
         if s.pendingHeaderBlock.count >= 256 {
             return Int32(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue)  // resets just this stream
+        }
+        if isServer {
+            switch s.headerCheck?.check(name: name, value: value) ?? .accept {
+            case .accept: break
+            case .ignore: return 0
+            case .malformed:
+                rejectMalformed(s)
+                return 0
+            }
         }
         s.pendingHeaderBlock.append((String(decoding: name, as: UTF8.self), String(decoding: value, as: UTF8.self)))
         return 0
@@ -799,7 +835,19 @@ final class H2Connection: ChannelInboundHandler {
         let endStream = hd.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0
         switch Int(hd.type) {
         case Int(NGHTTP2_HEADERS.rawValue):
-            guard let s = streams[hd.stream_id] else { return 0 }
+            guard let s = streams[hd.stream_id], !s.malformed else { return 0 }
+            if isServer, let check = s.headerCheck {
+                s.headerCheck = nil
+                // A request's trailers must end the stream; the request headers need their
+                // pseudo-headers; the body must match a content-length.
+                if check.finish() != .accept || (check.trailer && !endStream)
+                    || (endStream && !check.trailer && (check.contentLength ?? 0) != 0)
+                    || (endStream && check.trailer && s.contentLength.map({ $0 != s.bodyBytes }) == true) {
+                    rejectMalformed(s)
+                    return 0
+                }
+                if !check.trailer { s.contentLength = check.contentLength }
+            }
             let block = s.pendingHeaderBlock
             s.pendingHeaderBlock = []
             if !s.headersComplete {
@@ -815,7 +863,13 @@ final class H2Connection: ChannelInboundHandler {
             }
             if endStream { s.remoteEndedStream() }
         case Int(NGHTTP2_DATA.rawValue):
-            if endStream, let s = streams[hd.stream_id] { s.remoteEndedStream() }
+            if endStream, let s = streams[hd.stream_id], !s.malformed {
+                if isServer, let cl = s.contentLength, cl != s.bodyBytes {
+                    rejectMalformed(s)
+                    return 0
+                }
+                s.remoteEndedStream()
+            }
         case Int(NGHTTP2_GOAWAY.rawValue):
             receivedGoAway = true
             onGoAway?()
@@ -859,6 +913,10 @@ final class H2Connection: ChannelInboundHandler {
 
     fileprivate func onDataChunk(stream id: Int32, _ data: UnsafeRawBufferPointer) -> Int32 {
         if let s = streams[id] {
+            if isServer, !s.malformed, let cl = s.contentLength {
+                s.bodyBytes += Int64(data.count)
+                if s.bodyBytes > cl { rejectMalformed(s) }
+            }
             s.receivedData(data)
         } else {
             consumeConnection(data.count)
