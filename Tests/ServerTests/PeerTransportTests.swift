@@ -41,7 +41,8 @@ struct PeerNode {
                           -> Etcdserverpb.LeaseTimeToLiveResponse)? = nil,
                       isMemberRemoved: (@Sendable (UInt64) -> Bool)? = nil,
                       removedFromCluster: (@Sendable () -> Void)? = nil,
-                      options: PeerTransport.Options = fastOptions) async throws -> PeerNode {
+                      options: PeerTransport.Options = fastOptions,
+                      outsideEphemeralRange: Bool = false) async throws -> PeerNode {
         let rec = PeerRecorder()
         let dir = try makeTempDirectory(prefix: "keel-peer-\(id)")
         let handlers = PeerTransport.Handlers(
@@ -60,8 +61,13 @@ struct PeerNode {
         logger.logLevel = .error
         let t = PeerTransport(localID: id, clusterID: cluster, snapshotDir: dir, group: MultiThreadedEventLoopGroup.singleton,
                               logger: logger, handlers: handlers, options: options)
-        let s = try await PeerServer(urls: [ServerURL(scheme: "http", host: "127.0.0.1", port: port)], transport: t,
+        let s = outsideEphemeralRange
+            ? try await bindOutsideEphemeralRange { p in
+                try await PeerServer(urls: [ServerURL(scheme: "http", host: "127.0.0.1", port: p)], transport: t,
                                      group: MultiThreadedEventLoopGroup.singleton, logger: logger)
+            }
+            : try await PeerServer(urls: [ServerURL(scheme: "http", host: "127.0.0.1", port: port)], transport: t,
+                                   group: MultiThreadedEventLoopGroup.singleton, logger: logger)
         return PeerNode(id: id, transport: t, server: s, recorder: rec, dir: dir)
     }
 
@@ -99,6 +105,17 @@ func listDir(_ dir: String) -> [String] {
 }
 
 /// Polls `condition` every 10 ms for up to `limit` (a bound against hangs, not a speed assertion).
+/// Binds on a random port outside Linux's ephemeral range (32768-60999), for tests that release a
+/// port and bind it again or need it to stay refused: there, no port-0 listener and no outgoing
+/// connection of a test running in parallel can take it in between (seen in whole-suite runs).
+func bindOutsideEphemeralRange<T>(_ bind: (Int) async throws -> T) async throws -> T {
+    var last: (any Error)?
+    for _ in 0..<200 {
+        do { return try await bind(Int.random(in: 20_000..<32_000)) } catch { last = error }
+    }
+    throw last!
+}
+
 func eventually(_ limit: Duration = .seconds(90), _ condition: () -> Bool) async -> Bool {
     let deadline = ContinuousClock.now + limit
     while ContinuousClock.now < deadline {
@@ -137,7 +154,9 @@ func numbered(_ n: Int, from: UInt64, to: UInt64, payload: Int = 0) -> Raft.Mess
                  commit: UInt64(n))
 }
 
-@Suite struct PeerTransportTests {
+/// Serialized: the tests are short (about 2 s together), and in parallel one test's released port
+/// could become another's listener.
+@Suite(.serialized) struct PeerTransportTests {
     @Test func twoMembersDeliverInOrderBothWays() async throws {
         let (a, b) = try await PeerNode.pair()
         b.transport.setPeer(id: 1, peerURLs: [a.url])
@@ -259,7 +278,7 @@ func numbered(_ n: Int, from: UInt64, to: UInt64, payload: Int = 0) -> Raft.Mess
         let a = try await PeerNode.start(id: 1, options: options)
         let b = try await PeerNode.start(id: 2)
         // Member 3's port: bound once, then closed (connection refused).
-        let c = try await PeerNode.start(id: 3)
+        let c = try await PeerNode.start(id: 3, outsideEphemeralRange: true)
         let deadURL = c.url
         await c.stop()
         a.transport.setPeer(id: 2, peerURLs: [b.url])
@@ -278,7 +297,7 @@ func numbered(_ n: Int, from: UInt64, to: UInt64, payload: Int = 0) -> Raft.Mess
                 && a.recorder.unreachableIDs.contains(3)
                 && a.transport.stats.messagesDropped >= 30_000 - options.queueCapacity
         }
-        #expect(ok)
+        #expect(ok, "received \(b.recorder.messages.count), stats \(a.transport.stats), unreachable \(a.recorder.unreachableIDs)")
         #expect(numberedInOrder(b.recorder.messages, 10_000))
         #expect(!a.recorder.unreachableIDs.contains(2))
         let s = a.transport.stats
@@ -318,7 +337,7 @@ func numbered(_ n: Int, from: UInt64, to: UInt64, payload: Int = 0) -> Raft.Mess
 
     @Test func reconnectsAfterPeerServerRestarts() async throws {
         let a = try await PeerNode.start(id: 1)
-        var b = try await PeerNode.start(id: 2)
+        var b = try await PeerNode.start(id: 2, outsideEphemeralRange: true)
         a.transport.setPeer(id: 2, peerURLs: [b.url])
         a.transport.send([numbered(0, from: 1, to: 2)])
         #expect(await eventually { b.recorder.messages.count == 1 })
@@ -500,8 +519,10 @@ func numbered(_ n: Int, from: UInt64, to: UInt64, payload: Int = 0) -> Raft.Mess
     @Test func peerServerExtraServicesAndBindFailure() async throws {
         let a = try await PeerNode.start(id: 1)
         let group = MultiThreadedEventLoopGroup.singleton
-        let server = try await PeerServer(urls: [ServerURL(scheme: "http", host: "127.0.0.1", port: 0)], transport: a.transport,
-                                          extraServices: [PeerExtraService()], group: group, logger: Logger(label: "peer-extra"))
+        let server = try await bindOutsideEphemeralRange { p in
+            try await PeerServer(urls: [ServerURL(scheme: "http", host: "127.0.0.1", port: p)], transport: a.transport,
+                                 extraServices: [PeerExtraService()], group: group, logger: Logger(label: "peer-extra"))
+        }
         let client = GRPCClient(host: "127.0.0.1", port: server.ports[0])
         #expect(try await client.unary(Etcdserverpb.Maintenance.status, Etcdserverpb.StatusRequest()).version == "peer-extra")
         // raftpb.Raft is there too (refusing a foreign cluster).

@@ -228,6 +228,9 @@ struct PeerStreamRunner: Sendable {
     func session(_ client: GRPCClient, first: [Raft.Message], state: SessionState) async throws {
         let timeout = transport.options.handshakeTimeout
         transport.counters.streamsAttempted.add(1, ordering: .relaxed)
+        // Taken from the queue now: if the call fails before its body runs (connection refused),
+        // these count as unsent (dropped) like any other.
+        state.taken.add(first.count, ordering: .relaxed)
         try await withThrowingTaskGroup(of: Bool.self) { outer in
             outer.addTask {
                 try await stream(client, first: first, state: state)
@@ -270,7 +273,6 @@ struct PeerStreamRunner: Sendable {
                     throw GRPCStatus(.unavailable, "peer ended the raft stream")
                 }
                 group.addTask {
-                    state.taken.add(first.count, ordering: .relaxed)
                     try await write(first, writer, state)
                     while true {
                         switch await queue.take() {
