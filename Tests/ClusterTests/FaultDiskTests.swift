@@ -94,8 +94,17 @@ struct DiskFullRun {
         var put = Etcdserverpb.PutRequest()
         put.key = Array("disk/after".utf8)
         put.value = Array("full".utf8)
-        let after = try await clients[0].unary(Etcdserverpb.KV.put, put, options: CallOptions(timeout: .seconds(30)))
-        #expect((after.header?.revision ?? 0) > 0)
+        // If the victim was the leader, the first tries meet the election: etcd answers "request timed
+        // out, possibly due to previous leader failure", keel "leader changed" (both UNAVAILABLE). Bounded.
+        var after: Etcdserverpb.PutResponse?
+        for attempt in 1...10 where after == nil {
+            do {
+                after = try await clients[0].unary(Etcdserverpb.KV.put, put, options: CallOptions(timeout: .seconds(30)))
+            } catch let e as GRPCStatus where e.code == .unavailable && attempt < 10 {
+                try await Task.sleep(for: .seconds(1))
+            }
+        }
+        #expect((after?.header?.revision ?? 0) > 0)
 
         // Space returns; the member restarts on its data and catches up.
         guard mount("tmpfs", mnt, "tmpfs", UInt(MS_REMOUNT), "size=\(regrowMB)m") == 0 else {
