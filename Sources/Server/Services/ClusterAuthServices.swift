@@ -104,7 +104,9 @@ public struct ClusterService: GRPCService {
         if !m.isLearner { throw EtcdError.memberNotLearner }
         guard let st = await core.raftStatus() else { throw EtcdError.stopped }
         if st.role == .leader {
-            guard let p = st.progress[req.id] else { throw EtcdError.memberNotFound }
+            // A learner the membership has but Raft has no progress for yet (its add was just
+            // applied) is not in sync: etcd answers that, not "member not found".
+            guard let p = st.progress[req.id] else { throw EtcdError.learnerNotReady }
             if Double(p.match) < Double(st.commit) * 0.9 { throw EtcdError.learnerNotReady }
         } else {
             try await core.askLeaderIfLearnerReady(req.id)
