@@ -60,6 +60,9 @@ final class RawSocket {
             }
             var chunk = [UInt8](repeating: 0, count: 65536)
             let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            // A socket with a receive timeout is not restarted after a signal (signal(7)): EINTR
+            // is not the end of the connection.
+            if n < 0 && errno == EINTR { continue }
             if n <= 0 { return nil }
             buffer.append(contentsOf: chunk[0..<n])
         }

@@ -28,11 +28,21 @@ public func plainHTTPGet(port: Int, path: String) throws -> HTTPGetReply {
     }
     guard ok else { throw ChildProcessError("connect 127.0.0.1:\(port): \(String(cString: strerror(errno)))") }
     let req = Array("GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".utf8)
-    _ = req.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
+    var sent = 0
+    while sent < req.count {
+        let n = req[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        if n < 0 && errno == EINTR { continue }
+        guard n > 0 else { throw ChildProcessError("send: \(String(cString: strerror(errno)))") }
+        sent += n
+    }
     var data = [UInt8]()
     var buf = [UInt8](repeating: 0, count: 65536)
+    // A socket with a receive timeout is never restarted after a signal (signal(7)): other tests
+    // spawning processes make recv fail with EINTR, which is not the end of the reply. Bounded.
+    let deadline = ContinuousClock.now + .seconds(30)
     while true {
         let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress, 65536, 0) }
+        if n < 0 && errno == EINTR && ContinuousClock.now < deadline { continue }
         if n <= 0 { break }
         data += buf[0..<n]
     }
