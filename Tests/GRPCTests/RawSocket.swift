@@ -23,7 +23,7 @@ final class RawSocket {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
         guard rc == 0 else { close(fd); throw POSIXError(.ECONNREFUSED) }
-        var tv = timeval(tv_sec: 5, tv_usec: 0)  // bounded reads
+        var tv = timeval(tv_sec: 30, tv_usec: 0)  // bounded reads (generous: the whole unit group shares 2 cores)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
     }
 
