@@ -15,7 +15,8 @@ cd "$(dirname "$0")/.."
 swift build --build-tests || exit 1
 
 groups=(
-    "unit|ProtoWireTests|ProtoGenTests|KeelAPITests|RaftTests|StorageTests|GRPCTests|ServerTests|KeelBenchTests|KeelTestSupportTests"
+    "unit|ProtoWireTests|ProtoGenTests|KeelAPITests|RaftTests|StorageTests|KeelTestSupportTests"
+    "net|GRPCTests|ServerTests|KeelBenchTests"
     "e2e|E2ETests|KeelctlTests\\.(?!KeelctlClusterTests)[A-Za-z]+"
     "client|KeelClientTests"
     "cluster|ClusterTests|KeelctlTests\\.KeelctlClusterTests"
