@@ -97,7 +97,9 @@ final class Applier {
     }
 
     func whenApplied(_ index: UInt64, _ promises: [EventLoopPromise<Void>]) {
-        if store.appliedIndex >= index || shared.applied >= index {
+        if failedPermanently != nil {
+            for p in promises { p.fail(EtcdError.stopped) }
+        } else if store.appliedIndex >= index || shared.applied >= index {
             for p in promises { p.succeed(()) }
         } else {
             readWaiters.append((index, promises))
@@ -241,6 +243,18 @@ final class Applier {
                 events = txn.events
                 pending = txn.compactionPending
                 return txn.revision
+            } beforeCommit: {
+                // The entries are durable in the WAL and their KV results are final: answer those
+                // callers now, in parallel with LMDB's commit fdatasync, instead of after it (etcd
+                // answers before its backend commits too). `answeredIndex` makes every local read
+                // that starts from now on wait for this commit (`KeelCore.visibilityBarrier`), so
+                // a caller never reads a store older than a write it was told about.
+                shared.answeredIndex.store(lastIndex, ordering: .releasing)
+                for (id, r) in results where Self.answersBeforeCommit(r) {
+                    guard let p = promises.removeValue(forKey: id) else { continue }
+                    if case .failed = r { shared.proposalsFailed.add(1, ordering: .relaxed) }
+                    p.succeed(r)
+                }
             }
         } catch {
             // The batch broke (LMDB failure, map/disk full): nothing of it is committed. The entries
@@ -249,6 +263,10 @@ final class Applier {
             failedPermanently = error
             shared.stopped.store(true, ordering: .relaxed)
             for (_, p) in promises { p.succeed(.failed(error == .noSpace ? EtcdError.noSpace : GRPCStatus(.internal, error.message))) }
+            // Reads waiting for this batch (or one answered before its commit failed) would wait
+            // forever: the store will not reach their index in this process.
+            for w in readWaiters { for p in w.promises { p.fail(EtcdError.stopped) } }
+            readWaiters = []
             return
         }
         backendCommit.observe(Double((NIODeadline.now() - start).nanoseconds) / 1e9)
@@ -285,6 +303,17 @@ final class Applier {
                 if w.index <= lastIndex { for p in w.promises { p.succeed(()) } } else { keep.append(w) }
             }
             readWaiters = keep
+        }
+    }
+
+    /// Results whose callers are answered before the batch's LMDB commit: KV writes (and requests
+    /// that failed, which changed nothing). The others (leases, membership, compaction, alarms)
+    /// change state the lessor, watch hub or cluster service only learn after the commit, so their
+    /// callers are answered after it.
+    static func answersBeforeCommit(_ r: ApplyResult) -> Bool {
+        switch r {
+        case .put, .deleteRange, .txn, .failed: true
+        default: false
         }
     }
 

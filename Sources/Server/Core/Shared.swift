@@ -12,6 +12,9 @@ public final class SharedState: Sendable {
     let leader = Atomic<UInt64>(0)
     let commitIndex = Atomic<UInt64>(0)
     let appliedIndex = Atomic<UInt64>(0)
+    /// The last index whose callers the apply loop answered, possibly just before the LMDB commit
+    /// that makes it visible to readers (then `answeredIndex > appliedIndex` for that moment).
+    let answeredIndex = Atomic<UInt64>(0)
     let leaderChanges = Atomic<UInt64>(0)
     let proposalsCommitted = Atomic<UInt64>(0)
     let proposalsApplied = Atomic<UInt64>(0)

@@ -20,14 +20,18 @@ public struct LeaseService: GRPCService {
     public let lessor: Lessor
     let header: @Sendable () -> Etcdserverpb.ResponseHeader
     let forward: LeaseForwarder?
+    let visible: @Sendable () async throws -> Void
 
     /// - header: a full response header (cluster_id, member_id, current revision, raft_term).
     /// - forward: how a follower reaches the leader's lessor (nil: one member, never forwards).
+    /// - visible: waits until every write answered so far is in the store (`KeelCore.visibilityBarrier`),
+    ///   before attached keys are read.
     public init(lessor: Lessor, header: @escaping @Sendable () -> Etcdserverpb.ResponseHeader,
-                forward: LeaseForwarder? = nil) {
+                forward: LeaseForwarder? = nil, visible: @escaping @Sendable () async throws -> Void = {}) {
         self.lessor = lessor
         self.header = header
         self.forward = forward
+        self.visible = visible
     }
 
     public var methods: [ServerMethod] {
@@ -98,6 +102,7 @@ public struct LeaseService: GRPCService {
             r.header = header()
             return r
         }
+        if req.keys { try await visible() }
         let found: Etcdserverpb.LeaseTimeToLiveResponse?
         do { found = try await lessor.timeToLive(id: req.id, keys: req.keys) } catch { throw error.status }
         var r = found ?? {

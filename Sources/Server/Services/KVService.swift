@@ -62,6 +62,8 @@ public struct KVService: GRPCService {
             // etcd: a learner serves serializable reads only.
             if core.shared.isLearner { throw EtcdError.notSupportedForLearner }
             try await core.linearizableBarrier()
+        } else {
+            try await core.visibilityBarrier()
         }
         do {
             var resp = try core.store.range(r)

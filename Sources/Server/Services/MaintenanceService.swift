@@ -30,8 +30,14 @@ public struct MaintenanceService: GRPCService {
             .unary(Etcdserverpb.Maintenance.alarm) { req, _ in try await self.alarm(req) },
             .unary(Etcdserverpb.Maintenance.status) { _, _ in await self.status() },
             .unary(Etcdserverpb.Maintenance.defragment) { _, _ in try await self.defragment() },
-            .unary(Etcdserverpb.Maintenance.hash) { _, _ in try self.hash() },
-            .unary(Etcdserverpb.Maintenance.hashKV) { req, _ in try self.hashKV(req) },
+            .unary(Etcdserverpb.Maintenance.hash) { _, _ in
+                try await self.core.visibilityBarrier()
+                return try self.hash()
+            },
+            .unary(Etcdserverpb.Maintenance.hashKV) { req, _ in
+                try await self.core.visibilityBarrier()
+                return try self.hashKV(req)
+            },
             .serverStreaming(Etcdserverpb.Maintenance.snapshot) { _, writer, _ in
                 try await self.snapshot { try await writer.send($0) }
             },

@@ -94,8 +94,10 @@ public actor WatchLeaseRuntime {
 
     /// The Watch and Lease gRPC services.
     public nonisolated func services(core: KeelCore, leaseForwarder: LeaseForwarder? = nil) -> [any GRPCService] {
-        [WatchService(hub: hub, header: { core.header() }, maxRequestBytes: core.config.maxRequestBytes),
-         LeaseService(lessor: lessor, header: { core.header() }, forward: leaseForwarder)]
+        [WatchService(hub: hub, header: { core.header() }, maxRequestBytes: core.config.maxRequestBytes,
+                      visible: { try await core.visibilityBarrier() }),
+         LeaseService(lessor: lessor, header: { core.header() }, forward: leaseForwarder,
+                      visible: { try await core.visibilityBarrier() })]
     }
 
     public func shutdown() async {

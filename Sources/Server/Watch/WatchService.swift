@@ -7,15 +7,20 @@ public struct WatchService: GRPCService {
     public let hub: WatchHub
     let header: @Sendable () -> Etcdserverpb.ResponseHeader
     let maxRequestBytes: Int
+    let visible: @Sendable () async throws -> Void
 
     /// - header: cluster_id / member_id / raft_term for responses (the hub sets revision).
     /// - maxRequestBytes: `--max-request-bytes`; responses of watchers created with `fragment`
     ///   are split at this size as etcd does.
+    /// - visible: waits until every write answered so far reached the store and the hub
+    ///   (`KeelCore.visibilityBarrier`), before a watch is created: one created "from now" right
+    ///   after a put was answered starts after that put, as in etcd.
     public init(hub: WatchHub, header: @escaping @Sendable () -> Etcdserverpb.ResponseHeader,
-                maxRequestBytes: Int = 1_572_864) {
+                maxRequestBytes: Int = 1_572_864, visible: @escaping @Sendable () async throws -> Void = {}) {
         self.hub = hub
         self.header = header
         self.maxRequestBytes = maxRequestBytes
+        self.visible = visible
     }
 
     public var methods: [ServerMethod] {
@@ -34,6 +39,7 @@ public struct WatchService: GRPCService {
         let sid = await hub.openStream()
         let header = self.header
         let limit = maxRequestBytes
+        let visible = self.visible
         do {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask {
@@ -55,6 +61,7 @@ public struct WatchService: GRPCService {
                     for try await req in requests {
                         switch req.requestUnion {
                         case .createRequest(let c):
+                            try await visible()
                             await hub.create(stream: sid, c)
                         case .cancelRequest(let c):
                             await hub.cancel(stream: sid, watchID: c.watchId)

@@ -182,7 +182,13 @@ public final class MVCCStore: Sendable {
     /// One LMDB write transaction: `body` runs the batch's operations; when it returns, everything
     /// commits at once (one fdatasync) with the revision and applied index. If `body` throws, or an
     /// LMDB failure broke the transaction, nothing of the batch is committed and the error is thrown.
-    public func write<T>(_ body: (inout MVCCWriteTxn) throws(MVCCError) -> T) throws(MVCCError) -> T {
+    ///
+    /// `beforeCommit` runs once the batch is complete and only the commit itself (page writes and
+    /// fdatasync) is left: nothing it could still throw depends on the batch's contents except
+    /// LMDB's own commit failure (I/O error, no room for the free list). Readers do not see the
+    /// batch until `write` returns.
+    public func write<T>(_ body: (inout MVCCWriteTxn) throws(MVCCError) -> T,
+                         beforeCommit: () -> Void = {}) throws(MVCCError) -> T {
         var env = try currentEnv()
         var t: OpaquePointer?
         while true {
@@ -221,6 +227,7 @@ public final class MVCCStore: Sendable {
             throw error
         }
         ctx.finished = true
+        beforeCommit()
         try LMDB.check(mdb_txn_commit(txn), "commit")
         cachedRev.store(ctx.rev, ordering: .releasing)
         cachedCompact.store(ctx.compactRev, ordering: .releasing)
