@@ -134,7 +134,14 @@ struct ClusterServingTests {
             try await c.restart(victim)
             let back = try await Self.ctl(["get", "key", "--prefix", "--keys-only", "--consistency=s"], [eps[victim]])
             #expect(back.stdout.split(separator: "\n").count == 60, "\(back)")
-            #expect(await c.log(victim).contains("installed the leader's snapshot"))
+            // The member's stderr is read by the harness as it comes: give the line a bounded while
+            // to arrive (on a loaded machine the read above can be answered before it is read).
+            var installed = false
+            for _ in 0..<150 where !installed {
+                installed = await c.log(victim).contains("installed the leader's snapshot")
+                if !installed { try await Task.sleep(for: .milliseconds(200)) }
+            }
+            #expect(installed, "the restarted follower caught up without a snapshot: \(await c.log(victim).suffix(3000))")
             // A learner added now gets the state as a snapshot too (the log starts after index 1).
             let slot = try await c.addSlot(name: "late")
             let peer = await c.slots[slot].peerURL
