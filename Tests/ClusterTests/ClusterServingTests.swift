@@ -141,7 +141,8 @@ struct ClusterServingTests {
                 installed = await c.log(victim).contains("installed the leader's snapshot")
                 if !installed { try await Task.sleep(for: .milliseconds(200)) }
             }
-            #expect(installed, "the restarted follower caught up without a snapshot: \(await c.log(victim).suffix(3000))")
+            let victimLog = await c.log(victim)
+            #expect(installed, "the restarted follower caught up without a snapshot: \(victimLog.suffix(3000))")
             // A learner added now gets the state as a snapshot too (the log starts after index 1).
             let slot = try await c.addSlot(name: "late")
             let peer = await c.slots[slot].peerURL
