@@ -44,7 +44,7 @@ import Testing
             let client = try KeelClient(endpoints: [endpoint])
             defer { Task { await client.close() } }
             var wrong: [String] = []
-            for i in 0..<40 {
+            for i in 0..<100 {
                 let first = try await client.put("ryw/w", "a\(i)").header!.revision
                 let w = client.watch("ryw/w", WatchOptions(createdNotify: true))
                 let created = try await within(.seconds(60), "created") { try await w.next() }

@@ -382,7 +382,11 @@ public actor WatchHub {
         if key.isEmpty { key = [0] }                       // \x00 is the smallest key
         var end: [UInt8]? = req.rangeEnd.isEmpty ? nil : req.rangeEnd
         if end == [0] { end = [] }                         // >= key
-        let wsrev = lastRev
+        // "From now" is after the store's current revision, which can be ahead of what the feed has
+        // brought here yet (the apply loop publishes after its commit; the ingest task delivers it
+        // a moment later): a client told of a put must not get that put from a watch created after.
+        // Events up to it that are still in the feed are skipped for this watcher (nextRev).
+        let wsrev = max(lastRev, source.watchRevision)
         let start = req.startRevision == 0 ? wsrev + 1 : req.startRevision
         var result: Result<Int64, WatchCreateError>
         if let e = end, !e.isEmpty, !lexLess(key, e) {
