@@ -252,8 +252,7 @@ final class Applier {
                 shared.answeredIndex.store(lastIndex, ordering: .releasing)
                 for (id, r) in results where Self.answersBeforeCommit(r) {
                     guard let p = promises.removeValue(forKey: id) else { continue }
-                    if case .failed = r { shared.proposalsFailed.add(1, ordering: .relaxed) }
-                    p.succeed(r)
+                    answer(p, r)
                 }
             }
         } catch {
@@ -285,12 +284,11 @@ final class Applier {
         if !leaseChanges.isEmpty { hooks.leases?(leaseChanges) }
         for (id, p) in promises {
             if let r = results[id] {
-                if case .failed = r { shared.proposalsFailed.add(1, ordering: .relaxed) }
                 if case .compaction = r, physical.contains(id), pending {
                     physicalWaiters.append((p, r))
                     continue
                 }
-                p.succeed(r)
+                answer(p, r)
             } else {
                 // Committed before this process started applying (replayed) or already applied.
                 p.succeed(.failed(GRPCStatus(.unavailable, "etcdserver: request was applied before restart")))
@@ -304,6 +302,12 @@ final class Applier {
             }
             readWaiters = keep
         }
+    }
+
+    /// Completes a caller's promise with its request's result (failures are counted for /metrics).
+    private func answer(_ p: EventLoopPromise<ApplyResult>, _ r: ApplyResult) {
+        if case .failed = r { shared.proposalsFailed.add(1, ordering: .relaxed) }
+        p.succeed(r)
     }
 
     /// Results whose callers are answered before the batch's LMDB commit: KV writes (and requests

@@ -82,13 +82,7 @@ public final class KeelCore: Sendable {
         let promise = applyLoop.makePromise(of: Void.self)
         let host = self.host
         raftLoop.execute { host.value.readBarrier(promise) }
-        do {
-            try await promise.futureResult.get()
-        } catch let e as GRPCStatus {
-            throw e
-        } catch {
-            throw EtcdError.stopped
-        }
+        try await Self.wait(for: promise)
     }
 
     /// Waits until every write this member has answered is visible in its store. The apply loop
@@ -102,6 +96,11 @@ public final class KeelCore: Sendable {
         let promise = applyLoop.makePromise(of: Void.self)
         let applier = self.applier
         applyLoop.execute { applier.value.whenApplied(answered, [promise]) }
+        try await Self.wait(for: promise)
+    }
+
+    /// Awaits a read barrier's promise: its own status when it failed with one, else "server stopped".
+    private static func wait(for promise: EventLoopPromise<Void>) async throws(GRPCStatus) {
         do {
             try await promise.futureResult.get()
         } catch let e as GRPCStatus {

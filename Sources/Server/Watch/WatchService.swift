@@ -12,9 +12,10 @@ public struct WatchService: GRPCService {
     /// - header: cluster_id / member_id / raft_term for responses (the hub sets revision).
     /// - maxRequestBytes: `--max-request-bytes`; responses of watchers created with `fragment`
     ///   are split at this size as etcd does.
-    /// - visible: waits until every write answered so far reached the store and the hub
+    /// - visible: waits until every write answered so far is committed to the store
     ///   (`KeelCore.visibilityBarrier`), before a watch is created: one created "from now" right
-    ///   after a put was answered starts after that put, as in etcd.
+    ///   after a put was answered starts after that put, as in etcd (the hub starts it after the
+    ///   store's revision even when its feed has not delivered that revision yet).
     public init(hub: WatchHub, header: @escaping @Sendable () -> Etcdserverpb.ResponseHeader,
                 maxRequestBytes: Int = 1_572_864, visible: @escaping @Sendable () async throws -> Void = {}) {
         self.hub = hub
