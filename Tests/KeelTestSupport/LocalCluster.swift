@@ -216,14 +216,14 @@ public actor LocalCluster {
 
     /// Adds a slot (ports, data dir, proxy) without starting it.
     private func makeSlot(name: String) throws -> Int {
-        let ports = try FreePorts.allocate(options.proxiedPeers ? 3 : 2)
+        let ports = try FreePorts.allocate(2)
         let dir = baseDir + "/" + name
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         let i = slots.count
         let dataDir = options.dataDirs[i] ?? dir + "/data"
         var proxy: PeerProxy?
         if options.proxiedPeers {
-            proxy = try PeerProxy(destination: i, targetPort: ports[1], listenPort: ports[2], pids: pids)
+            proxy = try PeerProxy(destination: i, targetPort: ports[1], pids: pids)
         }
         slotList.withLock {
             $0.append(Slot(name: name, clientPort: ports[0], peerPort: ports[1],
@@ -507,24 +507,28 @@ public final class PeerProxy: Sendable {
     }
     private let state = Mutex(State())
 
-    init(destination: Int, targetPort: Int, listenPort: Int, pids: PidTable) throws {
+    /// Listens on a port the OS picks (bound to port 0 and kept: no other process can take it between
+    /// choosing and listening, as it could with a port allocated beforehand and released).
+    init(destination: Int, targetPort: Int, pids: PidTable) throws {
         self.destination = destination
         self.targetPort = targetPort
         self.pids = pids
         let fd = try FreePorts.tcpSocket()
-        var one: Int32 = 1
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        var addr = FreePorts.loopback(port: listenPort)
+        var addr = FreePorts.loopback(port: 0)
         let ok = withUnsafePointer(to: &addr) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
-        guard ok == 0, listen(fd, 128) == 0 else {
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        guard ok == 0, listen(fd, 128) == 0,
+              withUnsafeMutablePointer(to: &addr, {
+                  $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
+              }) == 0 else {
             let e = String(cString: strerror(errno))
             close(fd)
-            throw ChildProcessError("proxy bind/listen 127.0.0.1:\(listenPort): \(e)")
+            throw ChildProcessError("proxy bind/listen on 127.0.0.1: \(e)")
         }
         self.listenFD = fd
-        self.listenPort = listenPort
+        self.listenPort = Int(UInt16(bigEndian: addr.sin_port))
         let t = Thread { [self] in self.acceptLoop() }
         t.name = "peer-proxy-\(destination)"
         t.start()
