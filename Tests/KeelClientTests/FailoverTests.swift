@@ -198,8 +198,9 @@ import Testing
 
     /// The member serving a watch (with requireLeader) is cut off from its peers: it loses its leader, ends
     /// the stream with "etcdserver: no leader", and the watch resumes on a member of the majority.
-    /// keel only with KEEL_CLIENT_PARTITION_KEEL=1: keel does not honour "hasleader" yet (its stream stays
-    /// open on the cut-off member, so the watch waits there).
+    /// keel only with KEEL_CLIENT_PARTITION_KEEL=1: keel's WatchService ends a "hasleader" stream when the
+    /// member reports no leader (WatchServiceTests), but a keel member cut off by the peer proxies still
+    /// does not end it here within 120 s (not yet found why: its leader state or the isolation).
     @Test(arguments: ProcessInfo.processInfo.environment["KEEL_CLIENT_PARTITION_KEEL"] == "1"
               ? [ClusterServer.etcd, .keel] : [ClusterServer.etcd])
     func watchLeavesAPartitionedMember(server: ClusterServer) async throws {

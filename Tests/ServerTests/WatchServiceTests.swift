@@ -1,3 +1,5 @@
+import GRPC
+import Synchronization
 import KeelAPI
 @testable import Server
 import Storage
@@ -115,5 +117,29 @@ import Testing
         #expect(await it.next() == nil)
         #expect(await hub.watcherCounts() == (0, 0))
         runner.cancel()
+    }
+
+    /// A stream that requires a leader ends with etcd's "etcdserver: no leader" (UNAVAILABLE) once the
+    /// member has been without one for `checks` looks in a row; a leader seen in between resets the count.
+    @Test func aStreamThatRequiresALeaderEndsWhenTheMemberLosesIt() async throws {
+        let ts = try WatchTestStore()
+        let hub = WatchHub(source: ts.store)
+        let looks = Mutex<[Bool]>([false, false, true, false, false, false])  // what hasLeader answers, in turn
+        let asked = Mutex(0)
+        let leader = WatchService.LeaderWatch(hasLeader: {
+            asked.withLock { $0 += 1 }
+            return looks.withLock { $0.isEmpty ? false : $0.removeFirst() }
+        }, interval: .milliseconds(5), checks: 3)
+        let service = WatchService(hub: hub, header: { Etcdserverpb.ResponseHeader() })
+        let (requests, _) = AsyncStream<Etcdserverpb.WatchRequest>.makeStream()
+        do {
+            try await service.serve(requests, send: { _ in }, leader: leader)
+            Issue.record("the stream ended without an error")
+        } catch let st as GRPCStatus {
+            #expect(st == EtcdError.noLeader)
+        }
+        // two without, one with (reset), then three without: six looks
+        #expect(asked.withLock { $0 } == 6)
+        #expect(await hub.watcherCounts() == (0, 0))
     }
 }

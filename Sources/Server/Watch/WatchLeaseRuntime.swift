@@ -94,8 +94,11 @@ public actor WatchLeaseRuntime {
 
     /// The Watch and Lease gRPC services.
     public nonisolated func services(core: KeelCore, leaseForwarder: LeaseForwarder? = nil) -> [any GRPCService] {
-        [WatchService(hub: hub, header: { core.header() }, maxRequestBytes: core.config.maxRequestBytes,
-                      visible: { try await core.visibilityBarrier() }),
+        let shared = core.shared
+        return [WatchService(hub: hub, header: { core.header() }, maxRequestBytes: core.config.maxRequestBytes,
+                      visible: { try await core.visibilityBarrier() },
+                      leader: .init(hasLeader: { shared.hasLeader },
+                                    interval: .milliseconds(core.config.electionTimeoutMs))),
          LeaseService(lessor: lessor, header: { core.header() }, forward: leaseForwarder,
                       visible: { try await core.visibilityBarrier() })]
     }

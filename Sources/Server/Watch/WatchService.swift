@@ -2,12 +2,38 @@
 // api/v3rpc/watch.go serverWatchStream: a receive loop and a send loop per stream).
 import GRPC
 import KeelAPI
+import Synchronization
 
 public struct WatchService: GRPCService {
     public let hub: WatchHub
     let header: @Sendable () -> Etcdserverpb.ResponseHeader
     let maxRequestBytes: Int
     let visible: @Sendable () async throws -> Void
+    let leader: LeaderWatch?
+
+    /// How a stream created with etcd's `hasleader: true` metadata (clientv3.WithRequireLeader) follows
+    /// this member's leader, as etcd's v3rpc stream interceptor does: refused at once with
+    /// "etcdserver: no leader" when there is none, and ended with that status once the member has been
+    /// without a leader for `checks` consecutive looks, one per `interval` (etcd: 3, election timeout).
+    public struct LeaderWatch: Sendable {
+        public let hasLeader: @Sendable () -> Bool
+        public let interval: Duration
+        public let checks: Int
+        public init(hasLeader: @escaping @Sendable () -> Bool, interval: Duration, checks: Int = 3) {
+            self.hasLeader = hasLeader
+            self.interval = interval
+            self.checks = checks
+        }
+
+        /// Returns when the member has been without a leader for `checks` looks in a row.
+        func untilLost() async throws {
+            var without = 0
+            while without < checks {
+                try await Task.sleep(for: interval)
+                without = hasLeader() ? 0 : without + 1
+            }
+        }
+    }
 
     /// - header: cluster_id / member_id / raft_term for responses (the hub sets revision).
     /// - maxRequestBytes: `--max-request-bytes`; responses of watchers created with `fragment`
@@ -16,31 +42,39 @@ public struct WatchService: GRPCService {
     ///   (`KeelCore.visibilityBarrier`), before a watch is created: one created "from now" right
     ///   after a put was answered starts after that put, as in etcd (the hub starts it after the
     ///   store's revision even when its feed has not delivered that revision yet).
+    /// - leader: for streams that require a leader (nil: the metadata is ignored).
     public init(hub: WatchHub, header: @escaping @Sendable () -> Etcdserverpb.ResponseHeader,
-                maxRequestBytes: Int = 1_572_864, visible: @escaping @Sendable () async throws -> Void = {}) {
+                maxRequestBytes: Int = 1_572_864, visible: @escaping @Sendable () async throws -> Void = {},
+                leader: LeaderWatch? = nil) {
         self.hub = hub
         self.header = header
         self.maxRequestBytes = maxRequestBytes
         self.visible = visible
+        self.leader = leader
     }
 
     public var methods: [ServerMethod] {
-        [.bidirectionalStreaming(Etcdserverpb.Watch.watch) { requests, writer, _ in
-            try await self.serve(requests, send: { try await writer.send($0) })
+        [.bidirectionalStreaming(Etcdserverpb.Watch.watch) { requests, writer, context in
+            let leader = context.header("hasleader") == "true" ? self.leader : nil
+            if let leader, !leader.hasLeader() { throw EtcdError.noLeader }
+            try await self.serve(requests, send: { try await writer.send($0) }, leader: leader)
         }]
     }
 
     /// Runs one watch stream until the client closes its side, the call ends or the hub shuts down.
     /// (Public for in-process use, e.g. tests without sockets.)
+    /// With `leader`, the stream also ends, with "etcdserver: no leader", when the member loses its leader.
     public func serve<Requests: AsyncSequence & Sendable>(
         _ requests: Requests,
-        send: @escaping @Sendable (Etcdserverpb.WatchResponse) async throws -> Void
+        send: @escaping @Sendable (Etcdserverpb.WatchResponse) async throws -> Void,
+        leader: LeaderWatch? = nil
     ) async throws where Requests.Element == Etcdserverpb.WatchRequest {
         let hub = self.hub
         let sid = await hub.openStream()
         let header = self.header
         let limit = maxRequestBytes
         let visible = self.visible
+        let lost = LostLeader()
         do {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask {
@@ -75,10 +109,18 @@ public struct WatchService: GRPCService {
                     }
                     // etcd ends the whole call when the client closes its sending side
                 }
+                if let leader {
+                    group.addTask {
+                        try await leader.untilLost()
+                        lost.withLock { $0 = true }
+                        await hub.closeStream(sid)   // ends the sending task (the group waits for it)
+                    }
+                }
                 // Whichever side finishes first ends the stream.
                 try await group.next()
                 await hub.closeStream(sid)
                 group.cancelAll()
+                if lost.withLock({ $0 }) { throw EtcdError.noLeader }
             }
         } catch {
             await hub.closeStream(sid)
@@ -86,6 +128,12 @@ public struct WatchService: GRPCService {
         }
         await hub.closeStream(sid)
     }
+}
+
+/// Set by a stream's leader check when the member has lost its leader.
+final class LostLeader: Sendable {
+    private let flag = Mutex(false)
+    func withLock<R>(_ body: (inout Bool) -> R) -> R { flag.withLock { body(&$0) } }
 }
 
 /// etcd's sendFragments: a response bigger than maxRequestBytes with at least two events is split
