@@ -2,7 +2,6 @@
 // api/v3rpc/watch.go serverWatchStream: a receive loop and a send loop per stream).
 import GRPC
 import KeelAPI
-import Synchronization
 
 public struct WatchService: GRPCService {
     public let hub: WatchHub
@@ -74,9 +73,9 @@ public struct WatchService: GRPCService {
         let header = self.header
         let limit = maxRequestBytes
         let visible = self.visible
-        let lost = LostLeader()
         do {
-            try await withThrowingTaskGroup(of: Void.self) { group in
+            // Each task returns whether it saw the member lose its leader.
+            try await withThrowingTaskGroup(of: Bool.self) { group in
                 group.addTask {
                     while let batch = await hub.nextBatch(sid) {
                         for out in batch {
@@ -91,6 +90,7 @@ public struct WatchService: GRPCService {
                             }
                         }
                     }
+                    return false
                 }
                 group.addTask {
                     for try await req in requests {
@@ -108,19 +108,19 @@ public struct WatchService: GRPCService {
                         await hub.waitForRoom(sid)
                     }
                     // etcd ends the whole call when the client closes its sending side
+                    return false
                 }
                 if let leader {
                     group.addTask {
                         try await leader.untilLost()
-                        lost.withLock { $0 = true }
-                        await hub.closeStream(sid)   // ends the sending task (the group waits for it)
+                        return true
                     }
                 }
-                // Whichever side finishes first ends the stream.
-                try await group.next()
+                // Whichever side finishes first ends the stream (closing it ends the sending task).
+                let leaderLost = try await group.next() ?? false
                 await hub.closeStream(sid)
                 group.cancelAll()
-                if lost.withLock({ $0 }) { throw EtcdError.noLeader }
+                if leaderLost { throw EtcdError.noLeader }
             }
         } catch {
             await hub.closeStream(sid)
@@ -128,12 +128,6 @@ public struct WatchService: GRPCService {
         }
         await hub.closeStream(sid)
     }
-}
-
-/// Set by a stream's leader check when the member has lost its leader.
-final class LostLeader: Sendable {
-    private let flag = Mutex(false)
-    func withLock<R>(_ body: (inout Bool) -> R) -> R { flag.withLock { body(&$0) } }
 }
 
 /// etcd's sendFragments: a response bigger than maxRequestBytes with at least two events is split
