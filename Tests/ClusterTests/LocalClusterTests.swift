@@ -103,9 +103,17 @@ struct LocalClusterTests {
             try await c.waitServing(i)
             let put = try await Etcdctl.run(["put", "added", "yes"], endpoints: [slot.endpoint])
             #expect(put.status.succeeded)
-            let list = try await Etcdctl.run(["member", "list"], endpoints: [eps[0]])
-            #expect(list.stdout.split(separator: "\n").count == 4)
-            #expect(list.stdout.contains(", started, \(slot.name), \(slot.peerURL), \(slot.clientURL)"))
+            // etcd 3.4 answers MemberList from the member's own applied state, and the new member publishes its
+            // name and client URLs through Raft after it starts: m0 can list it as unstarted for a moment. Polled.
+            let started = ", started, \(slot.name), \(slot.peerURL), \(slot.clientURL)"
+            var list = CommandResult(status: .exited(1), stdout: "", stderr: "")
+            for _ in 0..<50 {
+                list = try await Etcdctl.run(["member", "list"], endpoints: [eps[0]])
+                if list.stdout.contains(started) { break }
+                try await Task.sleep(for: .milliseconds(200))
+            }
+            #expect(list.stdout.split(separator: "\n").count == 4, "\(list)")
+            #expect(list.stdout.contains(started), "\(list)")
         }
     }
 }
