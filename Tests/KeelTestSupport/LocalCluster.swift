@@ -212,6 +212,21 @@ public actor LocalCluster {
         initialClusters = Array(repeating: initial, count: n)
         for i in 0..<n { try launch(i, state: "new") }
         for i in 0..<n { try await waitServing(i) }
+        // etcd 3.4 decides the cluster version a moment after start; a member restarted before every
+        // member knows it exits with "incompatible with current running cluster" ("not_decided is
+        // not in dotted-tri format"), seen in FaultTests. Wait (bounded) until each one reports it.
+        for i in 0..<n { await waitClusterVersion(i) }
+    }
+
+    /// Waits (up to the start timeout) until member i's /version names a cluster version.
+    private func waitClusterVersion(_ i: Int) async {
+        let clock = ContinuousClock()
+        let deadline = clock.now + options.startTimeout
+        while clock.now < deadline {
+            if let r = try? plainHTTPGet(port: slots[i].clientPort, path: "/version"), r.status == 200,
+               r.body.contains("\"etcdcluster\":\""), !r.body.contains("not_decided") { return }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
     }
 
     /// Adds a slot (ports, data dir, proxy) without starting it.
