@@ -96,6 +96,11 @@ public struct ServerConfig: Sendable {
     public var heartbeatIntervalMs = 100
     public var electionTimeoutMs = 1000
     public var snapshotCount: UInt64 = 100_000
+    /// etcd's --backend-batch-interval: the longest the apply loop keeps applied writes in its
+    /// group-commit transaction before committing it to the backend ("" or 0: 100ms).
+    public var backendBatchInterval = ""
+    /// etcd's --backend-batch-limit: the most entries in one backend commit (0: 10,000).
+    public var backendBatchLimit = 0
     /// Entries kept in the Raft log after a snapshot for slow followers (etcd's
     /// --experimental-snapshot-catchup-entries); a follower further behind gets a snapshot.
     public var snapshotCatchUpEntries: UInt64 = 5000
@@ -157,6 +162,10 @@ public struct ServerConfig: Sendable {
             throw ConfigError("--election-timeout[\(electionTimeoutMs)ms] should be at least as 5 times as --heartbeat-interval[\(heartbeatIntervalMs)ms]")
         }
         guard snapshotCount > 0 else { throw ConfigError("--snapshot-count must be > 0") }
+        guard Self.parseMillis(backendBatchInterval) != nil else {
+            throw ConfigError("invalid value \"\(backendBatchInterval)\" for flag -backend-batch-interval: parse error")
+        }
+        guard backendBatchLimit >= 0 else { throw ConfigError("--backend-batch-limit must be >= 0") }
         guard maxRequestBytes > 0 else { throw ConfigError("--max-request-bytes must be > 0") }
         guard maxTxnOps > 0 else { throw ConfigError("--max-txn-ops must be > 0") }
         guard ["debug", "info", "warn", "error", "panic", "fatal"].contains(logLevel) else {
@@ -217,6 +226,42 @@ public struct ServerConfig: Sendable {
         default:
             throw ConfigError("unknown auto-compaction-mode \"\(autoCompactionMode)\" (valid: periodic, revision)")
         }
+    }
+
+    /// --backend-batch-interval in milliseconds (etcd's default 100 ms when unset or 0).
+    public var backendBatchIntervalMillis: Int64 {
+        let ms = Self.parseMillis(backendBatchInterval) ?? 0
+        return ms > 0 ? ms : 100
+    }
+    /// --backend-batch-limit (etcd's default 10,000 when 0).
+    public var backendBatchEntries: Int { backendBatchLimit > 0 ? backendBatchLimit : 10_000 }
+
+    /// Go-style durations of whole h/m/s/ms parts ("100ms", "1s500ms"), in milliseconds; "" is 0.
+    static func parseMillis(_ s: String) -> Int64? {
+        if s.isEmpty || s == "0" { return 0 }
+        var total: Int64 = 0, num = "", unit = ""
+        func flush() -> Bool {
+            guard let n = Int64(num) else { return false }
+            switch unit {
+            case "h": total += n * 3_600_000
+            case "m": total += n * 60_000
+            case "s": total += n * 1000
+            case "ms": total += n
+            default: return false
+            }
+            num = ""; unit = ""
+            return true
+        }
+        for c in s {
+            if c.isNumber {
+                if !unit.isEmpty { guard flush() else { return nil } }
+                num.append(c)
+            } else {
+                guard !num.isEmpty else { return nil }
+                unit.append(c)
+            }
+        }
+        return flush() ? total : nil
     }
 
     /// Go-style durations made of h/m/s parts ("1h30m", "45s"); whole seconds.

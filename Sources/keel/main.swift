@@ -39,6 +39,10 @@ struct KeelCommand: ParsableCommand {
     var electionTimeout = 1000
     @Option(name: .customLong("snapshot-count"), help: "Number of committed transactions to trigger a snapshot to disk.")
     var snapshotCount: UInt64 = 100_000
+    @Option(name: .customLong("backend-batch-interval"), help: "BackendBatchInterval is the maximum time before commit the backend transaction.")
+    var backendBatchInterval = ""
+    @Option(name: .customLong("backend-batch-limit"), help: "BackendBatchLimit is the maximum operations before commit the backend transaction.")
+    var backendBatchLimit = 0
     @Option(name: .customLong("experimental-snapshot-catchup-entries"), help: "Number of entries for a slow follower to catch up after compacting the raft storage entries.")
     var snapshotCatchUpEntries: UInt64 = 5000
     @Option(name: .customLong("quota-backend-bytes"), help: "Raise alarms when backend size exceeds the given quota (0 defaults to low space quota).")
@@ -59,7 +63,7 @@ struct KeelCommand: ParsableCommand {
     static let valueFlags = [
         "name", "data-dir", "listen-client-urls", "advertise-client-urls", "listen-peer-urls",
         "initial-advertise-peer-urls", "initial-cluster", "initial-cluster-state", "initial-cluster-token",
-        "heartbeat-interval", "election-timeout", "snapshot-count", "experimental-snapshot-catchup-entries", "quota-backend-bytes", "max-request-bytes",
+        "heartbeat-interval", "election-timeout", "snapshot-count", "backend-batch-interval", "backend-batch-limit", "experimental-snapshot-catchup-entries", "quota-backend-bytes", "max-request-bytes",
         "max-txn-ops", "auto-compaction-mode", "auto-compaction-retention", "log-level",
     ]
 
@@ -77,6 +81,8 @@ struct KeelCommand: ParsableCommand {
         c.heartbeatIntervalMs = heartbeatInterval
         c.electionTimeoutMs = electionTimeout
         c.snapshotCount = snapshotCount
+        c.backendBatchInterval = backendBatchInterval
+        c.backendBatchLimit = backendBatchLimit
         c.snapshotCatchUpEntries = snapshotCatchUpEntries
         c.quotaBackendBytes = quotaBackendBytes
         c.maxRequestBytes = maxRequestBytes

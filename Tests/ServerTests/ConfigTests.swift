@@ -75,6 +75,24 @@ import Testing
         #expect(throws: ConfigError.self) { try c.resolve() }
     }
 
+    /// --backend-batch-interval / --backend-batch-limit: etcd's defaults (100 ms, 10,000) when unset
+    /// or 0; Go duration text of whole units.
+    @Test func backendBatchFlags() {
+        var c = ServerConfig()
+        #expect(c.backendBatchIntervalMillis == 100 && c.backendBatchEntries == 10_000)
+        for (text, ms) in [("0", 0), ("100ms", 100), ("1s", 1000), ("1s500ms", 1500), ("2m", 120_000), ("1h", 3_600_000)] {
+            #expect(ServerConfig.parseMillis(text) == Int64(ms), "\(text)")
+        }
+        for bad in ["ms", "10", "10x", "1.5s", "-1s", "s10"] { #expect(ServerConfig.parseMillis(bad) == nil, "\(bad)") }
+        c.backendBatchInterval = "250ms"; c.backendBatchLimit = 7
+        #expect((try? c.resolve()) != nil)
+        #expect(c.backendBatchIntervalMillis == 250 && c.backendBatchEntries == 7)
+        c.backendBatchInterval = "soon"
+        #expect(throws: ConfigError.self) { try c.resolve() }
+        c = ServerConfig(); c.backendBatchLimit = -1
+        #expect(throws: ConfigError.self) { try c.resolve() }
+    }
+
     @Test func environmentFillsUnsetFlagsOnly() {
         let env = ["ETCD_NAME": "fromenv", "ETCD_DATA_DIR": "/env", "ETCD_UNRELATED": "x"]
         let out = FlagEnvironment.merge(arguments: ["-data-dir", "/flag"], environment: env,

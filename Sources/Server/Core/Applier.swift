@@ -20,6 +20,10 @@ public enum LeaseApplied: Sendable, Hashable {
 /// the apply loop right after the LMDB transaction committed; must not block.
 public struct ApplyHooks: Sendable {
     public var events: (@Sendable (_ events: [Mvccpb.Event], _ revision: Int64) -> Void)?
+    /// True while someone may be watching (a watch stream is open): batches with events then
+    /// commit at once instead of joining the group commit, so watchers get events without delay.
+    /// Nil: always true.
+    public var anyoneWatching: (@Sendable () -> Bool)?
     public var compacted: (@Sendable (_ revision: Int64) -> Void)?
     public var leases: (@Sendable (_ changes: [LeaseApplied]) -> Void)?
     /// The membership after a batch that changed it (peer transport, cluster service).
@@ -36,8 +40,13 @@ enum MetaKey {
 }
 
 /// The apply loop: confined to its own event loop. Committed entries queue up here; each drain
-/// applies everything queued in ONE `MVCCStore.write` (one LMDB commit, with setAppliedIndex),
-/// then feeds watchers and the lessor and completes the waiting callers. Entries at or below the
+/// applies everything queued as one batch of an LMDB write transaction (with setAppliedIndex)
+/// and answers KV writes at once (their entries are durable in the WAL). The transaction stays
+/// open for later drains (group commit, as etcd's backend batch transaction) until something
+/// needs it committed: a local read waiting for an answered write, an open watch stream, a lease,
+/// membership, alarm or compaction change (whose callers, lessor and watchers only act on
+/// committed state), `groupCommitInterval` since it opened, or its size bounds. After the commit
+/// it feeds watchers and the lessor and completes the remaining callers. Entries at or below the
 /// store's applied index were applied before a restart and are skipped (WAL replay is idempotent).
 final class Applier {
     private(set) var store: MVCCStore
@@ -69,6 +78,20 @@ final class Applier {
     /// backend commits every 100 ms too), and before WAL segments are released (snapshot).
     static let backendSyncInterval: TimeAmount = .milliseconds(100)
     private var backendSyncScheduled = false
+    /// The group-commit transaction (nil: everything applied is committed and visible).
+    private var group: MVCCOpenWrite?
+    private var openSince = NIODeadline.now()
+    private var openEntries = 0
+    private var openBytes = 0
+    /// Events of its batches (published to the watch hub after the commit) and its last index.
+    private var openEvents: [Mvccpb.Event] = []
+    private var openLastIndex: UInt64 = 0
+    private var groupCommitScheduled = false
+    /// The longest an applied entry waits to be committed to LMDB (etcd's --backend-batch-interval).
+    var groupCommitInterval: TimeAmount = .milliseconds(100)
+    /// Bounds of one group commit: entries (etcd's --backend-batch-limit) and entry bytes.
+    var groupCommitEntries = 10_000
+    static let groupCommitBytes = 16 << 20
     private var stopped = false
     var backendSyncs = 0
     var backendSyncSeconds = 0.0
@@ -96,6 +119,9 @@ final class Applier {
         loop.execute { [self] in self.drain() }
     }
 
+    /// Completes `promises` once the store's committed state includes `index`: at once when it
+    /// does, after committing the group-commit transaction when that holds it, else after the
+    /// drain that applies it.
     func whenApplied(_ index: UInt64, _ promises: [EventLoopPromise<Void>]) {
         if failedPermanently != nil {
             for p in promises { p.fail(EtcdError.stopped) }
@@ -103,12 +129,14 @@ final class Applier {
             for p in promises { p.succeed(()) }
         } else {
             readWaiters.append((index, promises))
+            if group != nil && openLastIndex >= index { flush() }
         }
     }
 
     /// Forces the store to disk; returns the index the synced state covers.
     func syncForSnapshot(upTo index: UInt64) -> Result<UInt64, MVCCError> {
         do {
+            try commitOpen()
             try store.sync()
             return .success(min(index, store.appliedIndex))
         } catch {
@@ -123,6 +151,7 @@ final class Applier {
         guard fd >= 0 else { logger.error("snapshot: cannot create \(path)"); return false }
         defer { close(fd) }
         do {
+            try commitOpen()
             try store.writeSnapshot(to: fd)
         } catch {
             logger.error("snapshot: copy failed", metadata: ["error": "\(error)"])
@@ -138,6 +167,9 @@ final class Applier {
     /// fail with the store's "closed" error. Queued entries apply on top of it (those the snapshot
     /// covers are skipped by index). Returns the store's applied index, nil on failure.
     func installSnapshot(file: String) -> UInt64? {
+        // What the group-commit transaction holds is older than the snapshot: committed, then replaced.
+        flush()
+        guard failedPermanently == nil else { return nil }
         let dir = store.directory, options = store.options
         let identity = (try? store.meta(MetaKey.identity)) ?? nil
         store.close()
@@ -167,6 +199,7 @@ final class Applier {
         }
         shared.learner.store(membership.member(shared.memberID)?.isLearner ?? false, ordering: .relaxed)
         confStates = confStates.filter { $0.key > fresh.appliedIndex }
+        shared.appliedRevision.store(fresh.revision, ordering: .relaxed)
         shared.appliedIndex.store(fresh.appliedIndex, ordering: .releasing)
         logger.info("installed the leader's snapshot", metadata: [
             "applied-index": "\(fresh.appliedIndex)", "revision": "\(fresh.revision)"])
@@ -193,25 +226,37 @@ final class Applier {
             for (_, p) in promises { p.succeed(.failed(GRPCStatus(.internal, err.message))) }
             return
         }
-        let already = store.appliedIndex
         var results: [UInt64: ApplyResult] = [:]
         var leaseChanges: [LeaseApplied] = []
         var events: [Mvccpb.Event] = []
         var compactedTo: Int64?
         var physical = Set<UInt64>()
-        var lastIndex = already
         var newAlarms = alarms
         var newMembership = membership
-        let start = NIODeadline.now()
-        let revision: Int64
-        var applied = 0
+        var applied = 0, bytes = 0
         var pending = false
-        do {
-            revision = try store.write { (txn: inout MVCCWriteTxn) throws(MVCCError) -> Int64 in
+        let w: MVCCOpenWrite
+        do throws(MVCCError) {
+            if let o = group {
+                w = o
+            } else {
+                w = try store.beginWrite()
+                group = w; openSince = .now(); openEntries = 0; openBytes = 0
+                openEvents = []; openLastIndex = w.appliedIndex
+            }
+        } catch {
+            failApplying(error, promises)
+            return
+        }
+        let already = w.appliedIndex
+        var lastIndex = already
+        do throws(MVCCError) {
+            try w.batch { (txn: inout MVCCWriteTxn) throws(MVCCError) in
                 for (entries, _) in batch {
                     for e in entries where e.index > already {
                         lastIndex = e.index
                         applied += 1
+                        bytes += e.data.count
                         if e.type == .confChange {
                             if let id = applyConfChange(e, &newMembership), promises[id] != nil {
                                 results[id] = .membership(newMembership)
@@ -242,34 +287,49 @@ final class Applier {
                 txn.setAppliedIndex(lastIndex)
                 events = txn.events
                 pending = txn.compactionPending
-                return txn.revision
-            } beforeCommit: {
-                // The entries are durable in the WAL and their KV results are final: answer those
-                // callers now, in parallel with LMDB's commit fdatasync, instead of after it (etcd
-                // answers before its backend commits too). `answeredIndex` makes every local read
-                // that starts from now on wait for this commit (`KeelCore.visibilityBarrier`), so
-                // a caller never reads a store older than a write it was told about.
-                shared.answeredIndex.store(lastIndex, ordering: .releasing)
-                for (id, r) in results where Self.answersBeforeCommit(r) {
-                    guard let p = promises.removeValue(forKey: id) else { continue }
-                    answer(p, r)
-                }
             }
         } catch {
-            // The batch broke (LMDB failure, map/disk full): nothing of it is committed. The entries
-            // are durable in the WAL; a restart replays them. Stop applying (etcd panics here).
-            logger.critical("apply: store write failed; refusing further writes", metadata: ["error": "\(error)"])
-            failedPermanently = error
-            shared.stopped.store(true, ordering: .relaxed)
-            for (_, p) in promises { p.succeed(.failed(error == .noSpace ? EtcdError.noSpace : GRPCStatus(.internal, error.message))) }
-            // Reads waiting for this batch (or one answered before its commit failed) would wait
-            // forever: the store will not reach their index in this process.
-            for w in readWaiters { for p in w.promises { p.fail(EtcdError.stopped) } }
-            readWaiters = []
+            failApplying(error, promises)
             return
         }
-        backendCommit.observe(Double((NIODeadline.now() - start).nanoseconds) / 1e9)
-        if !store.options.syncEachWrite { scheduleBackendSync() }
+        // The entries are durable in the WAL and their KV results are final: answer those callers
+        // now, before LMDB's commit (etcd answers before its backend commits too). `answeredIndex`
+        // makes every local read that starts from now on wait for the commit
+        // (`KeelCore.visibilityBarrier`, which asks for it through `whenApplied`), so a caller never
+        // reads a store older than a write it was told about.
+        shared.appliedRevision.store(w.revision, ordering: .relaxed)
+        shared.answeredIndex.store(lastIndex, ordering: .releasing)
+        shared.proposalsApplied.add(UInt64(applied), ordering: .relaxed)
+        for (id, r) in results where Self.answersBeforeCommit(r) {
+            guard let p = promises.removeValue(forKey: id) else { continue }
+            answer(p, r)
+        }
+        openEntries += applied; openBytes += bytes
+        openEvents += events
+        openLastIndex = lastIndex
+        // Callers answered only after the commit, and state others learn only from committed data
+        // (alarms, membership, leases, compaction), commit now; plain KV writes wait for the group.
+        let afterCommit = promises.contains { results[$0.key] != nil }
+        let mustCommit = afterCommit || newAlarms != alarms || newMembership != membership || compactedTo != nil
+            || !leaseChanges.isEmpty || pending || !physical.isEmpty
+            || (!openEvents.isEmpty && (hooks.anyoneWatching?() ?? true))
+            || readWaiters.contains { $0.index <= lastIndex }
+            || openEntries >= groupCommitEntries || openBytes >= Self.groupCommitBytes
+            || NIODeadline.now() - openSince >= groupCommitInterval
+        guard mustCommit else {
+            for (_, p) in promises {
+                // Committed before this process started applying (replayed) or already applied.
+                p.succeed(.failed(GRPCStatus(.unavailable, "etcdserver: request was applied before restart")))
+            }
+            scheduleGroupCommit()
+            return
+        }
+        do throws(MVCCError) {
+            try commitOpen(publishing: false)
+        } catch {
+            failApplying(error, promises)
+            return
+        }
         alarms = newAlarms
         publishAlarms()
         if newMembership != membership {
@@ -277,9 +337,7 @@ final class Applier {
             shared.learner.store(newMembership.member(shared.memberID)?.isLearner ?? false, ordering: .relaxed)
             hooks.membership?(newMembership)
         }
-        shared.appliedIndex.store(lastIndex, ordering: .releasing)
-        shared.proposalsApplied.add(UInt64(applied), ordering: .relaxed)
-        if !events.isEmpty { hooks.events?(events, revision) }
+        publishCommitted()
         if let c = compactedTo { hooks.compacted?(c) }
         if !leaseChanges.isEmpty { hooks.leases?(leaseChanges) }
         for (id, p) in promises {
@@ -295,6 +353,33 @@ final class Applier {
             }
         }
         compactionProgress(pending: pending)
+    }
+
+    /// Commits the group-commit transaction, if one is open. `publishing`: then also makes the
+    /// commit known (applied index, watchers, read waiters); `drain` publishes itself, after the
+    /// membership and alarms of its batch.
+    private func commitOpen(publishing: Bool = true) throws(MVCCError) {
+        guard let w = group else { return }
+        let start = NIODeadline.now()
+        do throws(MVCCError) {
+            try w.commit()
+        } catch {
+            group = nil
+            throw error
+        }
+        group = nil
+        backendCommit.observe(Double((NIODeadline.now() - start).nanoseconds) / 1e9)
+        if !store.options.syncEachWrite { scheduleBackendSync() }
+        if publishing { publishCommitted() }
+    }
+
+    /// After a commit: readers may see up to `openLastIndex`; watchers get its events.
+    private func publishCommitted() {
+        let lastIndex = openLastIndex
+        shared.appliedIndex.store(lastIndex, ordering: .releasing)
+        let events = openEvents
+        openEvents = []
+        if !events.isEmpty { hooks.events?(events, store.revision) }
         if !readWaiters.isEmpty {
             var keep: [(index: UInt64, promises: [EventLoopPromise<Void>])] = []
             for w in readWaiters {
@@ -302,6 +387,44 @@ final class Applier {
             }
             readWaiters = keep
         }
+    }
+
+    /// Commits and publishes what the group-commit transaction holds (a reader needs it, the
+    /// group's time is up, the store is about to be copied, replaced or closed).
+    func flush() {
+        do throws(MVCCError) {
+            try commitOpen()
+        } catch {
+            failApplying(error, [:])
+        }
+    }
+
+    private func scheduleGroupCommit() {
+        guard !groupCommitScheduled, !stopped else { return }
+        groupCommitScheduled = true
+        let me = NIOLoopBound(self, eventLoop: loop)
+        loop.scheduleTask(deadline: openSince + groupCommitInterval) { me.value.groupCommitDue() }
+    }
+
+    private func groupCommitDue() {
+        groupCommitScheduled = false
+        guard group != nil, !stopped, failedPermanently == nil else { return }
+        if NIODeadline.now() - openSince >= groupCommitInterval { flush() } else { scheduleGroupCommit() }
+    }
+
+    /// A batch or a commit broke: nothing uncommitted of the transaction is in the store. The
+    /// entries are durable in the WAL; a restart replays them. Stop applying (etcd panics here).
+    private func failApplying(_ error: MVCCError, _ promises: [UInt64: EventLoopPromise<ApplyResult>]) {
+        group?.abort()
+        group = nil
+        logger.critical("apply: store write failed; refusing further writes", metadata: ["error": "\(error)"])
+        failedPermanently = error
+        shared.stopped.store(true, ordering: .relaxed)
+        for (_, p) in promises { p.succeed(.failed(error == .noSpace ? EtcdError.noSpace : GRPCStatus(.internal, error.message))) }
+        // Reads waiting for this batch (or one answered before its commit failed) would wait
+        // forever: the store will not reach their index in this process.
+        for w in readWaiters { for p in w.promises { p.fail(EtcdError.stopped) } }
+        readWaiters = []
     }
 
     /// Completes a caller's promise with its request's result (failures are counted for /metrics).
@@ -435,6 +558,7 @@ final class Applier {
             // Queued entries will run a step in their own transaction.
             guard self.queue.isEmpty, self.failedPermanently == nil else { return }
             do {
+                try self.commitOpen()
                 let still = try self.store.write { (t: inout MVCCWriteTxn) throws(MVCCError) -> Bool in t.compactionPending }
                 self.compactionProgress(pending: still)
             } catch {
@@ -505,6 +629,8 @@ final class Applier {
     }
 
     func stop() {
+        // What is applied but not committed would be replayed from the WAL; commit it now instead.
+        if failedPermanently == nil { flush() }
         stopped = true
         for (p, _) in physicalWaiters { p.succeed(.failed(EtcdError.stopped)) }
         physicalWaiters.removeAll()

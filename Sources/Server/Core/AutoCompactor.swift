@@ -14,7 +14,7 @@ enum AutoCompactor {
                 while !Task.isCancelled {
                     try? await Task.sleep(for: .seconds(300))
                     if Task.isCancelled { return }
-                    await compact(to: core.store.revision - keep, core: core, logger: logger)
+                    await compact(to: core.currentRevision - keep, core: core, logger: logger)
                 }
             case .periodic(let seconds):
                 let retention = Duration.seconds(seconds)
@@ -24,7 +24,7 @@ enum AutoCompactor {
                 var samples: [(at: ContinuousClock.Instant, revision: Int64)] = []
                 var lastCompaction = clock.now
                 while !Task.isCancelled {
-                    samples.append((clock.now, core.store.revision))
+                    samples.append((clock.now, core.currentRevision))
                     try? await Task.sleep(for: sampleEvery)
                     if Task.isCancelled { return }
                     let now = clock.now

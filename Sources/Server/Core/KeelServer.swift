@@ -48,7 +48,10 @@ public final class KeelCore: Sendable {
     }
 
     public func header(revision: Int64) -> Etcdserverpb.ResponseHeader { shared.header(revision: revision) }
-    public func header() -> Etcdserverpb.ResponseHeader { shared.header(revision: store.revision) }
+    public func header() -> Etcdserverpb.ResponseHeader { shared.header(revision: currentRevision) }
+    /// The store revision as of the last applied write (the group commit may not have made it
+    /// visible to readers yet): what etcd's headers and Status report.
+    public var currentRevision: Int64 { max(store.revision, shared.appliedRevision.load(ordering: .relaxed)) }
 
     /// Proposes one request through Raft and waits until it is applied.
     public func propose(_ request: Keelpb.InternalRequest.OneOf_Request) async throws(GRPCStatus) -> ApplyResult {
@@ -168,9 +171,14 @@ public final class KeelCore: Sendable {
         return (try? await applyLoop.submit { applier.value.alarms }.get()) ?? []
     }
 
-    /// Runs `body` on the apply loop, where nothing else writes the store meanwhile (defragment).
+    /// Runs `body` on the apply loop, where nothing else writes the store meanwhile (defragment),
+    /// after committing everything applied so far (no write transaction is open while it runs).
     func onApplyLoop<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-        try await applyLoop.submit(body).get()
+        let applier = self.applier
+        return try await applyLoop.submit { () throws -> T in
+            applier.value.flush()
+            return try body()
+        }.get()
     }
 }
 
@@ -266,6 +274,8 @@ public final class KeelServer: Sendable {
         let applier = try await applyLoop.submit { () throws -> NIOLoopBound<Applier> in
             let a = try Applier(store: store, shared: shared, logger: logger, loop: applyLoop, hooks: hooks)
             a.storeSlot = storeSlot
+            a.groupCommitInterval = .milliseconds(config.backendBatchIntervalMillis)
+            a.groupCommitEntries = config.backendBatchEntries
             return NIOLoopBound(a, eventLoop: applyLoop)
         }.get()
 
@@ -342,11 +352,12 @@ public final class KeelServer: Sendable {
                 throw error
             }
         }
-        // Replay: wait (bounded) until what the WAL says is committed is applied before serving.
+        // Replay: wait until what the WAL says is committed is applied (and committed to the
+        // store, which whenApplied forces) before serving.
         let target = shared.committed
-        for _ in 0..<6000 where shared.applied < target && !shared.stopped.load(ordering: .relaxed) {
-            try await Task.sleep(for: .milliseconds(10))
-        }
+        let replayed = applyLoop.makePromise(of: Void.self)
+        applyLoop.execute { applier.value.whenApplied(target, [replayed]) }
+        try? await replayed.futureResult.get()
         try await hooksBox.setUp(core: core, logger: logger)
         await MemberPublish.publishAttributes(core: core, logger: logger)
 

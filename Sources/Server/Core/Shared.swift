@@ -15,6 +15,9 @@ public final class SharedState: Sendable {
     /// The last index whose callers the apply loop answered, possibly just before the LMDB commit
     /// that makes it visible to readers (then `answeredIndex > appliedIndex` for that moment).
     let answeredIndex = Atomic<UInt64>(0)
+    /// The store revision after the last applied batch, committed to LMDB or still in the apply
+    /// loop's group commit (etcd's headers carry the revision including its uncommitted buffer).
+    let appliedRevision = Atomic<Int64>(0)
     let leaderChanges = Atomic<UInt64>(0)
     let proposalsCommitted = Atomic<UInt64>(0)
     let proposalsApplied = Atomic<UInt64>(0)

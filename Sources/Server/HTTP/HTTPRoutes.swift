@@ -42,7 +42,7 @@ struct HTTPRoutes: Sendable {
                 Double(core.store.dbSize))
         p.gauge("etcd_mvcc_db_total_size_in_use_in_bytes", "Total size of the underlying database logically in use in bytes.",
                 Double(core.store.dbSizeInUse))
-        p.gauge("etcd_debugging_mvcc_current_revision", "The current revision of store.", Double(core.store.revision))
+        p.gauge("etcd_debugging_mvcc_current_revision", "The current revision of store.", Double(core.currentRevision))
         p.gauge("etcd_debugging_mvcc_compact_revision", "The revision of the last compaction in store.",
                 Double(core.store.compactedRevision))
         p.histogram("etcd_disk_wal_fsync_duration_seconds", "The latency distributions of fsync called by WAL.", wal)

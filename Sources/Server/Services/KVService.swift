@@ -67,7 +67,7 @@ public struct KVService: GRPCService {
         }
         do {
             var resp = try core.store.range(r)
-            resp.header = core.header(revision: resp.header?.revision ?? core.store.revision)
+            resp.header = core.header(revision: resp.header?.revision ?? core.currentRevision)
             return resp
         } catch {
             throw EtcdError.from(error)
@@ -78,14 +78,14 @@ public struct KVService: GRPCService {
         try RequestValidation.checkPut(r)
         try await checkQuota(cost: Self.cost(r))
         guard case .put(var resp) = try await result(.put(r)) else { throw unexpected() }
-        resp.header = core.header(revision: resp.header?.revision ?? core.store.revision)
+        resp.header = core.header(revision: resp.header?.revision ?? core.currentRevision)
         return resp
     }
 
     public func deleteRange(_ r: Etcdserverpb.DeleteRangeRequest) async throws(GRPCStatus) -> Etcdserverpb.DeleteRangeResponse {
         try RequestValidation.checkDelete(r)
         guard case .deleteRange(var resp) = try await result(.deleteRange(r)) else { throw unexpected() }
-        resp.header = core.header(revision: resp.header?.revision ?? core.store.revision)
+        resp.header = core.header(revision: resp.header?.revision ?? core.currentRevision)
         return resp
     }
 
@@ -93,7 +93,7 @@ public struct KVService: GRPCService {
         try RequestValidation.checkTxn(r, maxTxnOps: core.config.maxTxnOps)
         try await checkQuota(cost: Self.cost(r))
         guard case .txn(var resp) = try await result(.txn(r)) else { throw unexpected() }
-        let rev = resp.header?.revision ?? core.store.revision
+        let rev = resp.header?.revision ?? core.currentRevision
         // Only the outer header gets cluster/member/term; nested responses keep just the
         // revision, as etcd's.
         resp.header = core.header(revision: rev)
@@ -104,7 +104,7 @@ public struct KVService: GRPCService {
         // The store compacts inside the apply transaction: when the answer comes, the old
         // revisions are gone from the file, so `physical` needs no extra wait.
         guard case .compaction(var resp) = try await result(.compaction(r)) else { throw unexpected() }
-        resp.header = core.header(revision: resp.header?.revision ?? core.store.revision)
+        resp.header = core.header(revision: resp.header?.revision ?? core.currentRevision)
         return resp
     }
 

@@ -55,7 +55,7 @@ public struct MaintenanceService: GRPCService {
             let result = try await core.propose(.alarm(r))
             switch result {
             case .alarm(var resp):
-                resp.header = core.header(revision: resp.header?.revision ?? core.store.revision)
+                resp.header = core.header(revision: resp.header?.revision ?? core.currentRevision)
                 return resp
             case .failed(let s): throw s
             default: throw GRPCStatus(.internal, "keel: unexpected apply result")
@@ -162,6 +162,8 @@ public struct MaintenanceService: GRPCService {
         let path = String(cString: template)
         unlink(path)  // the open descriptor keeps it; nothing is left behind on any exit
         defer { close(fd) }
+        // Everything applied so far is in the copy (etcd force-commits its backend first too).
+        _ = try? await core.onApplyLoop {}
         let store = core.store
         // The copy is blocking I/O: run it on NIO's blocking thread pool, not a cooperative thread.
         do {

@@ -32,6 +32,7 @@
 //     (canceled, compact_revision set, header revision 0) and are removed.
 import KeelAPI
 import Logging
+import Synchronization
 
 /// What the hub needs from the MVCC store (MVCCStore conforms, see WatchStore.swift).
 public protocol WatchEventSource: Sendable {
@@ -147,6 +148,9 @@ public actor WatchHub {
     private(set) var lastRev: Int64
     private(set) var compactRev: Int64
     private var isShutDown = false
+    /// Watch streams open now, for the apply loop (it commits at once while anyone may be watching,
+    /// so that events reach watchers without waiting for the group commit).
+    nonisolated let openStreams = Atomic<Int>(0)
 
     private nonisolated let feed: AsyncStream<(events: [Mvccpb.Event], revision: Int64)>
     private nonisolated let feedIn: AsyncStream<(events: [Mvccpb.Event], revision: Int64)>.Continuation
@@ -284,11 +288,13 @@ public actor WatchHub {
         let s = Stream()
         if isShutDown { s.closed = true }
         streams[id] = s
+        openStreams.store(streams.count, ordering: .relaxed)
         return id
     }
 
     func closeStream(_ id: UInt64) {
         guard let s = streams.removeValue(forKey: id) else { return }
+        openStreams.store(streams.count, ordering: .relaxed)
         needsSync.remove(id)
         for (_, w) in s.watchers { unindex(w) }
         s.watchers = [:]

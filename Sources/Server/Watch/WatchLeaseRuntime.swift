@@ -54,6 +54,9 @@ public actor WatchLeaseRuntime {
         hub.publish(events: events, revision: revision)
     }
 
+    /// True while a watch stream is open (the apply loop then publishes each batch at once).
+    public nonisolated var anyoneWatching: Bool { hub.openStreams.load(ordering: .relaxed) > 0 }
+
     /// Apply loop -> watchers, after a compaction.
     public nonisolated func compacted(revision: Int64) { hub.compacted(revision: revision) }
 

@@ -189,6 +189,22 @@ public final class MVCCStore: Sendable {
     /// batch until `write` returns.
     public func write<T>(_ body: (inout MVCCWriteTxn) throws(MVCCError) -> T,
                          beforeCommit: () -> Void = {}) throws(MVCCError) -> T {
+        let w = try beginWrite()
+        let result: T
+        do throws(MVCCError) {
+            result = try w.batch(body)
+        } catch {
+            w.abort()
+            throw error
+        }
+        beforeCommit()
+        try w.commit()
+        return result
+    }
+
+    /// Opens a write transaction that several batches share before one commit (`MVCCOpenWrite`):
+    /// the apply loop's group commit. Blocks while another write transaction is open.
+    public func beginWrite() throws(MVCCError) -> MVCCOpenWrite {
         var env = try currentEnv()
         var t: OpaquePointer?
         while true {
@@ -214,25 +230,14 @@ public final class MVCCStore: Sendable {
             mdb_txn_abort(txn)
             throw error
         }
-        var w = MVCCWriteTxn(ctx)
-        let result: T
-        do throws(MVCCError) {
-            result = try body(&w)
-            if let broken = ctx.broken { throw broken }
-            try ctx.compactStep()           // continue a pending compaction (bounded work)
-            try ctx.persistCounters()
-        } catch {
-            ctx.finished = true     // a copy of the txn that escaped the body must not touch it
-            mdb_txn_abort(txn)
-            throw error
-        }
-        ctx.finished = true
-        beforeCommit()
-        try LMDB.check(mdb_txn_commit(txn), "commit")
-        cachedRev.store(ctx.rev, ordering: .releasing)
-        cachedCompact.store(ctx.compactRev, ordering: .releasing)
-        cachedApplied.store(ctx.applied, ordering: .releasing)
-        return result
+        return MVCCOpenWrite(store: self, ctx: ctx)
+    }
+
+    /// After a commit: what readers see from now on.
+    fileprivate func published(rev: Int64, compact: Int64, applied: UInt64) {
+        cachedRev.store(rev, ordering: .releasing)
+        cachedCompact.store(compact, ordering: .releasing)
+        cachedApplied.store(applied, ordering: .releasing)
     }
 
     /// True while old versions of the last compaction are still being removed (one bounded step per
@@ -247,5 +252,77 @@ public final class MVCCStore: Sendable {
     /// or Raft log entries covering `appliedIndex`.
     public func sync() throws(MVCCError) {
         try LMDB.check(mdb_env_sync(try currentEnv().env, 1), "sync")
+    }
+}
+
+/// A write transaction kept open across batches, committed once for all of them (etcd's backend
+/// batch transaction, which commits every 100 ms). LMDB copies every page a commit touches, so
+/// one commit for N batches writes each touched leaf and branch page once instead of N times.
+///
+/// Readers see none of its batches until `commit`. Not thread-safe: every call, from
+/// `MVCCStore.beginWrite` to `commit` or `abort`, must come from the thread that opened it (an
+/// LMDB write transaction belongs to its thread), and the store must not be closed while it is
+/// open. After a batch failed, the transaction is broken: only `abort` is left.
+public final class MVCCOpenWrite {
+    private let store: MVCCStore
+    private let ctx: WriteContext
+    /// Batches run in it since it was opened.
+    public private(set) var batches = 0
+
+    fileprivate init(store: MVCCStore, ctx: WriteContext) {
+        self.store = store
+        self.ctx = ctx
+    }
+
+    /// The store revision inside the transaction (readers still see the last committed one).
+    public var revision: Int64 { ctx.rev }
+    /// The applied Raft index inside the transaction.
+    public var appliedIndex: UInt64 { ctx.applied }
+    /// True once `commit` or `abort` ended it.
+    public var isFinished: Bool { ctx.finished }
+    /// A pending compaction still has old versions to remove (one bounded step per batch).
+    public var compactionPending: Bool { ctx.compactNext != nil }
+
+    /// Runs one batch of operations: `body` as in `MVCCStore.write`, then one step of a pending
+    /// compaction. `MVCCWriteTxn.events` in `body` are this batch's. If `body` throws or LMDB
+    /// failed, the error is thrown and the whole transaction (earlier batches too) can only be
+    /// aborted.
+    public func batch<T>(_ body: (inout MVCCWriteTxn) throws(MVCCError) -> T) throws(MVCCError) -> T {
+        try ctx.usable()
+        ctx.events = []
+        ctx.compactStepDone = false
+        var w = MVCCWriteTxn(ctx)
+        do throws(MVCCError) {
+            let result = try body(&w)
+            if let broken = ctx.broken { throw broken }
+            try ctx.compactStep()           // continue a pending compaction (bounded work)
+            batches += 1
+            return result
+        } catch {
+            if ctx.broken == nil { ctx.broken = error }
+            throw error
+        }
+    }
+
+    /// Commits every batch at once with the revision and applied index (one fdatasync unless the
+    /// store syncs only in `sync()`), and makes them visible to readers.
+    public func commit() throws(MVCCError) {
+        do throws(MVCCError) {
+            try ctx.usable()
+            try ctx.persistCounters()
+        } catch {
+            abort()
+            throw error
+        }
+        ctx.finished = true     // a copy of the txn that escaped a batch must not touch it
+        try LMDB.check(mdb_txn_commit(ctx.txn), "commit")
+        store.published(rev: ctx.rev, compact: ctx.compactRev, applied: ctx.applied)
+    }
+
+    /// Drops every batch of the transaction.
+    public func abort() {
+        guard !ctx.finished else { return }
+        ctx.finished = true
+        mdb_txn_abort(ctx.txn)
     }
 }

@@ -1,0 +1,74 @@
+import Foundation
+import KeelTestSupport
+import Testing
+
+/// The apply loop's group commit (etcd's --backend-batch-interval / --backend-batch-limit): puts
+/// are answered once durable in the WAL and join one LMDB commit, which a reader, a watcher or the
+/// interval forces. With a 1 h interval nothing but those forces a commit, so the test can tell.
+@Suite("Group commit (e2e)", .timeLimit(.minutes(3)))
+struct GroupCommitE2ETests {
+    /// `etcd_disk_backend_commit_duration_seconds_count` from /metrics: LMDB commits so far.
+    func commits(_ keel: KeelProcess) throws -> Int {
+        let body = try httpGet(port: keel.port, path: "/metrics").body
+        let line = body.split(separator: "\n").first { $0.hasPrefix("etcd_disk_backend_commit_duration_seconds_count") }
+        return Int(try #require(line).split(separator: " ").last ?? "") ?? -1
+    }
+
+    @Test("puts share one commit; a read forces it; kill -9 before any commit loses no acknowledged put")
+    func putsShareACommitAndSurviveKillNine() async throws {
+        let dir = try Proc.tempDir("keel-group")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let keel = try await KeelProcess.start(dir: dir, extraArguments: ["--backend-batch-interval", "1h"])
+        // Anything of the start-up (member attributes) is committed by this read.
+        _ = try await keel.ctl(["get", "--consistency=s", "nothing"])
+        let before = try commits(keel)
+        var revisions: [Int64] = []
+        for i in 0..<20 {
+            let put = try CtlJSON(try await keel.ctl(["put", "g\(i)", "v\(i)", "-w", "json"]).stdout)
+            revisions.append(put.revision)
+        }
+        #expect(revisions == Array(revisions[0]...(revisions[0] + 19)), "\(revisions)")
+        #expect(try commits(keel) == before, "puts without readers or watchers must not commit one by one")
+        // Status reports the applied revision, committed or not (etcd's header revision).
+        let status = try await keel.ctl(["endpoint", "status", "-w", "json"])
+        #expect(status.stdout.contains("\"revision\":\(revisions.last!)"), "\(status)")
+        // A serializable read sees every answered put: it makes the apply loop commit first.
+        let got = try CtlJSON(try await keel.ctl(["get", "g", "--prefix", "--consistency=s", "-w", "json"]).stdout)
+        #expect(got.kvs.count == 20 && got.revision == revisions.last!)
+        #expect(try commits(keel) == before + 1)
+
+        // Applied and answered, never committed to LMDB: the WAL has them, replay restores them.
+        for i in 20..<30 {
+            let put = try CtlJSON(try await keel.ctl(["put", "g\(i)", "v\(i)", "-w", "json"]).stdout)
+            revisions.append(put.revision)
+        }
+        #expect(try commits(keel) == before + 1)
+        keel.process.kill()
+        _ = await keel.process.wait(timeout: .seconds(10))
+        let restarted = try await KeelProcess.start(dir: dir)
+        let all = try CtlJSON(try await restarted.ctl(["get", "g", "--prefix", "-w", "json"]).stdout)
+        var modRev: [String: Int64] = [:]
+        for kv in all.kvs { modRev[CtlJSON.b64(kv["key"])] = (kv["mod_revision"] as? NSNumber)?.int64Value }
+        for i in 0..<30 { #expect(modRev["g\(i)"] == revisions[i], "g\(i)") }
+        #expect(all.revision == revisions.last!)
+        #expect(await restarted.stop() == .exited(0))
+    }
+
+    @Test("with a watch stream open, each put commits at once and reaches the watcher")
+    func anOpenWatchStreamGetsEventsWithoutWaitingForTheGroup() async throws {
+        let keel = try await KeelProcess.start(extraArguments: ["--backend-batch-interval", "1h"])
+        let first = try CtlJSON(try await keel.ctl(["put", "w", "1", "-w", "json"]).stdout)
+        // From revision 1: the first event shows the watch is registered.
+        let watch = try Proc(Paths.etcdctl, ["--endpoints", keel.endpoint, "watch", "w", "--rev", "1"],
+                             env: ["ETCDCTL_API": "3"])
+        defer { watch.kill() }
+        #expect(await watch.child.waitForOutput(containing: "PUT\nw\n1\n", timeout: .seconds(30)), "\(watch.stdout)")
+        let before = try commits(keel)
+        _ = try await keel.ctl(["put", "w", "2"])
+        // The 1 h interval would hold this event back if the open stream did not force the commit.
+        #expect(await watch.child.waitForOutput(containing: "PUT\nw\n2\n", timeout: .seconds(30)), "\(watch.stdout)")
+        #expect(try commits(keel) > before)
+        #expect(first.revision > 1)
+        #expect(await keel.stop() == .exited(0))
+    }
+}
