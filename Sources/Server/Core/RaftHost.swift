@@ -68,14 +68,20 @@ final class RaftHost {
         self.snapshotCount = snapshotCount
         self.lastPersistedHS = node.hardState
         self.lastSnapshotIndex = lastSnapshotIndex
+        self.persistedIndex = node.lastIndex
     }
+
+    /// The last log index in the WAL. Committed entries up to it may go to the apply loop before
+    /// this turn's WAL write (etcd applies in parallel with its WAL save too): they are durable
+    /// on a quorum and here, so they need not wait for the fsync of entries behind them.
+    private var persistedIndex: UInt64
 
     // MARK: requests (each runs as one job on `loop`)
 
     func propose(id: UInt64, data: [UInt8], promise: EventLoopPromise<ApplyResult>) {
         if stopped { promise.succeed(.failed(EtcdError.stopped)); return }
         // etcd's back-pressure: refuse new proposals while the apply loop is far behind.
-        if node.commitIndex > shared.applied + 5000 {
+        if node.commitIndex > shared.answeredIndex.load(ordering: .relaxed) + 5000 {
             promise.succeed(.failed(EtcdError.tooManyRequests)); return
         }
         do {
@@ -267,6 +273,10 @@ final class RaftHost {
             // the store's applied index decides what is replayed), it rides with the next append.
             let hs = rd.hardState ?? lastPersistedHS
             let voteChanged = hs.term != lastPersistedHS.term || hs.vote != lastPersistedHS.vote
+            // Entries this Ready rewrites (a follower's conflicting tail) do not count as durable.
+            let durable = min(persistedIndex, (rd.entries.first?.index ?? UInt64.max) &- 1)
+            let applyFirst = (rd.committedEntries.last?.index ?? 0) <= durable
+            if applyFirst && !rd.committedEntries.isEmpty { handToApplier(rd.committedEntries) }
             if !rd.entries.isEmpty || voteChanged {
                 let start = NIODeadline.now()
                 do {
@@ -278,11 +288,12 @@ final class RaftHost {
                 }
                 walFsync.observe(Double((NIODeadline.now() - start).nanoseconds) / 1e9)
                 lastPersistedHS = hs
+                if let last = rd.entries.last { persistedIndex = last.index }
             }
             send(rd.messages)
             shared.term.store(node.term, ordering: .relaxed)
             shared.commitIndex.store(node.commitIndex, ordering: .releasing)
-            if !rd.committedEntries.isEmpty { handToApplier(rd.committedEntries) }
+            if !applyFirst && !rd.committedEntries.isEmpty { handToApplier(rd.committedEntries) }
             for rs in rd.readStates { readIndexAnswered(rs) }
             node.advance()
             return true
@@ -406,6 +417,7 @@ final class RaftHost {
             return
         }
         lastSnapshotIndex = md.index
+        persistedIndex = md.index
         logger.info("raft: installed snapshot from the leader", metadata: ["index": "\(md.index)", "term": "\(md.term)"])
         guard persistAndApply(rd) else { return }
         scheduleTurn()

@@ -78,7 +78,8 @@ public struct MaintenanceService: GRPCService {
         s.leader = core.shared.currentLeader
         s.raftIndex = core.shared.committed
         s.raftTerm = core.shared.currentTerm
-        s.raftAppliedIndex = core.shared.applied
+        // Applied, committed to LMDB or still in the apply loop's group commit (etcd's applied index).
+        s.raftAppliedIndex = max(core.shared.applied, core.shared.answeredIndex.load(ordering: .relaxed))
         s.errors = await core.alarms().map(Self.alarmText)
         s.isLearner = core.membership().member(core.shared.memberID)?.isLearner ?? false
         return s
