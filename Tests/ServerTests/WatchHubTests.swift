@@ -2,6 +2,7 @@ import Foundation
 import KeelAPI
 @testable import Server
 import Storage
+import Synchronization
 import Testing
 
 /// A real MVCCStore in a temp dir plus the apply-loop side of the hub contract.
@@ -389,5 +390,60 @@ extension Mvccpb.Event {
         #expect(b == Array((b.first ?? 52)...final))
         print("concurrent writer (publish queue \(publishQueue)): watchers fell behind \(await hub.fallBehindCount) times")
         await hub.shutdown()
+    }
+}
+
+/// The apply loop publishes a batch before its LMDB group commit: a watcher that catches up from
+/// history reads only what the store has committed, asks for a commit, and gets the rest after
+/// `committed()`, without a gap or a duplicate; synced watchers get the batch at once.
+@Suite struct WatchHubGroupCommitTests {
+    final class Requests: Sendable {
+        let count = Mutex(0)
+    }
+
+    @Test(.timeLimit(.minutes(1))) func historyNotCommittedYetIsReadAfterTheCommit() async throws {
+        let ts = try WatchTestStore()
+        try ts.put("k", "1")                                 // rev 2, committed
+        let hub = WatchHub(source: ts.store)
+        let requests = Requests()
+        await hub.setCommitRequest { requests.count.withLock { $0 += 1 } }
+        let live = await hub.openStream()
+        #expect(try await hub.create(stream: live, watchCreate("k")).get() == 0)
+        _ = await hub.drain(live)                            // created
+        // Two batches applied in one open transaction, published before its commit.
+        let w = try ts.store.beginWrite()
+        for v in ["2", "3"] {
+            let evs = try w.batch { (t) throws(MVCCError) -> [Mvccpb.Event] in
+                var p = Etcdserverpb.PutRequest(); p.key = Array("k".utf8); p.value = Array(v.utf8)
+                _ = try t.put(p)
+                return t.events
+            }
+            await hub.deliver(events: evs, revision: w.revision)
+        }
+        #expect(ts.store.revision == 2 && w.revision == 4)
+        // The synced watcher has both events without any commit.
+        let liveOut = await hub.drain(live)
+        #expect(liveOut.flatMap { $0.response.events.map(\.rev) } == [3, 4])
+        // A watcher from revision 2 reads the committed history (rev 2), then waits for the commit.
+        let late = await hub.openStream()
+        #expect(try await hub.create(stream: late, watchCreate("k", start: 2)).get() == 0)
+        var lateOut = await hub.drain(late)
+        #expect(lateOut.flatMap { $0.response.events.map(\.rev) } == [2])
+        #expect(requests.count.withLock { $0 } == 1)
+        #expect(await hub.watcherCounts().unsynced == 1)
+        #expect(await hub.commitWaits >= 1)
+        try w.commit()
+        hub.committed()
+        // committed() re-syncs on a task of its own: wait (bounded by the time limit) for it.
+        var events: [Int64] = []
+        while events.count < 2 {
+            lateOut = await hub.drain(late)
+            events += lateOut.flatMap { $0.response.events.map(\.rev) }
+            if events.count < 2 { try await Task.sleep(for: .milliseconds(10)) }
+        }
+        #expect(events == [3, 4])
+        #expect(await hub.watcherCounts().unsynced == 0)
+        // No commit asked while nobody waits.
+        #expect(requests.count.withLock { $0 } == 1)
     }
 }

@@ -17,13 +17,12 @@ public enum LeaseApplied: Sendable, Hashable {
 }
 
 /// Who hears about applied batches (wired by KeelServer: the watch hub and the lessor). Called on
-/// the apply loop right after the LMDB transaction committed; must not block.
+/// the apply loop; must not block. `events` right after a batch is applied (before the group
+/// commit makes it visible to readers: the hub reads history only up to the store's revision),
+/// `committed` after each LMDB commit, the others after the commit of their batch.
 public struct ApplyHooks: Sendable {
     public var events: (@Sendable (_ events: [Mvccpb.Event], _ revision: Int64) -> Void)?
-    /// True while someone may be watching (a watch stream is open): batches with events then
-    /// commit at once instead of joining the group commit, so watchers get events without delay.
-    /// Nil: always true.
-    public var anyoneWatching: (@Sendable () -> Bool)?
+    public var committed: (@Sendable () -> Void)?
     public var compacted: (@Sendable (_ revision: Int64) -> Void)?
     public var leases: (@Sendable (_ changes: [LeaseApplied]) -> Void)?
     /// The membership after a batch that changed it (peer transport, cluster service).
@@ -43,10 +42,10 @@ enum MetaKey {
 /// applies everything queued as one batch of an LMDB write transaction (with setAppliedIndex)
 /// and answers KV writes at once (their entries are durable in the WAL). The transaction stays
 /// open for later drains (group commit, as etcd's backend batch transaction) until something
-/// needs it committed: a local read waiting for an answered write, an open watch stream, a lease,
-/// membership, alarm or compaction change (whose callers, lessor and watchers only act on
-/// committed state), `groupCommitInterval` since it opened, or its size bounds. After the commit
-/// it feeds watchers and the lessor and completes the remaining callers. Entries at or below the
+/// needs it committed: a local read waiting for an answered write (or a watcher for history), a
+/// lease, membership, alarm or compaction change (whose callers and lessor only act on committed
+/// state), `groupCommitInterval` since it opened, or its size bounds. Watchers get each batch's
+/// events at once; after the commit the lessor is fed and the remaining callers completed. Entries at or below the
 /// store's applied index were applied before a restart and are skipped (WAL replay is idempotent).
 final class Applier {
     private(set) var store: MVCCStore
@@ -83,8 +82,7 @@ final class Applier {
     private var openSince = NIODeadline.now()
     private var openEntries = 0
     private var openBytes = 0
-    /// Events of its batches (published to the watch hub after the commit) and its last index.
-    private var openEvents: [Mvccpb.Event] = []
+    /// Its last applied index.
     private var openLastIndex: UInt64 = 0
     private var groupCommitScheduled = false
     /// The longest an applied entry waits to be committed to LMDB (etcd's --backend-batch-interval).
@@ -242,7 +240,7 @@ final class Applier {
             } else {
                 w = try store.beginWrite()
                 group = w; openSince = .now(); openEntries = 0; openBytes = 0
-                openEvents = []; openLastIndex = w.appliedIndex
+                openLastIndex = w.appliedIndex
             }
         } catch {
             failApplying(error, promises)
@@ -305,14 +303,14 @@ final class Applier {
             answer(p, r)
         }
         openEntries += applied; openBytes += bytes
-        openEvents += events
         openLastIndex = lastIndex
+        // Watchers get the batch now; history they read stays bounded by what is committed.
+        if !events.isEmpty { hooks.events?(events, w.revision) }
         // Callers answered only after the commit, and state others learn only from committed data
         // (alarms, membership, leases, compaction), commit now; plain KV writes wait for the group.
         let afterCommit = promises.contains { results[$0.key] != nil }
         let mustCommit = afterCommit || newAlarms != alarms || newMembership != membership || compactedTo != nil
             || !leaseChanges.isEmpty || pending || !physical.isEmpty
-            || (!openEvents.isEmpty && (hooks.anyoneWatching?() ?? true))
             || readWaiters.contains { $0.index <= lastIndex }
             || openEntries >= groupCommitEntries || openBytes >= Self.groupCommitBytes
             || NIODeadline.now() - openSince >= groupCommitInterval
@@ -373,13 +371,11 @@ final class Applier {
         if publishing { publishCommitted() }
     }
 
-    /// After a commit: readers may see up to `openLastIndex`; watchers get its events.
+    /// After a commit: readers may see up to `openLastIndex`; watchers waiting for history go on.
     private func publishCommitted() {
         let lastIndex = openLastIndex
         shared.appliedIndex.store(lastIndex, ordering: .releasing)
-        let events = openEvents
-        openEvents = []
-        if !events.isEmpty { hooks.events?(events, store.revision) }
+        hooks.committed?()
         if !readWaiters.isEmpty {
             var keep: [(index: UInt64, promises: [EventLoopPromise<Void>])] = []
             for w in readWaiters {

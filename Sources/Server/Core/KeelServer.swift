@@ -171,6 +171,12 @@ public final class KeelCore: Sendable {
         return (try? await applyLoop.submit { applier.value.alarms }.get()) ?? []
     }
 
+    /// Asks the apply loop to commit what it has applied (its group commit) now; does not wait.
+    public func commitBackend() {
+        let applier = self.applier
+        applyLoop.execute { applier.value.flush() }
+    }
+
     /// Runs `body` on the apply loop, where nothing else writes the store meanwhile (defragment),
     /// after committing everything applied so far (no write transaction is open while it runs).
     func onApplyLoop<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {

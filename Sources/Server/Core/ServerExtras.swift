@@ -18,7 +18,7 @@ final class ServerExtras: Sendable {
         var h = ApplyHooks()
         let rt = runtime
         h.events = { ev, rev in rt.publish(events: ev, revision: rev) }
-        h.anyoneWatching = { rt.anyoneWatching }
+        h.committed = { rt.committed() }
         h.compacted = { rev in rt.compacted(revision: rev) }
         h.leases = { changes in rt.leasesApplied(changes) }
         h.snapshotInstalled = { rev in rt.storeReplaced(revision: rev) }

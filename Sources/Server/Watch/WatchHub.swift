@@ -6,10 +6,12 @@
 //   let hub = WatchHub(source: mvccStore, options: WatchHubOptions())   // MVCCStore conforms to WatchEventSource
 //   let hubTask = Task { await hub.run() }          // ingest loop + catch-up retry + progress-notify timer
 //   services: [..., WatchService(hub: hub, header: { server.responseHeader() }, maxRequestBytes: cfg.maxRequestBytes)]
-//   apply loop, after each LMDB write txn commits:   hub.publish(events: txn.events, revision: txnRevisionAfterCommit)
-//       (synchronous, never blocks, never waits for watchers. Publish batches that produced events:
+//   apply loop, after each applied batch:            hub.publish(events: batch.events, revision: revisionAfterBatch)
+//       (before the batch's LMDB group commit: see "history" below. Synchronous, never blocks,
+//        never waits for watchers. Publish batches that produced events:
 //        a higher revision without events is taken as a gap and makes every watcher re-read history,
 //        which is also what happens, correctly, after a snapshot install replaced the store's data)
+//   after each LMDB commit:                           hub.committed()
 //   after a compaction is applied:                    hub.compacted(revision: rev)
 //   shutdown:                                          await hub.shutdown(); hubTask.cancel()
 //   The header closure fills cluster_id / member_id / raft_term; the hub sets `revision` itself.
@@ -18,7 +20,11 @@
 //   - A watcher wants every event with revision >= nextRev in its key range. It is *synced* when
 //     nextRev > lastRev (the last revision the hub has been fed): then it gets events straight from
 //     `publish`. Otherwise it is *unsynced* and reads store history (`events(from:to:...)`) up to
-//     lastRev, in chunks, until it is synced again. Because the hub actor does both on one executor,
+//     lastRev, in chunks, until it is synced again. History: the apply loop publishes a batch
+//     before LMDB commits it (group commit), so the store may not hold the last published
+//     revisions yet; an unsynced watcher reads what is committed, then waits for the commit: it
+//     asks for one (`setCommitRequest`) and goes on at `committed()` (etcd's unsynced watchers
+//     wait for its next 100 ms sync the same way). Because the hub actor does both on one executor,
 //     and history is read only up to lastRev while later revisions come only through publish,
 //     a watcher never sees a gap or a duplicate.
 //   - Each gRPC watch stream has one FIFO outbox (created/canceled/progress/events responses in the
@@ -27,7 +33,7 @@
 //     victim) and later catches up from history; the apply loop and other streams never wait.
 //   - `publish` only yields into a bounded AsyncStream (newest kept). If batches were dropped the
 //     hub sees a revision gap and moves every synced watcher to unsynced: they catch up from the
-//     store, which already holds everything published (publish comes after commit).
+//     store once it has committed everything published.
 //   - Watchers whose nextRev is below the compacted revision get etcd's compacted response
 //     (canceled, compact_revision set, header revision 0) and are removed.
 import KeelAPI
@@ -148,9 +154,12 @@ public actor WatchHub {
     private(set) var lastRev: Int64
     private(set) var compactRev: Int64
     private var isShutDown = false
-    /// Watch streams open now, for the apply loop (it commits at once while anyone may be watching,
-    /// so that events reach watchers without waiting for the group commit).
-    nonisolated let openStreams = Atomic<Int>(0)
+    /// A watcher waits for history the store has not committed yet: `committed()` then re-syncs.
+    private nonisolated let waitingForCommit = Atomic<Bool>(false)
+    /// Asks the apply loop to commit its group-commit transaction now (set by the server).
+    private var requestCommit: (@Sendable () -> Void)?
+    /// Catch-ups that found the history they need not committed yet (tests, metrics).
+    private(set) var commitWaits = 0
 
     private nonisolated let feed: AsyncStream<(events: [Mvccpb.Event], revision: Int64)>
     private nonisolated let feedIn: AsyncStream<(events: [Mvccpb.Event], revision: Int64)>.Continuation
@@ -170,11 +179,21 @@ public actor WatchHub {
 
     // MARK: feed (apply loop)
 
-    /// Called by the apply loop right after a write transaction commits: `events` are the txn's
-    /// events (prevKv filled), `revision` the store revision after it. Never blocks.
+    /// Called by the apply loop right after it applied a batch (before the LMDB commit): `events`
+    /// are the batch's events (prevKv filled), `revision` the store revision after it. Never blocks.
     public nonisolated func publish(events: [Mvccpb.Event], revision: Int64) {
         feedIn.yield((events, revision))
     }
+
+    /// Called by the apply loop after each LMDB commit: watchers waiting for history it holds now
+    /// catch up. Cheap when none waits (one atomic exchange). Never blocks.
+    public nonisolated func committed() {
+        guard waitingForCommit.exchange(false, ordering: .acquiringAndReleasing) else { return }
+        Task { await self.syncAll() }
+    }
+
+    /// How the hub asks for a commit when a watcher needs history that is not committed yet.
+    public func setCommitRequest(_ request: @escaping @Sendable () -> Void) { requestCommit = request }
 
     /// Called after a compaction is applied. Unsynced watchers below it get the compacted response.
     public nonisolated func compacted(revision: Int64) {
@@ -288,13 +307,11 @@ public actor WatchHub {
         let s = Stream()
         if isShutDown { s.closed = true }
         streams[id] = s
-        openStreams.store(streams.count, ordering: .relaxed)
         return id
     }
 
     func closeStream(_ id: UInt64) {
         guard let s = streams.removeValue(forKey: id) else { return }
-        openStreams.store(streams.count, ordering: .relaxed)
         needsSync.remove(id)
         for (_, w) in s.watchers { unindex(w) }
         s.watchers = [:]
@@ -530,17 +547,22 @@ public actor WatchHub {
             case .failed:
                 s.unsynced.append(wid)
                 rounds = 0       // retried by the timer
+            case .waitingForCommit:
+                s.unsynced.append(wid)
+                rounds = 0       // retried at committed() (or by the timer)
             }
         }
         flushProgressAll(s)
     }
 
-    private enum CatchUp { case synced, behind, removed, failed }
+    private enum CatchUp { case synced, behind, removed, failed, waitingForCommit }
 
     private func catchUp(_ s: Stream, _ w: Watcher) -> CatchUp {
-        let to = lastRev
-        if w.nextRev > to { return .synced }
+        if w.nextRev > lastRev { return .synced }
         if w.nextRev < compactRev { return compactedOut(s, w, compactRev) }
+        // Only what the store has committed (published batches can be ahead of it).
+        let to = min(lastRev, source.watchRevision)
+        if w.nextRev > to { return waitForCommit() }
         let limit = max(1, options.historyBatchLimit)
         let evs: [Mvccpb.Event]
         var upTo = to
@@ -558,7 +580,14 @@ public actor WatchHub {
         let out = evs.compactMap { filtered($0, w) }
         if !out.isEmpty { enqueueEvents(s, w, out, headerRevision: to) }
         w.nextRev = upTo + 1
-        return w.nextRev > lastRev ? .synced : .behind
+        if w.nextRev > lastRev { return .synced }
+        return w.nextRev > to ? waitForCommit() : .behind
+    }
+
+    private func waitForCommit() -> CatchUp {
+        commitWaits += 1
+        if !waitingForCommit.exchange(true, ordering: .acquiringAndReleasing) { requestCommit?() }
+        return .waitingForCommit
     }
 
     private func compactedOut(_ s: Stream, _ w: Watcher, _ c: Int64) -> CatchUp {

@@ -54,8 +54,8 @@ public actor WatchLeaseRuntime {
         hub.publish(events: events, revision: revision)
     }
 
-    /// True while a watch stream is open (the apply loop then publishes each batch at once).
-    public nonisolated var anyoneWatching: Bool { hub.openStreams.load(ordering: .relaxed) > 0 }
+    /// Apply loop -> watchers waiting for history, after each LMDB commit.
+    public nonisolated func committed() { hub.committed() }
 
     /// Apply loop -> watchers, after a compaction.
     public nonisolated func compacted(revision: Int64) { hub.compacted(revision: revision) }
@@ -75,6 +75,7 @@ public actor WatchLeaseRuntime {
     /// Connects lease proposals to Raft and (by default) follows leadership.
     public func attach(core: KeelCore, followLeadership: Bool = true) async {
         await proposer.attach(core)
+        await hub.setCommitRequest { core.commitBackend() }
         guard followLeadership, leadershipTask == nil else { return }
         let lessor = self.lessor, shared = core.shared
         let every = heartbeat, extend = electionTimeout
