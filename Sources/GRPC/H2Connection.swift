@@ -206,6 +206,14 @@ final class H2Stream {
             return
         }
         if isServer { source?.finish(); source = nil }
+        if !isServer && !localEnded {
+            // The server ended the call (its trailers are the final status) while this client is
+            // still sending: the call is over, as for grpc-go's client. Close the stream with
+            // NO_ERROR instead of waiting for a half-close the handler no longer reads.
+            finalStatus = clientStatus(errorCode: 0)
+            connection.resetStream(id, errorCode: NGHTTP2_NO_ERROR.rawValue)
+            connection.scheduleFlush()
+        }
         if unaryStart != nil {
             unaryStart = nil
             finishServer(status: GRPCStatus(.internal, "grpc: request stream ended without a message"))
