@@ -144,6 +144,52 @@ public struct ServerMethod: Sendable {
         }
     }
 
+    /// This method with `check` run before its handler, as a gRPC interceptor: a status it throws
+    /// ends the call with that status and the handler never runs.
+    public func checked(_ check: @escaping @Sendable (ServerContext) throws -> Void) -> ServerMethod {
+        let run = self.run
+        var checkedUnary: (@Sendable (ByteBuffer, NIOLoopBound<H2Stream>, any EventLoop, Bool, ServerContext) async throws -> Void)?
+        if let unary = self.unaryRun {
+            checkedUnary = { message, stream, loop, gz, ctx in
+                try check(ctx)
+                try await unary(message, stream, loop, gz, ctx)
+            }
+        }
+        return ServerMethod(descriptor: descriptor, run: { inbound, stream, loop, gz, ctx in
+            try check(ctx)
+            try await run(inbound, stream, loop, gz, ctx)
+        }, unaryRun: checkedUnary)
+    }
+
+    /// A streaming method whose call also ends when a monitor returns: `monitor` picks one for the
+    /// call (nil: none), which runs beside the handler; when it returns, the handler is cancelled
+    /// and the call ends with `status` (etcd's monitorLeader stream interceptor). Unary methods are
+    /// returned unchanged.
+    public func monitored(_ monitor: @escaping @Sendable (ServerContext) -> (@Sendable () async throws -> Void)?,
+                          status: GRPCStatus) -> ServerMethod {
+        guard unaryRun == nil else { return self }
+        let run = self.run
+        return ServerMethod(descriptor: descriptor, run: { inbound, stream, loop, gz, ctx in
+            guard let watch = monitor(ctx) else {
+                try await run(inbound, stream, loop, gz, ctx)
+                return
+            }
+            try await withThrowingTaskGroup(of: Bool.self) { group in
+                group.addTask {
+                    try await run(inbound, stream, loop, gz, ctx)
+                    return false
+                }
+                group.addTask {
+                    try await watch()
+                    return true
+                }
+                let monitorEnded = try await group.next() ?? false
+                group.cancelAll()
+                if monitorEnded { throw status }
+            }
+        })
+    }
+
     private static func single<Req>(_ requests: RequestStream<Req>) async throws -> Req {
         var it = requests.makeAsyncIterator()
         guard let first = try await it.next() else {

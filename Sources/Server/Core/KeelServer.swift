@@ -367,7 +367,10 @@ public final class KeelServer: Sendable {
         try await hooksBox.setUp(core: core, logger: logger)
         await MemberPublish.publishAttributes(core: core, logger: logger)
 
-        let services = hooksBox.services(core: core, leaseForwarder: peerLink?.leaseForwarder(core: core))
+        let leaderWatch = WatchService.LeaderWatch(hasLeader: { shared.hasLeader },
+                                                   interval: .milliseconds(Int64(config.electionTimeoutMs)))
+        let services: [any GRPCService] = hooksBox.services(core: core, leaseForwarder: peerLink?.leaseForwarder(core: core))
+            .map { RequireLeaderService(base: $0, leader: leaderWatch) }
         var servers: [GRPCServer] = []
         do {
             for url in resolved.clientURLs {
