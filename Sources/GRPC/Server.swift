@@ -71,6 +71,26 @@ public struct ResponseWriter<Message: ProtoMessage>: Sendable {
         try await sendFramed(framed)
     }
 
+    /// Sends `messages` in order with ONE job on the connection's loop instead of one per message
+    /// (same back-pressure: returns once what is queued is below the high-water mark again).
+    public func send(contentsOf messages: [Message]) async throws {
+        guard messages.count > 1 else {
+            if let m = messages.first { try await send(m) }
+            return
+        }
+        var framed: [ByteBuffer] = []
+        framed.reserveCapacity(messages.count)
+        for m in messages { framed.append(try GRPCFramer.frame(m, compress: compress, allocator: ByteBufferAllocator())) }
+        let s = stream
+        let all = framed
+        try await loop.flatSubmit { () -> EventLoopFuture<Void> in
+            // A closed stream fails every later enqueue too; the last one's future waits for room.
+            var last: EventLoopFuture<Void>?
+            for f in all { last = s.value.enqueue(f) }
+            return last!
+        }.get()
+    }
+
     func sendFramed(_ framed: ByteBuffer) async throws {
         let s = stream
         try await loop.flatSubmit { s.value.enqueue(framed) }.get()

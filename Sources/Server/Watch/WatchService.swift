@@ -56,16 +56,20 @@ public struct WatchService: GRPCService {
         [.bidirectionalStreaming(Etcdserverpb.Watch.watch) { requests, writer, context in
             let leader = context.header("hasleader") == "true" ? self.leader : nil
             if let leader, !leader.hasLeader() { throw EtcdError.noLeader }
-            try await self.serve(requests, send: { try await writer.send($0) }, leader: leader)
+            try await self.serve(requests, send: { try await writer.send($0) },
+                                 sendAll: { try await writer.send(contentsOf: $0) }, leader: leader)
         }]
     }
 
     /// Runs one watch stream until the client closes its side, the call ends or the hub shuts down.
     /// (Public for in-process use, e.g. tests without sockets.)
     /// With `leader`, the stream also ends, with "etcdserver: no leader", when the member loses its leader.
+    /// `sendAll`: sends a batch of responses at once (one hop to the connection instead of one per
+    /// response); nil: `send` one by one.
     public func serve<Requests: AsyncSequence & Sendable>(
         _ requests: Requests,
         send: @escaping @Sendable (Etcdserverpb.WatchResponse) async throws -> Void,
+        sendAll: (@Sendable ([Etcdserverpb.WatchResponse]) async throws -> Void)? = nil,
         leader: LeaderWatch? = nil
     ) async throws where Requests.Element == Etcdserverpb.WatchRequest {
         let hub = self.hub
@@ -77,18 +81,22 @@ public struct WatchService: GRPCService {
             // Each task returns whether it saw the member lose its leader.
             try await withThrowingTaskGroup(of: Bool.self) { group in
                 group.addTask {
+                    let sendMany = sendAll ?? { rs in for r in rs { try await send(r) } }
                     while let batch = await hub.nextBatch(sid) {
+                        var responses: [Etcdserverpb.WatchResponse] = []
+                        responses.reserveCapacity(batch.count)
                         for out in batch {
                             var r = out.response
                             var h = header()
                             h.revision = r.header?.revision ?? 0
                             r.header = h
                             if out.fragment {
-                                for part in fragmentWatchResponse(r, maxRequestBytes: limit) { try await send(part) }
+                                responses += fragmentWatchResponse(r, maxRequestBytes: limit)
                             } else {
-                                try await send(r)
+                                responses.append(r)
                             }
                         }
+                        try await sendMany(responses)
                     }
                     return false
                 }
