@@ -45,8 +45,9 @@ enum MetaKey {
 /// needs it committed: a local read waiting for an answered write (or a watcher for history), a
 /// lease, membership, alarm or compaction change (whose callers and lessor only act on committed
 /// state), `groupCommitInterval` since it opened, or its size bounds. Watchers get each batch's
-/// events at once; after the commit the lessor is fed and the remaining callers completed. Entries at or below the
-/// store's applied index were applied before a restart and are skipped (WAL replay is idempotent).
+/// events at once; after the commit the lessor is fed and the remaining callers completed.
+/// Entries at or below the store's applied index were applied before a restart and are skipped
+/// (WAL replay is idempotent).
 final class Applier {
     private(set) var store: MVCCStore
     /// Where the services read the store (replaced together with `store`).
