@@ -14,6 +14,7 @@
 //     BuildProducts.executable("keel")    // a built executable next to the test bundle (or $KEEL_BIN_DIR)
 //     FreePorts.allocate(3)               // distinct free ports on 127.0.0.1 (bound to port 0, then released)
 import Foundation
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -98,11 +99,20 @@ public enum FreePorts {
     /// `count` distinct TCP ports on 127.0.0.1 that were free a moment ago: each is bound to port 0 (the OS
     /// picks) and all are released together. Another process may still take one before it is used;
     /// callers that start servers retry on "address in use".
+    /// Every port handed out in this process: never handed out twice. A member a test stopped for good
+    /// leaves its ports to the OS while its cluster mates keep dialing them; a later cluster given one of
+    /// them got their requests (CI: etcd "request cluster ID mismatch" on a new member that never served).
+    private static let handedOut = Mutex<Set<Int>>([])
+
     public static func allocate(_ count: Int) throws -> [Int] {
         var fds: [Int32] = []
         defer { fds.forEach { close($0) } }
         var ports: [Int] = []
-        for _ in 0..<count {
+        var attempts = 0
+        while ports.count < count {
+            attempts += 1
+            guard attempts <= 1000 + count else { throw ChildProcessError("no port that was not handed out before") }
+            // Bound until the end of this call (also when refused below), so the OS does not pick it again now.
             let fd = try tcpSocket()
             fds.append(fd)
             var addr = loopback(port: 0)
@@ -117,7 +127,8 @@ public enum FreePorts {
                 $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
             }
             guard got == 0 else { throw ChildProcessError("getsockname: \(String(cString: strerror(errno)))") }
-            ports.append(Int(UInt16(bigEndian: addr.sin_port)))
+            let port = Int(UInt16(bigEndian: addr.sin_port))
+            if handedOut.withLock({ $0.insert(port).inserted }) { ports.append(port) }
         }
         return ports
     }
