@@ -92,17 +92,27 @@ enum FileIO {
 
 /// An exclusive `flock` on `<dir>/LOCK`, held while the object lives (released when the fd closes,
 /// also when the process dies). A second open of the same directory, from this or another process,
-/// fails with `DirectoryLockedError`.
+/// fails with `DirectoryLockedError` once the lock has stayed taken for `waitMillis`: a process that
+/// forks a child while it holds the lock (posix_spawn) shares it with the child until the child's exec
+/// closes the fd (O_CLOEXEC), so a close-then-reopen in the parent (a snapshot install) can meet it
+/// for that moment.
 public final class DirectoryLock {
     public let path: String
     private var fd: Int32
+    static let waitMillis = 1000
 
     public init(directory: String) throws {
         try FileIO.mkdirs(directory)
         path = directory + "/LOCK"
         fd = try FileIO.open(path, O_RDWR | O_CREAT)
-        if flock(fd, LOCK_EX | LOCK_NB) < 0 {
+        var waited = 0
+        while flock(fd, LOCK_EX | LOCK_NB) < 0 {
             let e = errno
+            if e == EWOULDBLOCK && waited < Self.waitMillis {
+                usleep(10_000)
+                waited += 10
+                continue
+            }
             close(fd)
             if e == EWOULDBLOCK { throw DirectoryLockedError(path: path) }
             throw StorageIOError(operation: "flock", path: path, errno: e)
