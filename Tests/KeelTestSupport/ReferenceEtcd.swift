@@ -136,6 +136,22 @@ public enum FreePorts {
     /// One free port.
     public static func allocate() throws -> Int { try allocate(1)[0] }
 
+    /// A 127.0.0.1 port outside the ephemeral range, bound by a socket that does not listen: connecting
+    /// to it is refused, and nothing else can bind it until the socket is closed. Returns (fd, port).
+    public static func reserveRefusing() throws -> (fd: Int32, port: Int) {
+        for _ in 0..<200 {
+            let p = Int.random(in: 20_000..<32_000)
+            let fd = try tcpSocket()
+            var addr = loopback(port: p)
+            let ok = withUnsafePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            if ok == 0 { return (fd, p) }
+            close(fd)
+        }
+        throw ChildProcessError("no free port to reserve")
+    }
+
     /// True if something accepts TCP connections on 127.0.0.1:port right now.
     public static func isListening(_ port: Int) -> Bool {
         guard let fd = try? tcpSocket() else { return false }

@@ -280,8 +280,8 @@ func numbered(_ n: Int, from: UInt64, to: UInt64, payload: Int = 0) -> Raft.Mess
         // Member 3's port: held by a socket that is bound but never listens, for the whole test, so
         // connecting is refused and no parallel test can bind it meanwhile (a port closed again could
         // be taken by another test's random bind: CI once saw 15,000 messages "sent" to member 3).
-        let dead = try ReservedPort()
-        defer { dead.release() }
+        let dead = try FreePorts.reserveRefusing()
+        defer { close(dead.fd) }
         let deadURL = "http://127.0.0.1:\(dead.port)"
         a.transport.setPeer(id: 2, peerURLs: [b.url])
         a.transport.setPeer(id: 3, peerURLs: [deadURL])
@@ -623,29 +623,3 @@ func numbered(_ n: Int, from: UInt64, to: UInt64, payload: Int = 0) -> Raft.Mess
     }
 }
 
-/// A 127.0.0.1 port outside the ephemeral range, bound by a socket that does not listen: connecting
-/// to it is refused, and nothing else can bind it until `release`.
-final class ReservedPort: Sendable {
-    let fd: Int32
-    let port: Int
-
-    init() throws {
-        for _ in 0..<200 {
-            let p = Int.random(in: 20_000..<32_000)
-            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            guard fd >= 0 else { break }
-            var addr = sockaddr_in()
-            addr.sin_family = sa_family_t(AF_INET)
-            addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-            addr.sin_port = UInt16(p).bigEndian
-            let ok = withUnsafePointer(to: &addr) { ptr in
-                ptr.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
-            }
-            if ok { self.fd = fd; self.port = p; return }
-            close(fd)
-        }
-        throw GRPCStatus(.internal, "no free port to reserve")
-    }
-
-    func release() { close(fd) }
-}
