@@ -318,7 +318,7 @@ final class Applier {
         guard mustCommit else {
             for (_, p) in promises {
                 // Committed before this process started applying (replayed) or already applied.
-                p.succeed(.failed(GRPCStatus(.unavailable, "etcdserver: request was applied before restart")))
+                p.succeed(.failed(Self.appliedBeforeRestart))
             }
             scheduleGroupCommit()
             return
@@ -348,7 +348,7 @@ final class Applier {
                 answer(p, r)
             } else {
                 // Committed before this process started applying (replayed) or already applied.
-                p.succeed(.failed(GRPCStatus(.unavailable, "etcdserver: request was applied before restart")))
+                p.succeed(.failed(Self.appliedBeforeRestart))
             }
         }
         compactionProgress(pending: pending)
@@ -434,6 +434,10 @@ final class Applier {
     /// that failed, which changed nothing). The others (leases, membership, compaction, alarms)
     /// change state the lessor, watch hub or cluster service only learn after the commit, so their
     /// callers are answered after it.
+    /// The answer to a caller whose entry was applied before this process started applying
+    /// (replayed from the WAL) or already applied.
+    static let appliedBeforeRestart = GRPCStatus(.unavailable, "etcdserver: request was applied before restart")
+
     static func answersBeforeCommit(_ r: ApplyResult) -> Bool {
         switch r {
         case .put, .deleteRange, .txn, .failed: true
