@@ -1,6 +1,11 @@
 import CNGHTTP2
 import NIOCore
 import Synchronization
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
 
 /// Header list as received or to be sent, in order.
 public typealias GRPCMetadata = [(name: String, value: String)]
@@ -458,6 +463,8 @@ final class H2Connection: ChannelInboundHandler {
     var inFlush = false
     /// Frame bytes from mem_send not yet handed to the channel (kept in order with NO_COPY data).
     var pending: ByteBuffer?
+    /// The last frame buffer handed to the channel, reused by `frameBuffer` (see there).
+    var spareFrameBuffer: ByteBuffer?
     var wroteSinceFlush = false
     var goingAway = false
     var receivedGoAway = false
@@ -468,6 +475,17 @@ final class H2Connection: ChannelInboundHandler {
     var onGoAway: (() -> Void)?
     var shutdownPingPending = false
     var finalGoAwayTimer: Scheduled<Void>?
+    /// The header fields of the previous header block, by position: a client sends the same
+    /// fields in the same order call after call, so most names and values are reused as they are.
+    var headerText = HeaderTextCache()
+    /// Runs the tasks of calls whose handlers prefer this connection's loop (made on first use).
+    var taskExecutor: EventLoopTaskExecutor {
+        if let e = _taskExecutor { return e }
+        let e = EventLoopTaskExecutor(loop)
+        _taskExecutor = e
+        return e
+    }
+    private var _taskExecutor: EventLoopTaskExecutor?
 
     init(isServer: Bool, config: HTTP2Configuration, counters: HTTP2Counters, loop: any EventLoop) {
         self.isServer = isServer
@@ -626,7 +644,7 @@ final class H2Connection: ChannelInboundHandler {
                 return
             }
             if n == 0 { break }
-            if pending == nil { pending = context.channel.allocator.buffer(capacity: max(n, 16 * 1024)) }
+            if pending == nil { pending = frameBuffer(context, capacity: n) }
             pending!.writeBytes(UnsafeRawBufferPointer(start: ptr, count: n))
             if pending!.readableBytes >= 64 * 1024 { writePending(context) }
             if !context.channel.isActive { break }
@@ -644,15 +662,27 @@ final class H2Connection: ChannelInboundHandler {
         if let p = pending, p.readableBytes > 0 {
             context.write(wrapOutboundOut(p), promise: nil)
             wroteSinceFlush = true
+            spareFrameBuffer = p
         }
         pending = nil
+    }
+
+    /// A buffer for frame bytes: the last one written, once the channel has written it out and let
+    /// go of it (then `clear()` keeps its storage: no 16 KiB malloc per flush), else a new one.
+    private func frameBuffer(_ context: ChannelHandlerContext, capacity: Int) -> ByteBuffer {
+        if var b = spareFrameBuffer {
+            spareFrameBuffer = nil
+            b.clear(minimumCapacity: max(capacity, 16 * 1024))
+            return b
+        }
+        return context.channel.allocator.buffer(capacity: max(capacity, 16 * 1024))
     }
 
     /// NO_COPY DATA frame: everything mem_send returned so far, then the 9-byte header, then the
     /// payload as slices of the stream's queued buffers.
     fileprivate func onSendData(stream id: Int32, header: UnsafeRawBufferPointer, length: Int) -> Int32 {
         guard let context, let s = streams[id] else { return Int32(NGHTTP2_ERR_CALLBACK_FAILURE.rawValue) }
-        if pending == nil { pending = context.channel.allocator.buffer(capacity: 16 * 1024) }
+        if pending == nil { pending = frameBuffer(context, capacity: header.count) }
         pending!.writeBytes(header)
         writePending(context)
         s.takeOutbound(length) { slice in
@@ -803,6 +833,7 @@ final class H2Connection: ChannelInboundHandler {
         }
         if let s = streams[id] {
             s.pendingHeaderBlock = []
+            s.pendingHeaderBlock.reserveCapacity(16)
             if isServer { s.headerCheck = RequestHeaderValidator(trailer: s.headersComplete) }
         }
         return 0
@@ -834,7 +865,8 @@ final class H2Connection: ChannelInboundHandler {
                 return 0
             }
         }
-        s.pendingHeaderBlock.append((String(decoding: name, as: UTF8.self), String(decoding: value, as: UTF8.self)))
+        let position = s.pendingHeaderBlock.count
+        s.pendingHeaderBlock.append((headerText.name(at: position, name), headerText.value(at: position, value)))
         return 0
     }
 
@@ -981,4 +1013,41 @@ private let h2ReadData: nghttp2_data_source_read_callback = { _, streamID, buf, 
 private let h2SendData: nghttp2_send_data_callback = { _, frame, framehd, length, _, user in
     conn(user).onSendData(stream: frame!.pointee.hd.stream_id, header: UnsafeRawBufferPointer(start: framehd, count: 9),
                           length: length)
+}
+
+/// Strings of recently received header fields, by position in the header block (confined to
+/// one connection's loop). A field whose bytes equal the cached ones at its position gets the
+/// cached String (a retain) instead of a new one (UTF-8 validation, and a heap copy for any text
+/// over 15 bytes: `:path`, `content-type`, `grpc-accept-encoding`, ...). Bounded: the first
+/// `positions` fields of a block, texts up to `maxBytes`.
+struct HeaderTextCache {
+    static let positions = 24
+    static let maxBytes = 128
+
+    private struct Entry {
+        var bytes: [UInt8]
+        var text: String
+    }
+    private var names: [Entry?] = []
+    private var values: [Entry?] = []
+
+    mutating func name(at position: Int, _ bytes: UnsafeRawBufferPointer) -> String {
+        Self.lookup(&names, position, bytes)
+    }
+
+    mutating func value(at position: Int, _ bytes: UnsafeRawBufferPointer) -> String {
+        Self.lookup(&values, position, bytes)
+    }
+
+    private static func lookup(_ table: inout [Entry?], _ position: Int, _ bytes: UnsafeRawBufferPointer) -> String {
+        guard position < positions, bytes.count <= maxBytes else { return String(decoding: bytes, as: UTF8.self) }
+        if position < table.count, let e = table[position], e.bytes.count == bytes.count,
+           bytes.isEmpty || e.bytes.withUnsafeBytes({ memcmp($0.baseAddress!, bytes.baseAddress!, bytes.count) == 0 }) {
+            return e.text
+        }
+        let text = String(decoding: bytes, as: UTF8.self)
+        if table.count <= position { table.append(contentsOf: repeatElement(nil, count: position + 1 - table.count)) }
+        table[position] = Entry(bytes: Array(bytes), text: text)
+        return text
+    }
 }

@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
 /// HTTP/2 request-header checks of the server, done by us instead of nghttp2.
 ///
 /// The server session runs nghttp2 with `no_http_messaging`, because nghttp2's messaging checks
@@ -29,7 +35,8 @@ struct RequestHeaderValidator {
 
     /// True for a trailer block (the second header block of a request).
     let trailer: Bool
-    private var seenPseudo: Set<String> = []
+    /// Pseudo-headers seen so far, one bit each (`Pseudo`): no set of strings per request.
+    private var seenPseudo: UInt8 = 0
     private var sawRegular = false
     /// The request's content-length, if it sent one.
     private(set) var contentLength: Int64?
@@ -49,52 +56,72 @@ struct RequestHeaderValidator {
         }
         guard name.allSatisfy(Self.isTokenChar) else { return .ignore }
         guard Self.isValidValue(value) else { return .ignore }
-        switch String(decoding: name, as: UTF8.self) {
-        case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
+        if Self.equals(name, "connection") || Self.equals(name, "keep-alive") || Self.equals(name, "proxy-connection")
+            || Self.equals(name, "transfer-encoding") || Self.equals(name, "upgrade") {
             return .malformed("connection-specific header")
-        case "te":
+        }
+        if Self.equals(name, "te") {
             guard Self.equalsIgnoringCase(value, "trailers") else { return .malformed("te other than trailers") }
-        case "content-length":
+        } else if Self.equals(name, "content-length") {
             guard !value.isEmpty, value.count <= 18, value.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else {
                 return .malformed("invalid content-length")
             }
             let n = value.reduce(Int64(0)) { $0 * 10 + Int64($1 - 0x30) }
             if let previous = contentLength, previous != n { return .malformed("conflicting content-length") }
             contentLength = n
-        default:
-            break
         }
         return .accept
+    }
+
+    /// The four request pseudo-headers, as bits of `seenPseudo`.
+    private enum Pseudo: UInt8 {
+        case method = 1, scheme = 2, path = 4, authority = 8
+
+        init?(_ name: UnsafeRawBufferPointer) {
+            if RequestHeaderValidator.equals(name, ":method") { self = .method }
+            else if RequestHeaderValidator.equals(name, ":scheme") { self = .scheme }
+            else if RequestHeaderValidator.equals(name, ":path") { self = .path }
+            else if RequestHeaderValidator.equals(name, ":authority") { self = .authority }
+            else { return nil }
+        }
+
+        var name: String {
+            switch self {
+            case .method: ":method"
+            case .scheme: ":scheme"
+            case .path: ":path"
+            case .authority: ":authority"
+            }
+        }
     }
 
     private mutating func checkPseudo(name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) -> Verdict {
         if trailer { return .malformed("pseudo-header in trailers") }
         if sawRegular { return .malformed("pseudo-header after regular header") }
-        let n = String(decoding: name, as: UTF8.self)
+        guard let p = Pseudo(name) else { return .malformed("unknown pseudo-header") }
         let valid: Bool
-        switch n {
-        case ":method":
+        switch p {
+        case .method:
             valid = !value.isEmpty && value.allSatisfy { Self.isTokenChar($0) || Self.isAlpha($0) }
-        case ":scheme":
+        case .scheme:
             valid = value.first.map(Self.isAlpha) == true
                 && value.allSatisfy { Self.isAlpha($0) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2B || $0 == 0x2D || $0 == 0x2E }
-        case ":path":
+        case .path:
             valid = value.first == UInt8(ascii: "/") && value.allSatisfy { $0 > 0x20 && $0 != 0x7F }
-        case ":authority":
+        case .authority:
             valid = Self.isValidValue(value)
-        default:
-            return .malformed("unknown pseudo-header")
         }
-        guard valid else { return .malformed("invalid \(n)") }
-        guard seenPseudo.insert(n).inserted else { return .malformed("duplicate \(n)") }
+        guard valid else { return .malformed("invalid \(p.name)") }
+        guard seenPseudo & p.rawValue == 0 else { return .malformed("duplicate \(p.name)") }
+        seenPseudo |= p.rawValue
         return .accept
     }
 
     /// After the whole block: the required pseudo-headers are there.
     func finish() -> Verdict {
         if trailer { return .accept }
-        for required in [":method", ":scheme", ":path"] where !seenPseudo.contains(required) {
-            return .malformed("missing \(required)")
+        for required in [Pseudo.method, .scheme, .path] where seenPseudo & required.rawValue == 0 {
+            return .malformed("missing \(required.name)")
         }
         return .accept
     }
@@ -123,6 +150,13 @@ struct RequestHeaderValidator {
         if let f = v.first, f == 0x20 || f == 0x09 { return false }
         if let l = v.last, l == 0x20 || l == 0x09 { return false }
         return v.allSatisfy { ($0 >= 0x20 && $0 != 0x7F) || $0 == 0x09 }
+    }
+
+    /// Byte-for-byte equality with a literal (no String made from the header bytes).
+    static func equals(_ v: UnsafeRawBufferPointer, _ s: StaticString) -> Bool {
+        guard v.count == s.utf8CodeUnitCount else { return false }
+        guard let base = v.baseAddress else { return true }
+        return memcmp(base, s.utf8Start, v.count) == 0
     }
 
     private static func equalsIgnoringCase(_ v: UnsafeRawBufferPointer, _ s: StaticString) -> Bool {

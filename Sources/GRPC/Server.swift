@@ -103,6 +103,8 @@ public struct ServerMethod: Sendable {
     let run: @Sendable (InboundSequence, NIOLoopBound<H2Stream>, any EventLoop, Bool, ServerContext) async throws -> Void
     /// Unary calls: runs with the first request message and ends the call itself on success.
     let unaryRun: (@Sendable (ByteBuffer, NIOLoopBound<H2Stream>, any EventLoop, Bool, ServerContext) async throws -> Void)?
+    /// Whether the handler's task runs on its connection's event loop (see `onConnectionLoop()`).
+    public private(set) var runsOnConnectionLoop = false
 
     init(descriptor: AnyMethodDescriptor,
          run: @escaping @Sendable (InboundSequence, NIOLoopBound<H2Stream>, any EventLoop, Bool, ServerContext) async throws -> Void,
@@ -110,6 +112,16 @@ public struct ServerMethod: Sendable {
         self.descriptor = descriptor
         self.run = run
         self.unaryRun = unaryRun
+    }
+
+    /// This method with its handler's task preferring the connection's event loop as executor
+    /// (`EventLoopTaskExecutor`) instead of the cooperative pool: reading a request message, and
+    /// sending a response, then cost no thread switch. Only for handlers that never block and
+    /// do little work per message (they share the loop with every other call on it).
+    public func onConnectionLoop() -> ServerMethod {
+        var m = self
+        m.runsOnConnectionLoop = true
+        return m
     }
 
     public static func unary<Req, Resp>(
@@ -175,10 +187,12 @@ public struct ServerMethod: Sendable {
                 try await unary(message, stream, loop, gz, ctx)
             }
         }
-        return ServerMethod(descriptor: descriptor, run: { inbound, stream, loop, gz, ctx in
+        var m = ServerMethod(descriptor: descriptor, run: { inbound, stream, loop, gz, ctx in
             try check(ctx)
             try await run(inbound, stream, loop, gz, ctx)
         }, unaryRun: checkedUnary)
+        m.runsOnConnectionLoop = runsOnConnectionLoop
+        return m
     }
 
     /// A streaming method whose call also ends when a monitor returns: `monitor` picks one for the
@@ -189,7 +203,7 @@ public struct ServerMethod: Sendable {
                           status: GRPCStatus) -> ServerMethod {
         guard unaryRun == nil else { return self }
         let run = self.run
-        return ServerMethod(descriptor: descriptor, run: { inbound, stream, loop, gz, ctx in
+        var m = ServerMethod(descriptor: descriptor, run: { inbound, stream, loop, gz, ctx in
             guard let watch = monitor(ctx) else {
                 try await run(inbound, stream, loop, gz, ctx)
                 return
@@ -208,6 +222,8 @@ public struct ServerMethod: Sendable {
                 if monitorEnded { throw status }
             }
         })
+        m.runsOnConnectionLoop = runsOnConnectionLoop
+        return m
     }
 
     private static func single<Req>(_ requests: RequestStream<Req>) async throws -> Req {
@@ -396,8 +412,8 @@ final class ServerDispatcher: H2StreamOwner {
             }
             s.deframer.encoding = "gzip"
         }
-        let clientAcceptsGzip = accept.split(separator: ",").contains { $0.trimmingCharacters(in: " ") == "gzip" }
-        s.compressOutbound = encoding == "gzip" || (config.compressResponses && clientAcceptsGzip)
+        s.compressOutbound = encoding == "gzip"
+            || (config.compressResponses && accept.split(separator: ",").contains { $0.trimmingCharacters(in: " ") == "gzip" })
         var deadline: NIODeadline?
         if let t = timeout {
             guard let ns = GRPCTimeout.parse(t) else {
@@ -417,12 +433,13 @@ final class ServerDispatcher: H2StreamOwner {
         let loop = connection.loop
         let bound = NIOLoopBound(s, eventLoop: loop)
         let gz = s.compressOutbound
+        let executor = m.runsOnConnectionLoop ? connection.taskExecutor : nil
         if let unary = m.unaryRun {
             // Unary: no inbound sequence and no task until the request message is here; the
             // task starts with it (the stream clears this closure when it ends first).
             s.unaryMode = true
             s.unaryStart = { message in
-                bound.value.task = Task {
+                bound.value.task = Task(executorPreference: executor) {
                     do {
                         try await unary(message, bound, loop, gz, ctx)
                     } catch {
@@ -435,7 +452,7 @@ final class ServerDispatcher: H2StreamOwner {
         }
         let inbound = s.makeInbound()
         let run = m.run
-        s.task = Task {
+        s.task = Task(executorPreference: executor) {
             var status = GRPCStatus.ok
             do {
                 try await run(inbound, bound, loop, gz, ctx)
