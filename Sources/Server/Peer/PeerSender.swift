@@ -123,15 +123,18 @@ final class PeerSender {
         self.transport = transport
         self.id = id
         self.urls = urls
+        // The queue, the peer's connections and the drain task all live on the transport's loop:
+        // a message the Raft loop hands over is queued, taken, encoded and written to the socket
+        // on that one thread (no hop through the cooperative pool and back).
         self.clients = urls.map { url in
             var c = GRPCClient.Configuration(host: url.bindHost, port: url.port)
             c.http2 = transport.options.http2
-            return GRPCClient(configuration: c, group: transport.group)
+            return GRPCClient(configuration: c, group: transport.loop)
         }
         self.queue = NIOLoopBound(PeerQueue(capacity: transport.options.queueCapacity), eventLoop: transport.loop)
         let runner = PeerStreamRunner(transport: transport, id: id, clients: clients,
                                       queue: PeerQueueHandle(queue: queue, loop: transport.loop))
-        self.task = Task { await runner.run() }
+        self.task = Task(executorPreference: transport.taskExecutor) { await runner.run() }
     }
 
     /// On the loop: queue messages, or drop them and report the peer unreachable.

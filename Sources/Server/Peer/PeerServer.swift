@@ -13,9 +13,11 @@ struct PeerRaftService: GRPCService {
     var methods: [ServerMethod] {
         let t = transport
         return [
+            // Decoding a batch and handing it to the Raft loop is all it does per message: on the
+            // connection's loop, a received message reaches the Raft loop with one thread switch.
             .bidirectionalStreaming(Raftpb.Raft.stream) { requests, writer, ctx in
                 try await t.serveStream(requests, writer, ctx)
-            },
+            }.onConnectionLoop(),
             .clientStreaming(Raftpb.Raft.sendSnapshot) { chunks, ctx in
                 try await t.receiveSnapshot(chunks, ctx)
             },

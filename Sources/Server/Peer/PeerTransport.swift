@@ -147,6 +147,8 @@ public final class PeerTransport: Sendable {
     let handlers: Handlers
     /// The loop that owns `registry` and every peer queue.
     let loop: any EventLoop
+    /// Runs the peers' drain tasks on `loop` (see PeerSender).
+    let taskExecutor: EventLoopTaskExecutor
     let registry: NIOLoopBoundBox<Registry>
     let counters = Counters()
 
@@ -166,6 +168,7 @@ public final class PeerTransport: Sendable {
         self.handlers = handlers
         self.options = options
         self.loop = group.next()
+        self.taskExecutor = EventLoopTaskExecutor(loop)
         self.registry = NIOLoopBoundBox.makeBoxSendingValue(Registry(), eventLoop: loop)
         let stale = PeerFile.removeStaleParts(in: snapshotDir)
         if stale > 0 {
