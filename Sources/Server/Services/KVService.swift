@@ -47,12 +47,16 @@ public struct KVService: GRPCService {
     public init(core: KeelCore) { self.core = core }
 
     public var methods: [ServerMethod] {
+        // Writes only check, encode and propose, then wait for the apply loop, which builds the
+        // response: their tasks run on the connection's loop, so a write costs two thread switches
+        // (to the Raft loop, back from the apply loop) instead of four through the cooperative
+        // pool. Range reads the store in the handler (a large range takes long): it stays on the pool.
         [
             .unary(Etcdserverpb.KV.range) { req, _ in try await self.range(req) },
-            .unary(Etcdserverpb.KV.put) { req, _ in try await self.put(req) },
-            .unary(Etcdserverpb.KV.deleteRange) { req, _ in try await self.deleteRange(req) },
-            .unary(Etcdserverpb.KV.txn) { req, _ in try await self.txn(req) },
-            .unary(Etcdserverpb.KV.compact) { req, _ in try await self.compact(req) },
+            .unary(Etcdserverpb.KV.put) { req, _ in try await self.put(req) }.onConnectionLoop(),
+            .unary(Etcdserverpb.KV.deleteRange) { req, _ in try await self.deleteRange(req) }.onConnectionLoop(),
+            .unary(Etcdserverpb.KV.txn) { req, _ in try await self.txn(req) }.onConnectionLoop(),
+            .unary(Etcdserverpb.KV.compact) { req, _ in try await self.compact(req) }.onConnectionLoop(),
         ]
     }
 
