@@ -299,10 +299,12 @@ final class Applier {
         shared.appliedRevision.store(w.revision, ordering: .relaxed)
         shared.answeredIndex.store(lastIndex, ordering: .releasing)
         shared.proposalsApplied.add(UInt64(applied), ordering: .relaxed)
+        var answers = AnswerBatch()
         for (id, r) in results where Self.answersBeforeCommit(r) {
             guard let p = promises.removeValue(forKey: id) else { continue }
-            answer(p, r)
+            answer(p, r, via: &answers)
         }
+        answers.send()
         openEntries += applied; openBytes += bytes
         openLastIndex = lastIndex
         // Watchers get the batch now; history they read stays bounded by what is committed.
@@ -339,13 +341,15 @@ final class Applier {
         publishCommitted()
         if let c = compactedTo { hooks.compacted?(c) }
         if !leaseChanges.isEmpty { hooks.leases?(leaseChanges) }
+        var lateAnswers = AnswerBatch()
+        defer { lateAnswers.send() }
         for (id, p) in promises {
             if let r = results[id] {
                 if case .compaction = r, physical.contains(id), pending {
                     physicalWaiters.append((p, r))
                     continue
                 }
-                answer(p, r)
+                answer(p, r, via: &lateAnswers)
             } else {
                 // Committed before this process started applying (replayed) or already applied.
                 p.succeed(.failed(Self.appliedBeforeRestart))
@@ -424,10 +428,11 @@ final class Applier {
         readWaiters = []
     }
 
-    /// Completes a caller's promise with its request's result (failures are counted for /metrics).
-    private func answer(_ p: EventLoopPromise<ApplyResult>, _ r: ApplyResult) {
+    /// Completes a caller's promise with its request's result (failures are counted for /metrics),
+    /// through `answers`.
+    private func answer(_ p: EventLoopPromise<ApplyResult>, _ r: ApplyResult, via answers: inout AnswerBatch) {
         if case .failed = r { shared.proposalsFailed.add(1, ordering: .relaxed) }
-        p.succeed(r)
+        answers.add(p, r)
     }
 
     /// Results whose callers are answered before the batch's LMDB commit: KV writes (and requests
@@ -639,5 +644,31 @@ final class Applier {
         queue.removeAll()
         for w in readWaiters { for p in w.promises { p.fail(EtcdError.stopped) } }
         readWaiters.removeAll()
+    }
+}
+
+/// The answers of one apply batch, grouped by the loop their promises belong to (the callers'
+/// connection loops, see `KeelCore.answerLoop`): `send` completes each group with ONE job on its
+/// loop, where completing each promise from here would cost one job (a lock, often a wake-up) per
+/// caller. Promises of the apply loop itself are completed at once by `add`.
+struct AnswerBatch {
+    private var groups: [ObjectIdentifier: (loop: any EventLoop, answers: [(EventLoopPromise<ApplyResult>, ApplyResult)])] = [:]
+
+    mutating func add(_ p: EventLoopPromise<ApplyResult>, _ r: ApplyResult) {
+        let loop = p.futureResult.eventLoop
+        if loop.inEventLoop {
+            p.succeed(r)
+            return
+        }
+        groups[ObjectIdentifier(loop), default: (loop, [])].answers.append((p, r))
+    }
+
+    /// Hands every group to its loop (in the order added within a group).
+    mutating func send() {
+        for (_, g) in groups {
+            let answers = g.answers
+            g.loop.execute { for (p, r) in answers { p.succeed(r) } }
+        }
+        groups = [:]
     }
 }

@@ -62,9 +62,7 @@ public final class KeelCore: Sendable {
         let data = req.serializedBytes()
         // etcd: the marshalled internal request may not exceed --max-request-bytes.
         if data.count > config.maxRequestBytes { throw EtcdError.requestTooLarge }
-        // The apply loop completes the promise: made on that loop, its completion resumes the
-        // caller at once instead of hopping through the Raft loop (busy in fdatasync).
-        let promise = applyLoop.makePromise(of: ApplyResult.self)
+        let promise = Self.answerLoop(applyLoop).makePromise(of: ApplyResult.self)
         let host = self.host
         let id = req.id
         raftLoop.execute { host.value.propose(id: id, data: data, promise: promise) }
@@ -75,6 +73,16 @@ public final class KeelCore: Sendable {
         }
     }
 
+    /// The loop the promise of a caller's request is made on: the caller's own event loop when it
+    /// runs on one (a handler on its connection's loop: awaiting the future then registers its
+    /// callback directly, where a future of another loop costs a job on that loop, and a wake-up of
+    /// the apply loop, per request), else the apply loop, which completes these promises (so the
+    /// completion resumes the caller at once instead of hopping through the Raft loop, busy in
+    /// fdatasync).
+    static func answerLoop(_ applyLoop: any EventLoop) -> any EventLoop {
+        MultiThreadedEventLoopGroup.currentEventLoop ?? applyLoop
+    }
+
     /// Waits until a linearizable read may be served from the local store: a ReadIndex round
     /// (one per Raft turn, shared by every read that arrived meanwhile) confirmed this member is
     /// still the leader, and the apply loop has applied up to the read index. On a one-member
@@ -82,7 +90,7 @@ public final class KeelCore: Sendable {
     /// after a restart, while the WAL tail is being re-applied.
     public func linearizableBarrier() async throws(GRPCStatus) {
         if shared.stopped.load(ordering: .relaxed) { throw EtcdError.stopped }
-        let promise = applyLoop.makePromise(of: Void.self)
+        let promise = Self.answerLoop(applyLoop).makePromise(of: Void.self)
         let host = self.host
         raftLoop.execute { host.value.readBarrier(promise) }
         try await Self.wait(for: promise)
@@ -96,7 +104,7 @@ public final class KeelCore: Sendable {
     public func visibilityBarrier() async throws(GRPCStatus) {
         let answered = shared.answeredIndex.load(ordering: .acquiring)
         guard answered > shared.applied else { return }
-        let promise = applyLoop.makePromise(of: Void.self)
+        let promise = Self.answerLoop(applyLoop).makePromise(of: Void.self)
         let applier = self.applier
         applyLoop.execute { applier.value.whenApplied(answered, [promise]) }
         try await Self.wait(for: promise)
@@ -122,7 +130,7 @@ public final class KeelCore: Sendable {
         ctx.id = shared.newID()
         ctx.member = member
         let cc = ConfChange(type: type, nodeID: nodeID, context: ctx.serializedBytes())
-        let promise = applyLoop.makePromise(of: ApplyResult.self)
+        let promise = Self.answerLoop(applyLoop).makePromise(of: ApplyResult.self)
         let host = self.host, id = ctx.id
         raftLoop.execute { host.value.proposeConfChange(id: id, cc: cc, promise: promise) }
         let r: ApplyResult
