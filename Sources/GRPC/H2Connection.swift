@@ -798,26 +798,25 @@ final class H2Connection: ChannelInboundHandler {
     }
 
     private func withNVs<R>(_ headers: GRPCMetadata, _ body: (UnsafePointer<nghttp2_nv>, Int) -> R) -> R {
-        // One contiguous buffer holding every name and value, then nv entries pointing into it.
-        var bytes = [UInt8]()
-        bytes.reserveCapacity(headers.reduce(0) { $0 + $1.name.utf8.count + $1.value.utf8.count })
-        var ranges: [(Int, Int, Int, Int)] = []
-        ranges.reserveCapacity(headers.count)
-        for (n, v) in headers {
-            let ns = bytes.count
-            bytes.append(contentsOf: n.utf8)
-            let vs = bytes.count
-            bytes.append(contentsOf: v.utf8)
-            ranges.append((ns, vs - ns, vs, bytes.count - vs))
-        }
-        if bytes.isEmpty { bytes.append(0) }
-        return bytes.withUnsafeMutableBufferPointer { buf in
-            let base = buf.baseAddress!
-            var nvs = ranges.map { r in
-                nghttp2_nv(name: base + r.0, value: base + r.2, namelen: r.1, valuelen: r.3,
-                           flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue))
+        // One contiguous buffer holding every name and value, then nv entries pointing into it;
+        // both temporary (on the stack when small): no heap allocation per header block.
+        var total = 0
+        for (n, v) in headers { total += n.utf8.count + v.utf8.count }
+        return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: max(total, 1)) { bytes in
+            withUnsafeTemporaryAllocation(of: nghttp2_nv.self, capacity: max(headers.count, 1)) { nvs in
+                let base = bytes.baseAddress!
+                var off = 0
+                for (i, (n, v)) in headers.enumerated() {
+                    let ns = off
+                    off = UnsafeMutableBufferPointer(rebasing: bytes[off...]).initialize(from: n.utf8).1 + off
+                    let vs = off
+                    off = UnsafeMutableBufferPointer(rebasing: bytes[off...]).initialize(from: v.utf8).1 + off
+                    (nvs.baseAddress! + i).initialize(to: nghttp2_nv(name: base + ns, value: base + vs, namelen: vs - ns,
+                                                                     valuelen: off - vs,
+                                                                     flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue)))
+                }
+                return body(UnsafePointer(nvs.baseAddress!), headers.count)
             }
-            return nvs.withUnsafeMutableBufferPointer { nvb in body(UnsafePointer(nvb.baseAddress!), nvb.count) }
         }
     }
 
