@@ -78,9 +78,21 @@ struct GRPCDeframer {
 
     mutating func append(_ bytes: UnsafeRawBufferPointer, allocator: ByteBufferAllocator) {
         if buffer == nil {
-            buffer = allocator.buffer(capacity: max(bytes.count, 1024))
+            buffer = allocator.buffer(capacity: Self.firstCapacity(bytes))
         }
         buffer!.writeBytes(bytes)
+    }
+
+    /// The size of a new buffer: the whole first message when its prefix is here and it is not
+    /// large (a unary request usually arrives in one chunk, and a buffer of its size comes from
+    /// malloc's per-thread cache, where the 1 KiB minimum did not), else what arrived, at least
+    /// 1 KiB (the buffer grows as more arrives).
+    static func firstCapacity(_ bytes: UnsafeRawBufferPointer) -> Int {
+        if bytes.count >= 5 {
+            let length = Int(bytes[1]) << 24 | Int(bytes[2]) << 16 | Int(bytes[3]) << 8 | Int(bytes[4])
+            if length <= 64 * 1024 { return max(5 + length, bytes.count) }
+        }
+        return max(bytes.count, 1024)
     }
 
     /// The next complete message, decompressed; nil when more bytes are needed.

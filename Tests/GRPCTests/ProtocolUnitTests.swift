@@ -53,6 +53,27 @@ import Testing
         #expect(d.bufferedBytes == 0)
     }
 
+    @Test func deframerSizesItsFirstBufferForTheFirstMessage() throws {
+        func cap(_ b: [UInt8]) -> Int { b.withUnsafeBytes { GRPCDeframer.firstCapacity($0) } }
+        #expect(cap([0, 0, 0, 1, 0x2C] + [UInt8](repeating: 7, count: 300)) == 305)  // one whole message
+        #expect(cap([0, 0, 0, 0, 2, 1, 2, 0, 0]) == 9)            // one message and a part of the next
+        #expect(cap([0, 0, 0, 4, 0] + [1, 2]) == 1029)            // a part of a 1 KiB message: all of it
+        #expect(cap([0, 0, 1, 0, 1] + [1]) == 1024)               // a large one: grows as it arrives
+        #expect(cap([0, 0]) == 1024)                              // no prefix yet
+        // A first chunk with a whole message and the start of the next: the buffer grows for the rest.
+        let alloc = ByteBufferAllocator()
+        var d = GRPCDeframer(maxMessageSize: 10_000)
+        let second = [UInt8](repeating: 9, count: 3000)
+        let wire: [UInt8] = [0, 0, 0, 0, 2, 0xA, 0xB] + [0, 0, 0, 0x0B, 0xB8] + second
+        var got: [[UInt8]] = []
+        for chunk in [wire[0..<9], wire[9..<2000], wire[2000...]] {
+            Array(chunk).withUnsafeBytes { d.append($0, allocator: alloc) }
+            while let m = try d.next(allocator: alloc) { got.append(Array(m.readableBytesView)) }
+        }
+        #expect(got == [[0xA, 0xB], second])
+        #expect(d.bufferedBytes == 0)
+    }
+
     @Test func deframerRejectsOversizedAndBadFlags() {
         let alloc = ByteBufferAllocator()
         var d = GRPCDeframer(maxMessageSize: 100)
