@@ -61,8 +61,10 @@ let package = Package(
         // The Keel server: etcd v3 services on the Raft loop, the apply loop and the MVCC store.
         .target(name: "Server", dependencies: ["KeelAPI", "GRPC", "Raft", "Storage", nio, nioPosix, logging,
                                                .product(name: "NIOHTTP1", package: "swift-nio")]),
+        // jemalloc as the server's malloc (see Sources/keel/Allocator.swift).
+        .systemLibrary(name: "CJemalloc", pkgConfig: "jemalloc", providers: [.apt(["libjemalloc-dev"])]),
         .executableTarget(name: "keel", dependencies: [
-            "Server", logging,
+            "Server", "CJemalloc", logging,
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 

@@ -140,7 +140,7 @@ do {
     logger.critical("failed to start", metadata: ["error": "\(error)"])
     fail("\(error)", code: 1)
 }
-logger.info("ready to serve client requests", metadata: ["ports": "\(server.clientPorts)"])
+logger.info("ready to serve client requests", metadata: ["ports": "\(server.clientPorts)", "malloc": "\(Allocator.name)"])
 // etcd stops a member that applied its own removal; it stays up two election timeouts first (the
 // others may still need its vote until they have applied the removal too).
 let removedTask = Task {

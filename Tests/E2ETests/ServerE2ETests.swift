@@ -39,6 +39,22 @@ func httpGet(port: Int, path: String) throws -> (status: Int, body: String) {
         #expect(await k.stop() == .exited(0))
     }
 
+    /// etcd creates a data dir whose parents are missing too (fileutil.TouchDirAll, mode 0700), and
+    /// keel's process runs on jemalloc (its start-up line says which malloc serves it).
+    @Test func dataDirWithMissingParentsAndTheMalloc() async throws {
+        let base = try Proc.tempDir("keel-nested")
+        defer { try? FileManager.default.removeItem(atPath: base) }
+        let k = try await KeelProcess.start(dir: base + "/a/b")
+        let put = try await k.ctl(["put", "nested", "yes"])
+        #expect(put.stdout == "OK\n", "\(put)")
+        for d in ["/a", "/a/b", "/a/b/data"] {
+            var st = stat()
+            #expect(stat(base + d, &st) == 0 && st.st_mode & 0o777 == 0o700, "\(d): mode \(String(st.st_mode & 0o777, radix: 8))")
+        }
+        #expect(k.process.stderr.contains("\"malloc\":\"jemalloc "), "\(k.process.stderr.suffix(600))")
+        #expect(await k.stop() == .exited(0))
+    }
+
     @Test func maintenanceAndHTTPEndpoints() async throws {
         let keel = try await KeelProcess.start()
         _ = try await keel.ctl(["put", "a", "1"])
