@@ -463,7 +463,8 @@ final class H2Connection: ChannelInboundHandler {
     var inFlush = false
     /// Frame bytes from mem_send not yet handed to the channel (kept in order with NO_COPY data).
     var pending: ByteBuffer?
-    /// The last frame buffer handed to the channel, reused by `frameBuffer` (see there).
+    /// The last frame buffer handed to the channel, reused by `frameBuffer` (see there); dropped
+    /// when the connection has no open stream.
     var spareFrameBuffer: ByteBuffer?
     var wroteSinceFlush = false
     var goingAway = false
@@ -651,6 +652,8 @@ final class H2Connection: ChannelInboundHandler {
         }
         writePending(context)
         if wroteSinceFlush { context.flush() }
+        // An idle connection keeps no spare buffer: memory only for connections with calls open.
+        if streams.isEmpty { spareFrameBuffer = nil }
         if nghttp2_session_want_read(session) == 0 && nghttp2_session_want_write(session) == 0 {
             context.close(promise: nil)
         } else if goingAway && !shutdownPingPending && streams.isEmpty && nghttp2_session_want_write(session) == 0 {
