@@ -1,23 +1,12 @@
+import GRPC
 import NIOCore
 import NIOPosix
 
-/// A Swift `TaskExecutor` that runs jobs on one NIO event loop.
-///
-/// keel-bench's workers prefer the event loops of the client's connections (`--executor loop`, the
-/// default): the worker's code, GRPCClient's nonisolated async code and the continuations that
-/// futures of the connection's loop resume then all run on that loop's thread, instead of bouncing
-/// between the loop and the cooperative pool with a futex wake-up at every hop. Measured in
-/// Benchmarks/RESULTS.md ("keel-bench client"). `--executor pool` keeps Swift's default executor.
-public final class EventLoopTaskExecutor: TaskExecutor {
-    public let loop: any EventLoop
-
-    public init(_ loop: any EventLoop) { self.loop = loop }
-
-    public func enqueue(_ job: consuming ExecutorJob) {
-        let unowned = UnownedJob(job)
-        loop.execute { unowned.runSynchronously(on: self.asUnownedTaskExecutor()) }
-    }
-}
+// Workers run on the event loops of the client's connections through GRPC's `EventLoopTaskExecutor`
+// (`--executor loop`, the default): the worker's code, GRPCClient's nonisolated async code and the
+// continuations that futures of the connection's loop resume then all run on that loop's thread,
+// instead of bouncing between the loop and the cooperative pool with a futex wake-up at every hop.
+// Measured in Benchmarks/RESULTS.md ("keel-bench client"). `--executor pool` keeps Swift's default executor.
 
 /// Where the workers of a run execute.
 public enum WorkerExecutor: String, Sendable, CaseIterable {
