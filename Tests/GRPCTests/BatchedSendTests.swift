@@ -26,12 +26,7 @@ struct BatchedSendTests {
     }
 
     @Test func batchesArriveWholeAndInOrder() async throws {
-        var config = GRPCServer.Configuration()
-        config.host = "127.0.0.1"
-        config.port = 0
-        let server = try await GRPCServer(configuration: config, services: [Batches()])
-        defer { Task { await server.shutdown(timeout: .seconds(5)) } }
-        try await withClient(server) { client in
+        try await withServer([Batches()]) { server in try await withClient(server) { client in
             // 300 messages of 4 KiB: batches up to 24 x 4 KiB, beyond the 256 KiB per-stream high-water mark in total.
             let got = try await client.serverStreaming(Echotest.Echo.expand, request("b", count: 300, replySize: 4096)) { responses in
                 var out: [Int32] = []
@@ -42,6 +37,6 @@ struct BatchedSendTests {
                 return out
             }
             #expect(got == Array(0..<300))
-        }
+        } }
     }
 }

@@ -79,25 +79,34 @@ struct EchoService: GRPCService {
     }
 }
 
-/// Runs `body` against a fresh server on 127.0.0.1 (OS-chosen port); always shuts it down.
-func withEchoServer<R>(
+/// Runs `body` against a fresh server of `services` on 127.0.0.1 (OS-chosen port); always shuts it down.
+func withServer<R>(
+    _ services: [any GRPCService],
     configure: (inout GRPCServer.Configuration) -> Void = { _ in },
-    _ body: (GRPCServer, EchoService) async throws -> R
+    _ body: (GRPCServer) async throws -> R
 ) async throws -> R {
     var config = GRPCServer.Configuration()
     config.host = "127.0.0.1"
     config.port = 0
     configure(&config)
-    let service = EchoService()
-    let server = try await GRPCServer(configuration: config, services: [service])
+    let server = try await GRPCServer(configuration: config, services: services)
     do {
-        let r = try await body(server, service)
+        let r = try await body(server)
         await server.shutdown(timeout: .seconds(5))
         return r
     } catch {
         await server.shutdown(timeout: .seconds(5))
         throw error
     }
+}
+
+/// `withServer` of an EchoService.
+func withEchoServer<R>(
+    configure: (inout GRPCServer.Configuration) -> Void = { _ in },
+    _ body: (GRPCServer, EchoService) async throws -> R
+) async throws -> R {
+    let service = EchoService()
+    return try await withServer([service], configure: configure) { try await body($0, service) }
 }
 
 /// Runs `body` with a client of `server`; always closes it.

@@ -45,12 +45,7 @@ struct HeaderTextCacheTests {
                 }]
             }
         }
-        var config = GRPCServer.Configuration()
-        config.host = "127.0.0.1"
-        config.port = 0
-        let server = try await GRPCServer(configuration: config, services: [HeaderEcho()])
-        defer { Task { await server.shutdown(timeout: .seconds(5)) } }
-        try await withClient(server) { client in
+        try await withServer([HeaderEcho()]) { server in try await withClient(server) { client in
             let values = ["1", "1", "22", "a-value-longer-than-fifteen-bytes", "a-value-longer-than-fifteen-bytez",
                           "a-value-longer-than-fifteen-bytes", "", "1"]
             for (i, a) in values.enumerated() {
@@ -59,6 +54,6 @@ struct HeaderTextCacheTests {
                 let r = try await client.unary(Echotest.Echo.get, request(), options: CallOptions(metadata: metadata))
                 #expect(r.text == a + "|" + (i % 3 == 1 ? "b\(i)" : "-"), "call \(i)")
             }
-        }
+        } }
     }
 }

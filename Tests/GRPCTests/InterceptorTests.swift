@@ -26,13 +26,10 @@ struct InterceptorTests {
     }
 
     func withGuarded<R>(_ body: (GRPCClient, Guarded) async throws -> R) async throws -> R {
-        var config = GRPCServer.Configuration()
-        config.host = "127.0.0.1"
-        config.port = 0
         let service = Guarded()
-        let server = try await GRPCServer(configuration: config, services: [service])
-        defer { Task { await server.shutdown(timeout: .seconds(5)) } }
-        return try await withClient(server) { try await body($0, service) }
+        return try await withServer([service]) { server in
+            try await withClient(server) { try await body($0, service) }
+        }
     }
 
     @Test func aCheckRefusesUnaryAndStreamingCallsBeforeTheirHandler() async throws {

@@ -58,15 +58,10 @@ struct LoopExecutorTests {
 
     @Test(arguments: [true, false])
     func handlersRunWhereTheirMethodSays(onLoop: Bool) async throws {
-        var config = GRPCServer.Configuration()
-        config.host = "127.0.0.1"
-        config.port = 0
         let service = WhereService(onLoop: onLoop)
         #expect(service.methods.allSatisfy { $0.runsOnConnectionLoop == onLoop })
-        let server = try await GRPCServer(configuration: config, services: [service])
-        defer { Task { await server.shutdown(timeout: .seconds(5)) } }
         let want = onLoop ? "loop" : "pool"
-        try await withClient(server) { client in
+        try await withServer([service]) { server in try await withClient(server) { client in
             for i in 0..<3 {
                 let r = try await client.unary(Echotest.Echo.get, request("u\(i)"))
                 #expect(r.text == "u\(i):\(want)")
@@ -82,6 +77,6 @@ struct LoopExecutorTests {
                 return out
             }
             #expect(texts == (0..<3).map { "b\($0):\(want)" })
-        }
+        } }
     }
 }
