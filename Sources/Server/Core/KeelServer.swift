@@ -211,20 +211,6 @@ public final class KeelServer: Sendable {
     /// Client ports actually bound (useful with port 0).
     public var clientPorts: [Int] { servers.map(\.port) }
 
-    /// The ancestors of `path` that do not exist yet, outermost first.
-    static func missingParents(of path: String) -> [String] {
-        var out: [String] = []
-        var p = path
-        while true {
-            while p.count > 1 && p.hasSuffix("/") { p.removeLast() }
-            guard let slash = p.lastIndex(of: "/"), slash != p.startIndex else { break }
-            p = String(p[..<slash])
-            if access(p, F_OK) == 0 { break }
-            out.append(p)
-        }
-        return out.reversed()
-    }
-
     public static func start(config: ServerConfig, logger: Logger = Logger(label: "keel")) async throws -> KeelServer {
         let resolved: ServerConfig.Resolved
         do { resolved = try config.resolve() } catch { throw StartupError(error.message) }
@@ -234,10 +220,10 @@ public final class KeelServer: Sendable {
             try SnapshotFile.restore(file: file, dataDir: dataDir, logger: logger)
         }
         // etcd (fileutil.TouchDirAll): the data dir and any missing parent, mode 0700.
-        for d in Self.missingParents(of: dataDir) + [dataDir, memberDir, memberDir + "/wal", memberDir + "/snap", memberDir + "/db"] {
-            if mkdir(d, 0o700) != 0 && errno != EEXIST {
-                throw StartupError("cannot create data directory \(d): \(String(cString: strerror(errno)))")
-            }
+        do {
+            for d in [memberDir + "/wal", memberDir + "/snap", memberDir + "/db"] { try createDirectories(d, mode: 0o700) }
+        } catch {
+            throw StartupError("cannot create data directory \(error.path): \(String(cString: strerror(error.errno)))")
         }
         var mopts = MVCCOptions()
         mopts.quotaBackendBytes = config.effectiveQuota

@@ -77,17 +77,22 @@ enum FileIO {
         return names.sorted()
     }
 
-    static func mkdirs(_ path: String) throws(StorageIOError) {
+    static func mkdirs(_ path: String, mode: mode_t = 0o755) throws(StorageIOError) {
         var cur = path.hasPrefix("/") ? "" : "."
         for comp in path.split(separator: "/") {
             cur += "/" + comp
-            if mkdir(cur, 0o755) < 0 && errno != EEXIST {
+            if mkdir(cur, mode) < 0 && errno != EEXIST {
                 throw StorageIOError(operation: "mkdir", path: cur, errno: errno)
             }
         }
     }
 
     static func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
+}
+
+/// `mkdir -p`: every missing directory of `path`, made with `mode` (existing ones stay as they are).
+public func createDirectories(_ path: String, mode: mode_t) throws(StorageIOError) {
+    try FileIO.mkdirs(path, mode: mode)
 }
 
 /// An exclusive `flock` on `<dir>/LOCK`, held while the object lives (released when the fd closes,
