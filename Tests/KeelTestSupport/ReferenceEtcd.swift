@@ -136,11 +136,22 @@ public enum FreePorts {
     /// One free port.
     public static func allocate() throws -> Int { try allocate(1)[0] }
 
+    /// A port outside the ephemeral range (20,000-31,999) that this process has not handed out before.
+    /// The OS never picks such a port by itself, so a test may bind it, release it and bind it again
+    /// (a peer server restarted on the same port) without another test of this process taking it between.
+    public static func outsideEphemeralRange() throws -> Int {
+        for _ in 0..<1000 {
+            let p = Int.random(in: 20_000..<32_000)
+            if handedOut.withLock({ $0.insert(p).inserted }) { return p }
+        }
+        throw ChildProcessError("no port outside the ephemeral range that was not handed out before")
+    }
+
     /// A 127.0.0.1 port outside the ephemeral range, bound by a socket that does not listen: connecting
     /// to it is refused, and nothing else can bind it until the socket is closed. Returns (fd, port).
     public static func reserveRefusing() throws -> (fd: Int32, port: Int) {
         for _ in 0..<200 {
-            let p = Int.random(in: 20_000..<32_000)
+            let p = try outsideEphemeralRange()
             let fd = try tcpSocket()
             var addr = loopback(port: p)
             let ok = withUnsafePointer(to: &addr) {

@@ -107,11 +107,14 @@ func listDir(_ dir: String) -> [String] {
 /// Polls `condition` every 10 ms for up to `limit` (a bound against hangs, not a speed assertion).
 /// Binds on a random port outside Linux's ephemeral range (32768-60999), for tests that release a
 /// port and bind it again or need it to stay refused: there, no port-0 listener and no outgoing
-/// connection of a test running in parallel can take it in between (seen in whole-suite runs).
+/// connection of a test running in parallel can take it in between (seen in whole-suite runs), and
+/// `FreePorts.outsideEphemeralRange` never gives two tests of this process the same one (a restart
+/// test's rebind once got EADDRINUSE in CI; another test of the process drawing the same random port
+/// while the server was down is the cause this rules out).
 func bindOutsideEphemeralRange<T>(_ bind: (Int) async throws -> T) async throws -> T {
     var last: (any Error)?
     for _ in 0..<200 {
-        do { return try await bind(Int.random(in: 20_000..<32_000)) } catch { last = error }
+        do { return try await bind(try FreePorts.outsideEphemeralRange()) } catch { last = error }
     }
     throw last!
 }
