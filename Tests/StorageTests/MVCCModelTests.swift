@@ -162,7 +162,12 @@ struct MVCCModelTests {
         let m = RefModel()
         let ctx = "seed \(seed) (MVCC_MODEL_SEED=\(seed))"
         func key() -> [UInt8] { keySet[g.below(keySet.count)] }
-        func value() -> [UInt8] { (0..<g.below(6)).map { _ in UInt8(97 + g.below(3)) } }
+        // mostly short values (inline in the key table), one in four longer than the inline limit
+        // (stored in the revision table): the model sees no difference
+        func value() -> [UInt8] {
+            let n = g.below(4) == 0 ? MVCCOptions.defaultInlineValueLimit - 1 + g.below(100) : g.below(6)
+            return (0..<n).map { _ in UInt8(97 + g.below(3)) }
+        }
         func rangeEnd(_ k: [UInt8]) -> [UInt8] {
             switch g.below(5) {
             case 0: return []

@@ -147,15 +147,39 @@ struct LMDBTxn {
         return Array(UnsafeRawBufferPointer(start: v.mv_data, count: v.mv_size))
     }
 
-    func put(_ dbi: MDB_dbi, _ key: [UInt8], _ value: [UInt8]) throws(MVCCError) {
+    /// The value of `key` as it lies in LMDB's page: valid until the transaction writes or ends.
+    func getInPlace(_ dbi: MDB_dbi, _ key: [UInt8]) throws(MVCCError) -> UnsafeRawBufferPointer? {
+        var k = MDB_val(), v = MDB_val()
         let rc = key.withUnsafeBytes { kb in
+            k = MDB_val(mv_size: kb.count, mv_data: UnsafeMutableRawPointer(mutating: kb.baseAddress))
+            return mdb_get(txn, dbi, &k, &v)
+        }
+        if rc == MDB_NOTFOUND { return nil }
+        try LMDB.check(rc)
+        return UnsafeRawBufferPointer(start: v.mv_data, count: v.mv_size)
+    }
+
+    func put(_ dbi: MDB_dbi, _ key: [UInt8], _ value: [UInt8]) throws(MVCCError) {
+        try LMDB.check(rawPut(dbi, key, value, flags: 0))
+    }
+
+    /// A put of a key greater than every key of the table, as the revs table's are (revisions only
+    /// grow): with MDB_APPEND, LMDB fills the last page before it starts a new one, where an ordinary
+    /// insert at the end splits the page in half. Falls back to an ordinary put when the key is not
+    /// the greatest.
+    func append(_ dbi: MDB_dbi, _ key: [UInt8], _ value: [UInt8]) throws(MVCCError) {
+        let rc = rawPut(dbi, key, value, flags: UInt32(MDB_APPEND))
+        try LMDB.check(rc == MDB_KEYEXIST ? rawPut(dbi, key, value, flags: 0) : rc)
+    }
+
+    private func rawPut(_ dbi: MDB_dbi, _ key: [UInt8], _ value: [UInt8], flags: UInt32) -> Int32 {
+        key.withUnsafeBytes { kb in
             value.withUnsafeBytes { vb in
                 var k = MDB_val(mv_size: kb.count, mv_data: UnsafeMutableRawPointer(mutating: kb.baseAddress))
                 var v = MDB_val(mv_size: vb.count, mv_data: UnsafeMutableRawPointer(mutating: vb.baseAddress))
-                return mdb_put(txn, dbi, &k, &v, 0)
+                return mdb_put(txn, dbi, &k, &v, flags)
             }
         }
-        try LMDB.check(rc)
     }
 
     /// Deletes a key; false when it was not there.
@@ -254,5 +278,27 @@ enum LMDB {
         if rc == MDB_MAP_FULL || rc == ENOSPC || rc == EFBIG || rc == EDQUOT { throw .noSpace }
         let text = String(cString: mdb_strerror(rc))
         throw .storage(context.isEmpty ? "lmdb: \(text)" : "lmdb: \(context): \(text)")
+    }
+
+    /// A commit's check. LMDB reports a short write of its pages as EIO, and a write that runs
+    /// into a full disk or the file-size limit is short when its first bytes still fit: then the
+    /// error is a full disk (`.noSpace`), as when the write had not fit at all. An EIO with room
+    /// left is an I/O error.
+    static func checkCommit(_ rc: Int32, file: String) throws(MVCCError) {
+        if rc == EIO && outOfSpace(file) { throw .noSpace }
+        try check(rc, "commit")
+    }
+
+    /// True when the file system of `file` has less than 1 MiB left for it, or the file has reached
+    /// the process's file-size limit (RLIMIT_FSIZE) to within 1 MiB.
+    static func outOfSpace(_ file: String) -> Bool {
+        let margin: UInt64 = 1 << 20
+        var fs = statvfs()
+        if statvfs(file, &fs) == 0, UInt64(fs.f_bavail) * UInt64(fs.f_frsize) < margin { return true }
+        var lim = rlimit()
+        var st = stat()
+        if getrlimit(Int32(RLIMIT_FSIZE.rawValue), &lim) == 0, lim.rlim_cur != rlim_t.max, stat(file, &st) == 0,
+           UInt64(st.st_size) + margin >= UInt64(lim.rlim_cur) { return true }
+        return false
     }
 }

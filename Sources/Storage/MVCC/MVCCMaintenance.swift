@@ -23,13 +23,13 @@ extension LMDBTxn {
         while let cur = e {
             let main = Int64(bitPattern: Rec.be(cur.key, 0)), sub = Int64(bitPattern: Rec.be(cur.key, 8))
             if main > rev { break }
-            let uk = Array(cur.value[1...])
+            let uk = Array(try Rec.revEntryKey(cur.value))
             let tomb = cur.value[0] == Rec.tombstone
             // the full key (of any length) is hashed, as etcd marshals it
             let rec = try version(kc.ref, lc.ref, key: uk, main: main, sub: sub,
                                   neighbor: main <= compactRev && !tomb ? .next : .none)
             var kv = Mvccpb.KeyValue()
-            if tomb { kv.key = uk } else { kv = try withBytes(uk) { (p) throws(MVCCError) in try Rec.decode(key: p, mod: main, value: rec.record) } }
+            if tomb { kv.key = uk } else { kv = try withBytes(uk) { (p) throws(MVCCError) in try Rec.decode(key: p, mod: main, value: rec.record, revs: self) } }
             var include = true
             if main <= compactRev {
                 if tomb { include = false } else if let n = rec.neighbor, n.main <= rev { include = false }

@@ -59,7 +59,16 @@ extension LMDBTxn {
     }
 
     func latestKV(_ key: [UInt8], atRev: Int64) throws(MVCCError) -> Mvccpb.KeyValue? {
-        try latest(key, atRev: atRev) { (k, mod, v) throws(MVCCError) in try Rec.decode(key: k, mod: mod, value: v) }
+        try latest(key, atRev: atRev) { (k, mod, v) throws(MVCCError) in try Rec.decode(key: k, mod: mod, value: v, revs: self) }
+    }
+
+    /// The value of a putRef version (main, sub) of `key`, from its revs entry.
+    func revisionValue(main: Int64, sub: Int64, key: UnsafeRawBufferPointer) throws(MVCCError) -> [UInt8] {
+        guard let e = try getInPlace(env.revs, Rec.revKey(main, sub)), e.first == Rec.putRef,
+              Rec.equal(try Rec.revEntryKey(e), key) else {
+            throw .storage("mvcc: value of revision \(main).\(sub) missing from the revision table")
+        }
+        return Array(try Rec.revEntryValue(e))
     }
 
     /// Visits the long keys of `long` that sort before `bound` (all when nil) and are live at atRev;
@@ -140,7 +149,7 @@ extension LMDBTxn {
         try walkLive(r.key, RangeEnd(r.rangeEnd), atRev: rev) { (k, mod, v) throws(MVCCError) in
             total += 1
             if !r.countOnly && (limit <= 0 || Int64(kvs.count) < limit) {
-                kvs.append(try Rec.decode(key: k, mod: mod, value: v, keysOnly: !needValues))
+                kvs.append(try Rec.decode(key: k, mod: mod, value: v, keysOnly: !needValues, revs: self))
             }
             return true
         }
@@ -212,7 +221,7 @@ extension LMDBTxn {
             let main = Int64(bitPattern: Rec.be(cur.key, 0)), sub = Int64(bitPattern: Rec.be(cur.key, 8))
             if main > end { break }
             if limit > 0 && out.count >= limit && main != lastMain { break }
-            let uk = UnsafeRawBufferPointer(rebasing: cur.value[1...])
+            let uk = try Rec.revEntryKey(cur.value)
             if Self.inRange(uk, key, re) {
                 let ukey = Array(uk)
                 let rec = try version(kc.ref, lc.ref, key: ukey, main: main, sub: sub,
@@ -226,10 +235,10 @@ extension LMDBTxn {
                     ev.kv = kv
                 } else {
                     ev.type = .put
-                    ev.kv = try Rec.decode(key: uk, mod: main, value: rec.record)
+                    ev.kv = try Rec.decode(key: uk, mod: main, value: rec.record, revs: self)
                 }
                 if let p = rec.neighbor, !Rec.isTombstone(p.record) {
-                    ev.prevKv = try Rec.decode(key: uk, mod: p.main, value: p.record)
+                    ev.prevKv = try Rec.decode(key: uk, mod: p.main, value: p.record, revs: self)
                 }
                 out.append(ev)
                 lastMain = main

@@ -15,6 +15,11 @@ import Synchronization
 // Tables (one LMDB environment, see LMDB.swift):
 //   keys       user key ‖ main ‖ sub (BE) -> put record (create, version, lease LE; value) or tombstone
 //   revs       main ‖ sub (BE)            -> flag ‖ user key       (history in revision order, compaction)
+//              A value longer than Rec.inlineValueLimit is kept in its revs entry instead (flag putRef:
+//              flag ‖ key length ‖ user key ‖ value; the key-table record then ends with the sub
+//              revision): revs grows only at its end, the key table takes random inserts, so a big value
+//              is written into one append-only page instead of making the key table's leaves many.
+//              Records of both kinds are read alike, so stores written before putRef need no migration.
 //   sys        "rev", "compact", "applied" -> Int64/UInt64 LE
 //   meta       caller's records
 //   leases     id (BE) -> ttl ‖ remaining TTL (LE);  leaseKeys  id (BE) ‖ key -> ""
@@ -226,6 +231,7 @@ public final class MVCCStore: Sendable {
                                quota: options.effectiveQuota)
             ctx.compactNext = try lt.get(env.sys, Array("compactNext".utf8))
             ctx.compactBatch = max(1, options.compactionBatch)
+            ctx.inlineValueLimit = max(0, options.inlineValueLimit)
         } catch {
             mdb_txn_abort(txn)
             throw error
@@ -315,7 +321,7 @@ public final class MVCCOpenWrite {
             throw error
         }
         ctx.finished = true     // a copy of the txn that escaped a batch must not touch it
-        try LMDB.check(mdb_txn_commit(ctx.txn), "commit")
+        try LMDB.checkCommit(mdb_txn_commit(ctx.txn), file: ctx.env.path)
         store.published(rev: ctx.rev, compact: ctx.compactRev, applied: ctx.applied)
     }
 

@@ -24,12 +24,19 @@ public struct MVCCOptions: Sendable {
     /// every write since the last `sync()`, and call `sync()` often (the server: every 100 ms) and
     /// before that log is released.
     public var syncEachWrite: Bool = true
+    /// Values longer than this many bytes are written into the revision-ordered table, not into the
+    /// key-major one (MVCCStore.swift, "Tables"). Where a value lives changes nothing that reads see
+    /// (Range, history, HashKV); `hash()`, Keel's hash of the stored bytes, depends on it, so members
+    /// of a cluster keep the default. Other values are for tests that write both record kinds.
+    public var inlineValueLimit: Int = Self.defaultInlineValueLimit
+    public static let defaultInlineValueLimit = 64
     public init(quotaBackendBytes: Int64 = 2 << 30, mapSize: Int = 0, compactionBatch: Int = 10_000,
-                syncEachWrite: Bool = true) {
+                syncEachWrite: Bool = true, inlineValueLimit: Int = Self.defaultInlineValueLimit) {
         self.quotaBackendBytes = quotaBackendBytes
         self.mapSize = mapSize
         self.compactionBatch = compactionBatch
         self.syncEachWrite = syncEachWrite
+        self.inlineValueLimit = inlineValueLimit
     }
     var effectiveQuota: Int64 { quotaBackendBytes == 0 ? 2 << 30 : quotaBackendBytes }
     var effectiveMapSize: Int {
@@ -101,6 +108,15 @@ enum RangeEnd: Equatable {
 enum Rec {
     static let put: UInt8 = 0
     static let tombstone: UInt8 = 1
+    /// A put whose value is stored in its revs entry, not in the key-table record (see `putRef`).
+    static let putRef: UInt8 = 2
+
+    /// Values longer than this are stored once, in the revision-ordered `revs` table, instead of in
+    /// the key-major table (`putRef`). The key table takes random inserts: every put copies a leaf
+    /// page and its branch pages at commit, and the bigger its entries the more pages it has (1 KiB
+    /// values fit three to a page). `revs` only ever grows at its end. Small values stay inline:
+    /// they cost the key table little and save a second lookup per read.
+    static let inlineValueLimit = MVCCOptions.defaultInlineValueLimit
 
     /// The longest user key the key-major table holds (LMDB's key limit minus 16 revision bytes);
     /// longer keys go to the long-key tables (LongKeys.swift).
@@ -149,14 +165,52 @@ enum Rec {
         return b
     }
 
-    /// Value of the key-major table: flag(1) ‖ create(8) ‖ version(8) ‖ lease(8) ‖ value, or [tombstone].
-    static func putValue(create: Int64, version: Int64, lease: Int64, value: [UInt8]) -> [UInt8] {
+    /// Value of the key-major table (and of longRevs): put(1) ‖ create(8) ‖ version(8) ‖ lease(8) ‖ value
+    /// for a value of up to `inlineValueLimit` bytes; putRef(1) ‖ create ‖ version ‖ lease ‖ sub(8) for a
+    /// longer one, whose bytes are in the revs entry (main, sub); or [tombstone].
+    static func putValue(create: Int64, version: Int64, lease: Int64, sub: Int64, value: [UInt8],
+                         inlineLimit: Int = inlineValueLimit) -> [UInt8] {
         var b: [UInt8] = []
-        b.reserveCapacity(25 + value.count)
-        b.append(put)
+        let inline = value.count <= inlineLimit
+        b.reserveCapacity(25 + (inline ? value.count : 8))
+        b.append(inline ? put : putRef)
         appendLE(create, to: &b); appendLE(version, to: &b); appendLE(lease, to: &b)
+        if inline { b.append(contentsOf: value) } else { appendLE(sub, to: &b) }
+        return b
+    }
+
+    /// Value of the revs table: flag(1) ‖ user key for a tombstone or an inline put; for a putRef,
+    /// putRef(1) ‖ key length(4 LE) ‖ user key ‖ value.
+    static func revValue(flag: UInt8, key: [UInt8], value: [UInt8]) -> [UInt8] {
+        var b: [UInt8] = []
+        if flag != putRef {
+            b.reserveCapacity(1 + key.count)
+            b.append(flag)
+            b.append(contentsOf: key)
+            return b
+        }
+        b.reserveCapacity(5 + key.count + value.count)
+        b.append(putRef)
+        withUnsafeBytes(of: UInt32(key.count).littleEndian) { b.append(contentsOf: $0) }
+        b.append(contentsOf: key)
         b.append(contentsOf: value)
         return b
+    }
+
+    /// The user key of a revs entry.
+    static func revEntryKey(_ v: UnsafeRawBufferPointer) throws(MVCCError) -> UnsafeRawBufferPointer {
+        guard let flag = v.first else { throw .storage("mvcc: empty revision entry") }
+        if flag != putRef { return UnsafeRawBufferPointer(rebasing: v[1...]) }
+        guard v.count >= 5 else { throw .storage("mvcc: corrupt revision entry") }
+        let n = Int(UInt32(littleEndian: v.loadUnaligned(fromByteOffset: 1, as: UInt32.self)))
+        guard v.count >= 5 + n else { throw .storage("mvcc: corrupt revision entry") }
+        return UnsafeRawBufferPointer(rebasing: v[5..<(5 + n)])
+    }
+
+    /// The value bytes of a putRef revs entry.
+    static func revEntryValue(_ v: UnsafeRawBufferPointer) throws(MVCCError) -> UnsafeRawBufferPointer {
+        let k = try revEntryKey(v)
+        return UnsafeRawBufferPointer(rebasing: v[(5 + k.count)...])
     }
 
     /// Splits a key-table LMDB key into (user key, main, sub).
@@ -169,17 +223,26 @@ enum Rec {
 
     static func isTombstone(_ v: UnsafeRawBufferPointer) -> Bool { v.first == tombstone }
 
-    /// Decodes a put record into a KeyValue (keysOnly: no value bytes copied).
+    /// Decodes a put record into a KeyValue (keysOnly: no value bytes copied). A putRef record's value
+    /// comes from `revs`, the revs table of the same transaction (nil only with keysOnly).
     static func decode(key: UnsafeRawBufferPointer, mod: Int64, value v: UnsafeRawBufferPointer,
-                       keysOnly: Bool = false) throws(MVCCError) -> Mvccpb.KeyValue {
-        guard v.count >= 25, v[0] == put else { throw .storage("mvcc: corrupt record for key \(Array(key))") }
+                       keysOnly: Bool = false, revs: LMDBTxn?) throws(MVCCError) -> Mvccpb.KeyValue {
+        guard v.count >= 25, v[0] == put || (v[0] == putRef && v.count == 33) else {
+            throw .storage("mvcc: corrupt record for key \(Array(key))")
+        }
         var kv = Mvccpb.KeyValue()
         kv.key = Array(key)
         kv.modRevision = mod
         kv.createRevision = le(v, 1)
         kv.version = le(v, 9)
         kv.lease = le(v, 17)
-        if !keysOnly && v.count > 25 { kv.value = Array(UnsafeRawBufferPointer(rebasing: v[25...])) }
+        if keysOnly { return kv }
+        if v[0] == put {
+            if v.count > 25 { kv.value = Array(UnsafeRawBufferPointer(rebasing: v[25...])) }
+        } else {
+            guard let t = revs else { throw .storage("mvcc: a value stored by revision needs the transaction") }
+            kv.value = try t.revisionValue(main: mod, sub: le(v, 25), key: key)
+        }
         return kv
     }
 

@@ -10,6 +10,7 @@ final class WriteContext {
     /// Where the physical removal of the current compaction resumes (a revs-table key); nil: done.
     var compactNext: [UInt8]?
     var compactBatch = 10_000
+    var inlineValueLimit = Rec.inlineValueLimit
     var compactStepDone = false
     var applied: UInt64
     let sizeAtBegin: Int64
@@ -84,7 +85,7 @@ final class WriteContext {
                 if main > target { e = nil; break }
                 if examined >= compactBatch { break }
                 examined += 1
-                let key = Array(cur.value[1...])
+                let key = Array(try Rec.revEntryKey(cur.value))
                 let tomb = cur.value[0] == Rec.tombstone
                 let v = try t.version(kc.ref, lc.ref, key: key, main: main, sub: sub, neighbor: .next)
                 let superseded = v.neighbor.map { $0.main <= target } ?? false
@@ -119,7 +120,8 @@ final class WriteContext {
         kv.modRevision = main
         kv.version = (prev?.version ?? 0) + 1
         kv.lease = lease
-        let record = Rec.putValue(create: kv.createRevision, version: kv.version, lease: lease, value: value)
+        let record = Rec.putValue(create: kv.createRevision, version: kv.version, lease: lease, sub: sub, value: value,
+                                    inlineLimit: inlineValueLimit)
         if LongKey.isLong(key) {
             let id = try longKeyID(key, create: true)!
             try t.put(env.longRevs, LongKey.revKey(id, main, sub), record)
@@ -130,7 +132,7 @@ final class WriteContext {
             if let old = prev?.lease, old != 0 { try t.del(env.leaseKeys, Rec.leaseKey(old) + key) }
             if lease != 0 { try t.put(env.leaseKeys, Rec.leaseKey(lease) + key, []) }
         }
-        try t.put(env.revs, Rec.revKey(main, sub), [Rec.put] + key)
+        try t.append(env.revs, Rec.revKey(main, sub), Rec.revValue(flag: record[0], key: key, value: value))
         changes += 1
         var ev = Mvccpb.Event()
         ev.type = .put
@@ -151,7 +153,7 @@ final class WriteContext {
             try t.put(env.keys, Rec.keyTableKey(prev.key, main, sub), [Rec.tombstone])
             if prev.lease != 0 { try t.del(env.leaseKeys, Rec.leaseKey(prev.lease) + prev.key) }
         }
-        try t.put(env.revs, Rec.revKey(main, sub), [Rec.tombstone] + prev.key)
+        try t.append(env.revs, Rec.revKey(main, sub), Rec.revValue(flag: Rec.tombstone, key: prev.key, value: []))
         changes += 1
         var ev = Mvccpb.Event()
         ev.type = .delete
@@ -184,7 +186,7 @@ final class WriteContext {
     func liveKVs(_ key: [UInt8], _ rangeEnd: [UInt8]) throws(MVCCError) -> [Mvccpb.KeyValue] {
         var out: [Mvccpb.KeyValue] = []
         try t.walkLive(key, RangeEnd(rangeEnd), atRev: .max) { (k, mod, v) throws(MVCCError) in
-            out.append(try Rec.decode(key: k, mod: mod, value: v))
+            out.append(try Rec.decode(key: k, mod: mod, value: v, revs: t))
             return true
         }
         return out
