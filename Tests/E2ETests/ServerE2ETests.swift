@@ -139,9 +139,9 @@ func httpGet(port: Int, path: String) throws -> (status: Int, body: String) {
         _ = await keel.process.wait(timeout: .seconds(10))
         _ = await writer.wait(timeout: .seconds(20))
         writer.kill()
-        let acked = writer.stdout.split(separator: "\n").compactMap { line -> (String, Int64)? in
+        let acked = writer.stdout.split(separator: "\n").compactMap { line -> (String, Int64, Int)? in
             let p = line.split(separator: " ")
-            return p.count == 2 ? (String(p[0]), Int64(p[1]) ?? -1) : nil
+            return p.count == 3 ? (String(p[0]), Int64(p[1]) ?? -1, Int(p[2]) ?? -1) : nil
         }
         #expect(acked.count >= 500)
         #expect(keel.process.stderr.contains("snapshot saved; WAL released"))
@@ -150,11 +150,15 @@ func httpGet(port: Int, path: String) throws -> (status: Int, body: String) {
                 !restarted.process.stderr.contains("\"snapshot-index\":\"0\""), "\(restarted.process.stderr)")
         let all = try CtlJSON(try await restarted.ctl(["get", "load/", "--prefix", "-w", "json"]).stdout)
         var modRev: [String: Int64] = [:]
+        var length: [String: Int] = [:]
         for kv in all.kvs {
-            modRev[CtlJSON.b64(kv["key"])] = (kv["mod_revision"] as? NSNumber)?.int64Value
+            let key = CtlJSON.b64(kv["key"])
+            modRev[key] = (kv["mod_revision"] as? NSNumber)?.int64Value
+            length[key] = CtlJSON.b64(kv["value"]).utf8.count
         }
-        let lost = acked.filter { modRev[$0.0] != $0.1 }
+        let lost = acked.filter { modRev[$0.0] != $0.1 || length[$0.0] != $0.2 }
         #expect(lost.isEmpty, "lost acknowledged writes: \(lost.prefix(5))")
+        #expect(acked.contains { $0.2 > 64 } && acked.contains { $0.2 <= 64 })
         let maxAcked = acked.map(\.1).max() ?? 0
         let put = try CtlJSON(try await restarted.ctl(["put", "after", "x", "-w", "json"]).stdout)
         #expect(put.revision > maxAcked && put.revision == all.revision + 1)

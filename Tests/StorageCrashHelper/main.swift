@@ -24,7 +24,9 @@ func mvccBatch(_ i: UInt64, big: Bool = false) -> [(key: [UInt8], value: [UInt8]
     var ops: [(key: [UInt8], value: [UInt8]?)] = []
     for j in 0..<UInt64(1 + i % 3) {
         let k = Array("k\((i * 7 + j * 13) % 40)".utf8)
-        let n = big ? 3000 + Int(i % 5) * 1000 : Int((i + j) % 50)
+        // values of up to 49 bytes stay in the key table; every fourth is longer than the store's
+        // inline limit (64) and goes into the revision table
+        let n = big ? 3000 + Int(i % 5) * 1000 : ((i + j) % 4 == 0 ? 65 + Int((i + j) % 200) : Int((i + j) % 50))
         ops.append((k, (0..<n).map { UInt8(truncatingIfNeeded: Int(i) &+ $0) }))
     }
     if i % 4 == 0 { ops.append((Array("k\((i * 3) % 40)".utf8), nil)) }
