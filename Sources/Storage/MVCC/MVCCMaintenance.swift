@@ -29,7 +29,7 @@ extension LMDBTxn {
             let rec = try version(kc.ref, lc.ref, key: uk, main: main, sub: sub,
                                   neighbor: main <= compactRev && !tomb ? .next : .none)
             var kv = Mvccpb.KeyValue()
-            if tomb { kv.key = uk } else { kv = try withBytes(uk) { (p) throws(MVCCError) in try Rec.decode(key: p, mod: main, value: rec.record, revs: self) } }
+            if tomb { kv.key = uk } else { kv = try withBytes(uk) { (p) throws(MVCCError) in try Rec.decode(key: p, mod: main, value: rec.record, revs: self, revEntry: cur.value) } }
             var include = true
             if main <= compactRev {
                 if tomb { include = false } else if let n = rec.neighbor, n.main <= rev { include = false }

@@ -235,7 +235,7 @@ extension LMDBTxn {
                     ev.kv = kv
                 } else {
                     ev.type = .put
-                    ev.kv = try Rec.decode(key: uk, mod: main, value: rec.record, revs: self)
+                    ev.kv = try Rec.decode(key: uk, mod: main, value: rec.record, revs: self, revEntry: cur.value)
                 }
                 if let p = rec.neighbor, !Rec.isTombstone(p.record) {
                     ev.prevKv = try Rec.decode(key: uk, mod: p.main, value: p.record, revs: self)

@@ -225,8 +225,11 @@ enum Rec {
 
     /// Decodes a put record into a KeyValue (keysOnly: no value bytes copied). A putRef record's value
     /// comes from `revs`, the revs table of the same transaction (nil only with keysOnly).
+    /// `revEntry`: the version's revs entry when the caller is on it already (history walks): a
+    /// putRef value is taken from it instead of being looked up again.
     static func decode(key: UnsafeRawBufferPointer, mod: Int64, value v: UnsafeRawBufferPointer,
-                       keysOnly: Bool = false, revs: LMDBTxn?) throws(MVCCError) -> Mvccpb.KeyValue {
+                       keysOnly: Bool = false, revs: LMDBTxn?,
+                       revEntry: UnsafeRawBufferPointer? = nil) throws(MVCCError) -> Mvccpb.KeyValue {
         guard v.count >= 25, v[0] == put || (v[0] == putRef && v.count == 33) else {
             throw .storage("mvcc: corrupt record for key \(Array(key))")
         }
@@ -239,6 +242,8 @@ enum Rec {
         if keysOnly { return kv }
         if v[0] == put {
             if v.count > 25 { kv.value = Array(UnsafeRawBufferPointer(rebasing: v[25...])) }
+        } else if let e = revEntry, e.first == putRef {
+            kv.value = Array(try revEntryValue(e))
         } else {
             guard let t = revs else { throw .storage("mvcc: a value stored by revision needs the transaction") }
             kv.value = try t.revisionValue(main: mod, sub: le(v, 25), key: key)
