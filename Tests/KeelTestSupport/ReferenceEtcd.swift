@@ -163,6 +163,27 @@ public enum FreePorts {
         throw ChildProcessError("no free port to reserve")
     }
 
+    /// Holds 127.0.0.1:port, just released by a server that will bind it again, with a socket that
+    /// is bound (SO_REUSEADDR) but does not listen: connecting is refused, as with no server, and a
+    /// process that binds without SO_REUSEADDR (another test picking random ports) cannot take the
+    /// port meanwhile, while a new listener with SO_REUSEADDR can still bind it. Close the returned
+    /// fd once the new server is bound.
+    public static func holdForRebind(_ port: Int) throws -> Int32 {
+        let fd = try tcpSocket()
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        var addr = loopback(port: port)
+        let ok = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard ok == 0 else {
+            let e = errno
+            close(fd)
+            throw ChildProcessError("hold port \(port): \(String(cString: strerror(e)))")
+        }
+        return fd
+    }
+
     /// True if something accepts TCP connections on 127.0.0.1:port right now.
     public static func isListening(_ port: Int) -> Bool {
         guard let fd = try? tcpSocket() else { return false }

@@ -349,6 +349,10 @@ func numbered(_ n: Int, from: UInt64, to: UInt64, payload: Int = 0) -> Raft.Mess
         let port = b.port
         await b.server!.shutdown(timeout: .milliseconds(50))
         b.server = nil
+        // Keep the port from other processes' tests (which bind random ports in the same range)
+        // until the restarted server has it again.
+        let hold = try FreePorts.holdForRebind(port)
+        defer { close(hold) }
         // While member 2 is down, sends are reported unreachable.
         var n = 1
         let down = await eventually {
