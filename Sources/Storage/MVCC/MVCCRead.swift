@@ -64,8 +64,12 @@ extension LMDBTxn {
 
     /// The value of a putRef version (main, sub) of `key`, from its revs entry.
     func revisionValue(main: Int64, sub: Int64, key: UnsafeRawBufferPointer) throws(MVCCError) -> [UInt8] {
-        guard let e = try getInPlace(env.revs, Rec.revKey(main, sub)), e.first == Rec.putRef,
-              Rec.equal(try Rec.revEntryKey(e), key) else {
+        try Self.checkedValue(try getInPlace(env.revs, Rec.revKey(main, sub)), main, sub, key)
+    }
+
+    static func checkedValue(_ entry: UnsafeRawBufferPointer?, _ main: Int64, _ sub: Int64,
+                             _ key: UnsafeRawBufferPointer) throws(MVCCError) -> [UInt8] {
+        guard let e = entry, e.first == Rec.putRef, Rec.equal(try Rec.revEntryKey(e), key) else {
             throw .storage("mvcc: value of revision \(main).\(sub) missing from the revision table")
         }
         return Array(try Rec.revEntryValue(e))
@@ -144,12 +148,19 @@ extension LMDBTxn {
         if r.sortOrder != .none || filtered { limit = 0 }   // fetch everything; sort and cut after
         if limit > 0 { limit += 1 }                         // one extra for `more`
         let needValues = !r.keysOnly || r.sortTarget == .value
+        let values = RevisionValues(self)
         var kvs: [Mvccpb.KeyValue] = []
         var total: Int64 = 0
         try walkLive(r.key, RangeEnd(r.rangeEnd), atRev: rev) { (k, mod, v) throws(MVCCError) in
             total += 1
             if !r.countOnly && (limit <= 0 || Int64(kvs.count) < limit) {
-                kvs.append(try Rec.decode(key: k, mod: mod, value: v, keysOnly: !needValues, revs: self))
+                if needValues && Rec.isRef(v) {
+                    var kv = try Rec.decode(key: k, mod: mod, value: v, keysOnly: true, revs: self)
+                    kv.value = try values.value(main: mod, sub: Rec.refSub(v), key: k)
+                    kvs.append(kv)
+                } else {
+                    kvs.append(try Rec.decode(key: k, mod: mod, value: v, keysOnly: !needValues, revs: self))
+                }
             }
             return true
         }
@@ -289,5 +300,34 @@ extension LMDBTxn {
         // revokes a lease's keys sorted, and the order decides the sub-revisions)
         if long { out.sort { $0.lexicographicallyPrecedes($1) } }
         return out
+    }
+}
+
+/// The values of putRef versions a range returns, read through one cursor on revs (opened at the
+/// first value). A cursor seek first checks the cursor's current leaf page, so
+/// versions written close together (neighbours in revs) cost a search within one page instead of a
+/// descent from the root as `mdb_get` does for each. Must not outlive its transaction.
+final class RevisionValues {
+    private let t: LMDBTxn
+    private var cursor: LMDBCursor?     // owns the cursor `ref` points at
+    private var ref: CursorRef?
+    private var key: [UInt8] = []
+
+    init(_ t: LMDBTxn) { self.t = t }
+
+    func value(main: Int64, sub: Int64, key userKey: UnsafeRawBufferPointer) throws(MVCCError) -> [UInt8] {
+        if ref == nil {
+            let c = try t.cursor(t.env.revs)
+            ref = c.ref
+            cursor = consume c
+        }
+        key.removeAll(keepingCapacity: true)
+        Rec.appendBE(UInt64(bitPattern: main), to: &key)
+        Rec.appendBE(UInt64(bitPattern: sub), to: &key)
+        let e = try ref!.seek(key)
+        let exact = try e.map { (x) throws(MVCCError) -> UnsafeRawBufferPointer? in
+            try withBytes(key) { (k) throws(MVCCError) in Rec.equal(x.key, k) ? x.value : nil }
+        } ?? nil
+        return try LMDBTxn.checkedValue(exact, main, sub, userKey)
     }
 }

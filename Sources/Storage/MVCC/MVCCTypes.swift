@@ -222,6 +222,10 @@ enum Rec {
     }
 
     static func isTombstone(_ v: UnsafeRawBufferPointer) -> Bool { v.first == tombstone }
+    /// A putRef record (its value is in the revs entry of its revision).
+    static func isRef(_ v: UnsafeRawBufferPointer) -> Bool { v.count == 33 && v.first == putRef }
+    /// The sub revision a putRef record keeps.
+    static func refSub(_ v: UnsafeRawBufferPointer) -> Int64 { le(v, 25) }
 
     /// Decodes a put record into a KeyValue (keysOnly: no value bytes copied). A putRef record's value
     /// comes from `revs`, the revs table of the same transaction (nil only with keysOnly).
