@@ -232,6 +232,11 @@ public final class KeelServer: Sendable {
         // loop syncs every 100 ms and before WAL segments are released; measured no faster here
         // (Benchmarks/RESULTS.md, "Write path profile") and an OS crash could corrupt the store, so off.
         mopts.syncEachWrite = !(getenv("KEEL_BACKEND_NOSYNC").map { String(cString: $0) == "1" } ?? false)
+        // KEEL_INLINE_VALUE_LIMIT=N (experiments only): values up to N bytes stay in the key table
+        // (MVCCOptions.inlineValueLimit). Every member of a cluster must use the same N (hash()).
+        if let v = getenv("KEEL_INLINE_VALUE_LIMIT").flatMap({ Int(String(cString: $0)) }), v >= 0 {
+            mopts.inlineValueLimit = v
+        }
         let store: MVCCStore
         do { store = try MVCCStore.open(directory: memberDir + "/db", options: mopts) } catch {
             throw StartupError("cannot open the backend in \(memberDir)/db: \(error.message)")
