@@ -153,11 +153,7 @@ public enum FreePorts {
         for _ in 0..<200 {
             let p = try outsideEphemeralRange()
             let fd = try tcpSocket()
-            var addr = loopback(port: p)
-            let ok = withUnsafePointer(to: &addr) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-            }
-            if ok == 0 { return (fd, p) }
+            if bindLoopback(fd, p) == 0 { return (fd, p) }
             close(fd)
         }
         throw ChildProcessError("no free port to reserve")
@@ -172,11 +168,7 @@ public enum FreePorts {
         let fd = try tcpSocket()
         var one: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        var addr = loopback(port: port)
-        let ok = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard ok == 0 else {
+        guard bindLoopback(fd, port) == 0 else {
             let e = errno
             close(fd)
             throw ChildProcessError("hold port \(port): \(String(cString: strerror(e)))")
@@ -208,6 +200,14 @@ public enum FreePorts {
     }
 
     /// 127.0.0.1:port as a sockaddr_in.
+    /// bind(2) of `fd` to 127.0.0.1:port; 0 or -1 (errno set).
+    static func bindLoopback(_ fd: Int32, _ port: Int) -> Int32 {
+        var addr = loopback(port: port)
+        return withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+    }
+
     static func loopback(port: Int) -> sockaddr_in {
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)

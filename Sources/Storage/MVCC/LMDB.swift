@@ -137,14 +137,7 @@ struct LMDBTxn {
     let txn: OpaquePointer
 
     func get(_ dbi: MDB_dbi, _ key: [UInt8]) throws(MVCCError) -> [UInt8]? {
-        var k = MDB_val(), v = MDB_val()
-        let rc = key.withUnsafeBytes { kb in
-            k = MDB_val(mv_size: kb.count, mv_data: UnsafeMutableRawPointer(mutating: kb.baseAddress))
-            return mdb_get(txn, dbi, &k, &v)
-        }
-        if rc == MDB_NOTFOUND { return nil }
-        try LMDB.check(rc)
-        return Array(UnsafeRawBufferPointer(start: v.mv_data, count: v.mv_size))
+        try getInPlace(dbi, key).map { Array($0) }
     }
 
     /// The value of `key` as it lies in LMDB's page: valid until the transaction writes or ends.

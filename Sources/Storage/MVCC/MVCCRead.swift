@@ -154,13 +154,8 @@ extension LMDBTxn {
         try walkLive(r.key, RangeEnd(r.rangeEnd), atRev: rev) { (k, mod, v) throws(MVCCError) in
             total += 1
             if !r.countOnly && (limit <= 0 || Int64(kvs.count) < limit) {
-                if needValues && Rec.isRef(v) {
-                    var kv = try Rec.decode(key: k, mod: mod, value: v, keysOnly: true, revs: self)
-                    kv.value = try values.value(main: mod, sub: Rec.refSub(v), key: k)
-                    kvs.append(kv)
-                } else {
-                    kvs.append(try Rec.decode(key: k, mod: mod, value: v, keysOnly: !needValues, revs: self))
-                }
+                kvs.append(try Rec.decode(key: k, mod: mod, value: v, keysOnly: !needValues, revs: self,
+                                          values: values))
             }
             return true
         }
@@ -324,10 +319,7 @@ final class RevisionValues {
         key.removeAll(keepingCapacity: true)
         Rec.appendBE(UInt64(bitPattern: main), to: &key)
         Rec.appendBE(UInt64(bitPattern: sub), to: &key)
-        let e = try ref!.seek(key)
-        let exact = try e.map { (x) throws(MVCCError) -> UnsafeRawBufferPointer? in
-            try withBytes(key) { (k) throws(MVCCError) in Rec.equal(x.key, k) ? x.value : nil }
-        } ?? nil
-        return try LMDBTxn.checkedValue(exact, main, sub, userKey)
+        let e = try ref!.seek(key)       // the first entry >= key: the version, if it is there
+        return try LMDBTxn.checkedValue(e.flatMap { Rec.compare($0.key, key) == 0 ? $0.value : nil }, main, sub, userKey)
     }
 }

@@ -222,18 +222,16 @@ enum Rec {
     }
 
     static func isTombstone(_ v: UnsafeRawBufferPointer) -> Bool { v.first == tombstone }
-    /// A putRef record (its value is in the revs entry of its revision).
-    static func isRef(_ v: UnsafeRawBufferPointer) -> Bool { v.count == 33 && v.first == putRef }
-    /// The sub revision a putRef record keeps.
-    static func refSub(_ v: UnsafeRawBufferPointer) -> Int64 { le(v, 25) }
 
     /// Decodes a put record into a KeyValue (keysOnly: no value bytes copied). A putRef record's value
     /// comes from `revs`, the revs table of the same transaction (nil only with keysOnly).
     /// `revEntry`: the version's revs entry when the caller is on it already (history walks): a
-    /// putRef value is taken from it instead of being looked up again.
+    /// putRef value is taken from it instead of being looked up again. `values`: a scan's cursor on
+    /// revs, used instead of a lookup through `revs` (ranges).
     static func decode(key: UnsafeRawBufferPointer, mod: Int64, value v: UnsafeRawBufferPointer,
                        keysOnly: Bool = false, revs: LMDBTxn?,
-                       revEntry: UnsafeRawBufferPointer? = nil) throws(MVCCError) -> Mvccpb.KeyValue {
+                       revEntry: UnsafeRawBufferPointer? = nil,
+                       values: RevisionValues? = nil) throws(MVCCError) -> Mvccpb.KeyValue {
         guard v.count >= 25, v[0] == put || (v[0] == putRef && v.count == 33) else {
             throw .storage("mvcc: corrupt record for key \(Array(key))")
         }
@@ -248,6 +246,8 @@ enum Rec {
             if v.count > 25 { kv.value = Array(UnsafeRawBufferPointer(rebasing: v[25...])) }
         } else if let e = revEntry, e.first == putRef {
             kv.value = Array(try revEntryValue(e))
+        } else if let values {
+            kv.value = try values.value(main: mod, sub: le(v, 25), key: key)
         } else {
             guard let t = revs else { throw .storage("mvcc: a value stored by revision needs the transaction") }
             kv.value = try t.revisionValue(main: mod, sub: le(v, 25), key: key)
