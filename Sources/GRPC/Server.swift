@@ -103,15 +103,20 @@ public struct ServerMethod: Sendable {
     let run: @Sendable (InboundSequence, NIOLoopBound<H2Stream>, any EventLoop, Bool, ServerContext) async throws -> Void
     /// Unary calls: runs with the first request message and ends the call itself on success.
     let unaryRun: (@Sendable (ByteBuffer, NIOLoopBound<H2Stream>, any EventLoop, Bool, ServerContext) async throws -> Void)?
+    /// Unary calls answered through a future (`unaryOnLoop`): called on the connection's loop with
+    /// the request message, it ends the call itself; no task.
+    let unaryOnLoopRun: (@Sendable (ByteBuffer, H2Stream, any EventLoop, Bool, ServerContext) -> Void)?
     /// Whether the handler's task runs on its connection's event loop (see `onConnectionLoop()`).
     public private(set) var runsOnConnectionLoop = false
 
     init(descriptor: AnyMethodDescriptor,
          run: @escaping @Sendable (InboundSequence, NIOLoopBound<H2Stream>, any EventLoop, Bool, ServerContext) async throws -> Void,
-         unaryRun: (@Sendable (ByteBuffer, NIOLoopBound<H2Stream>, any EventLoop, Bool, ServerContext) async throws -> Void)? = nil) {
+         unaryRun: (@Sendable (ByteBuffer, NIOLoopBound<H2Stream>, any EventLoop, Bool, ServerContext) async throws -> Void)? = nil,
+         unaryOnLoopRun: (@Sendable (ByteBuffer, H2Stream, any EventLoop, Bool, ServerContext) -> Void)? = nil) {
         self.descriptor = descriptor
         self.run = run
         self.unaryRun = unaryRun
+        self.unaryOnLoopRun = unaryOnLoopRun
     }
 
     /// This method with its handler's task preferring the connection's event loop as executor
@@ -143,6 +148,45 @@ public struct ServerMethod: Sendable {
                 let s = stream.value
                 _ = s.enqueue(framed)
                 s.finishServer(status: .ok)
+            }
+        })
+    }
+
+    /// A unary method whose handler is called on the connection's event loop, without a Swift task,
+    /// and answers with a future (of any loop; it may also fail with a `GRPCStatus`). For handlers
+    /// that do little work before handing the request on (a proposal, say): a task per call, the
+    /// hop that resumes it and the one that sends its answer cost more than such a handler does.
+    /// The call's deadline and a client's RST_STREAM end the call as for `unary`; the handler's
+    /// future is then left to complete unobserved.
+    public static func unaryOnLoop<Req, Resp>(
+        _ d: MethodDescriptor<Req, Resp>,
+        _ handler: @escaping @Sendable (Req, ServerContext, any EventLoop) -> EventLoopFuture<Resp>
+    ) -> ServerMethod {
+        ServerMethod(descriptor: d.erased, run: { inbound, stream, loop, gz, ctx in
+            let req = try await single(RequestStream<Req>(base: inbound))
+            let resp = try await handler(req, ctx, loop).get()
+            try await ResponseWriter<Resp>(stream: stream, loop: loop, compress: gz).send(resp)
+        }, unaryOnLoopRun: { message, stream, loop, gz, ctx in
+            let answer: EventLoopFuture<Resp>
+            do {
+                answer = handler(try decodeMessage(Req.self, message), ctx, loop)
+            } catch {
+                stream.finishServer(status: callStatus(of: error))
+                return
+            }
+            answer.hop(to: loop).assumeIsolated().whenComplete { result in
+                switch result {
+                case .success(let resp):
+                    do {
+                        let framed = try GRPCFramer.frame(resp, compress: gz, allocator: stream.connection.allocator)
+                        _ = stream.enqueue(framed)
+                        stream.finishServer(status: .ok)
+                    } catch {
+                        stream.finishServer(status: callStatus(of: error))
+                    }
+                case .failure(let error):
+                    stream.finishServer(status: callStatus(of: error))
+                }
             }
         })
     }
@@ -187,10 +231,20 @@ public struct ServerMethod: Sendable {
                 try await unary(message, stream, loop, gz, ctx)
             }
         }
+        var checkedOnLoop: (@Sendable (ByteBuffer, H2Stream, any EventLoop, Bool, ServerContext) -> Void)?
+        if let onLoop = self.unaryOnLoopRun {
+            checkedOnLoop = { message, stream, loop, gz, ctx in
+                do { try check(ctx) } catch {
+                    stream.finishServer(status: callStatus(of: error))
+                    return
+                }
+                onLoop(message, stream, loop, gz, ctx)
+            }
+        }
         var m = ServerMethod(descriptor: descriptor, run: { inbound, stream, loop, gz, ctx in
             try check(ctx)
             try await run(inbound, stream, loop, gz, ctx)
-        }, unaryRun: checkedUnary)
+        }, unaryRun: checkedUnary, unaryOnLoopRun: checkedOnLoop)
         m.runsOnConnectionLoop = runsOnConnectionLoop
         return m
     }
@@ -201,7 +255,7 @@ public struct ServerMethod: Sendable {
     /// returned unchanged.
     public func monitored(_ monitor: @escaping @Sendable (ServerContext) -> (@Sendable () async throws -> Void)?,
                           status: GRPCStatus) -> ServerMethod {
-        guard unaryRun == nil else { return self }
+        guard unaryRun == nil, unaryOnLoopRun == nil else { return self }
         let run = self.run
         var m = ServerMethod(descriptor: descriptor, run: { inbound, stream, loop, gz, ctx in
             guard let watch = monitor(ctx) else {
@@ -434,6 +488,13 @@ final class ServerDispatcher: H2StreamOwner {
         let bound = NIOLoopBound(s, eventLoop: loop)
         let gz = s.compressOutbound
         let executor = m.runsOnConnectionLoop ? connection.taskExecutor : nil
+        if let onLoop = m.unaryOnLoopRun {
+            // Unary, answered through a future: the handler runs here, on the connection's loop,
+            // when the request message is in; no task.
+            s.unaryMode = true
+            s.unaryStart = { message in onLoop(message, s, loop, gz, ctx) }
+            return
+        }
         if let unary = m.unaryRun {
             // Unary: no inbound sequence and no task until the request message is here; the
             // task starts with it (the stream clears this closure when it ends first).

@@ -55,6 +55,19 @@ public final class KeelCore: Sendable {
 
     /// Proposes one request through Raft and waits until it is applied.
     public func propose(_ request: Keelpb.InternalRequest.OneOf_Request) async throws(GRPCStatus) -> ApplyResult {
+        let answer = try proposal(request, answeredOn: Self.answerLoop(applyLoop))
+        do {
+            return try await answer.get()
+        } catch {
+            throw EtcdError.stopped
+        }
+    }
+
+    /// Proposes one request through Raft; the future (of `loop`) completes when it is applied. It
+    /// fails only when the server stops before that (any error means "server stopped"). Throws
+    /// what stops a request before it is proposed.
+    public func proposal(_ request: Keelpb.InternalRequest.OneOf_Request, answeredOn loop: any EventLoop)
+        throws(GRPCStatus) -> EventLoopFuture<ApplyResult> {
         if shared.stopped.load(ordering: .relaxed) { throw EtcdError.stopped }
         var req = Keelpb.InternalRequest()
         req.id = shared.newID()
@@ -62,15 +75,11 @@ public final class KeelCore: Sendable {
         let data = req.serializedBytes()
         // etcd: the marshalled internal request may not exceed --max-request-bytes.
         if data.count > config.maxRequestBytes { throw EtcdError.requestTooLarge }
-        let promise = Self.answerLoop(applyLoop).makePromise(of: ApplyResult.self)
+        let promise = loop.makePromise(of: ApplyResult.self)
         let host = self.host
         let id = req.id
         raftLoop.execute { host.value.propose(id: id, data: data, promise: promise) }
-        do {
-            return try await promise.futureResult.get()
-        } catch {
-            throw EtcdError.stopped
-        }
+        return promise.futureResult
     }
 
     /// The loop the promise of a caller's request is made on: the caller's own event loop when it

@@ -1,5 +1,6 @@
 import GRPC
 import KeelAPI
+import NIOCore
 import Storage
 
 /// etcd's gRPC-layer request checks (api/v3rpc/key.go), before anything is proposed.
@@ -47,16 +48,16 @@ public struct KVService: GRPCService {
     public init(core: KeelCore) { self.core = core }
 
     public var methods: [ServerMethod] {
-        // Writes only check, encode and propose, then wait for the apply loop, which builds the
-        // response: their tasks run on the connection's loop, so a write costs two thread switches
-        // (to the Raft loop, back from the apply loop) instead of four through the cooperative
-        // pool. Range reads the store in the handler (a large range takes long): it stays on the pool.
+        // Writes (and Compact) only check, encode and propose, then wait for the apply loop, which
+        // builds the response: they are answered through futures on the connection's loop (no task
+        // per call), so a write costs two thread switches (to the Raft loop, back from the apply
+        // loop). Range reads the store in the handler (a large range takes long): it stays on the pool.
         [
             .unary(Etcdserverpb.KV.range) { req, _ in try await self.range(req) },
-            .unary(Etcdserverpb.KV.put) { req, _ in try await self.put(req) }.onConnectionLoop(),
-            .unary(Etcdserverpb.KV.deleteRange) { req, _ in try await self.deleteRange(req) }.onConnectionLoop(),
-            .unary(Etcdserverpb.KV.txn) { req, _ in try await self.txn(req) }.onConnectionLoop(),
-            .unary(Etcdserverpb.KV.compact) { req, _ in try await self.compact(req) }.onConnectionLoop(),
+            .unaryOnLoop(Etcdserverpb.KV.put) { req, _, loop in self.put(req, on: loop) },
+            .unaryOnLoop(Etcdserverpb.KV.deleteRange) { req, _, loop in self.deleteRange(req, on: loop) },
+            .unaryOnLoop(Etcdserverpb.KV.txn) { req, _, loop in self.txn(req, on: loop) },
+            .unaryOnLoop(Etcdserverpb.KV.compact) { req, _, loop in self.compact(req, on: loop) },
         ]
     }
 
@@ -78,48 +79,64 @@ public struct KVService: GRPCService {
         }
     }
 
-    public func put(_ r: Etcdserverpb.PutRequest) async throws(GRPCStatus) -> Etcdserverpb.PutResponse {
-        try RequestValidation.checkPut(r)
-        try await checkQuota(cost: Self.cost(r))
-        guard case .put(var resp) = try await result(.put(r)) else { throw unexpected() }
-        resp.header = core.header(revision: resp.header?.revision ?? core.currentRevision)
-        return resp
+    /// A Put, answered on `loop` once applied.
+    public func put(_ r: Etcdserverpb.PutRequest, on loop: any EventLoop) -> EventLoopFuture<Etcdserverpb.PutResponse> {
+        do { try RequestValidation.checkPut(r) } catch { return loop.makeFailedFuture(error) }
+        if let full: EventLoopFuture<Etcdserverpb.PutResponse> = quotaExceeded(cost: Self.cost(r), on: loop) { return full }
+        return answer(.put(r), on: loop) { result throws(GRPCStatus) in
+            guard case .put(var resp) = result else { throw unexpected() }
+            resp.header = core.header(revision: resp.header?.revision ?? core.currentRevision)
+            return resp
+        }
     }
 
-    public func deleteRange(_ r: Etcdserverpb.DeleteRangeRequest) async throws(GRPCStatus) -> Etcdserverpb.DeleteRangeResponse {
-        try RequestValidation.checkDelete(r)
-        guard case .deleteRange(var resp) = try await result(.deleteRange(r)) else { throw unexpected() }
-        resp.header = core.header(revision: resp.header?.revision ?? core.currentRevision)
-        return resp
+    /// A DeleteRange, answered on `loop` once applied.
+    public func deleteRange(_ r: Etcdserverpb.DeleteRangeRequest, on loop: any EventLoop)
+        -> EventLoopFuture<Etcdserverpb.DeleteRangeResponse> {
+        do { try RequestValidation.checkDelete(r) } catch { return loop.makeFailedFuture(error) }
+        return answer(.deleteRange(r), on: loop) { result throws(GRPCStatus) in
+            guard case .deleteRange(var resp) = result else { throw unexpected() }
+            resp.header = core.header(revision: resp.header?.revision ?? core.currentRevision)
+            return resp
+        }
     }
 
-    public func txn(_ r: Etcdserverpb.TxnRequest) async throws(GRPCStatus) -> Etcdserverpb.TxnResponse {
-        try RequestValidation.checkTxn(r, maxTxnOps: core.config.maxTxnOps)
-        try await checkQuota(cost: Self.cost(r))
-        guard case .txn(var resp) = try await result(.txn(r)) else { throw unexpected() }
-        let rev = resp.header?.revision ?? core.currentRevision
-        // Only the outer header gets cluster/member/term; nested responses keep just the
-        // revision, as etcd's.
-        resp.header = core.header(revision: rev)
-        return resp
+    /// A Txn, answered on `loop` once applied.
+    public func txn(_ r: Etcdserverpb.TxnRequest, on loop: any EventLoop) -> EventLoopFuture<Etcdserverpb.TxnResponse> {
+        do { try RequestValidation.checkTxn(r, maxTxnOps: core.config.maxTxnOps) } catch { return loop.makeFailedFuture(error) }
+        if let full: EventLoopFuture<Etcdserverpb.TxnResponse> = quotaExceeded(cost: Self.cost(r), on: loop) { return full }
+        return answer(.txn(r), on: loop) { result throws(GRPCStatus) in
+            guard case .txn(var resp) = result else { throw unexpected() }
+            let rev = resp.header?.revision ?? core.currentRevision
+            // Only the outer header gets cluster/member/term; nested responses keep just the
+            // revision, as etcd's.
+            resp.header = core.header(revision: rev)
+            return resp
+        }
+    }
+    /// A Compact, answered on `loop` once applied. The store compacts inside the apply
+    /// transaction: when the answer comes, the old revisions are gone from the file, so `physical`
+    /// needs no extra wait.
+    public func compact(_ r: Etcdserverpb.CompactionRequest, on loop: any EventLoop)
+        -> EventLoopFuture<Etcdserverpb.CompactionResponse> {
+        answer(.compaction(r), on: loop) { result throws(GRPCStatus) in
+            guard case .compaction(var resp) = result else { throw unexpected() }
+            resp.header = core.header(revision: resp.header?.revision ?? core.currentRevision)
+            return resp
+        }
     }
 
-    public func compact(_ r: Etcdserverpb.CompactionRequest) async throws(GRPCStatus) -> Etcdserverpb.CompactionResponse {
-        // The store compacts inside the apply transaction: when the answer comes, the old
-        // revisions are gone from the file, so `physical` needs no extra wait.
-        guard case .compaction(var resp) = try await result(.compaction(r)) else { throw unexpected() }
-        resp.header = core.header(revision: resp.header?.revision ?? core.currentRevision)
-        return resp
-    }
-
-    /// etcd's backend quota (etcdserver/quota.go): a request that would take the backend to the
-    /// quota raises the NOSPACE alarm (through Raft) and is refused before it is proposed.
-    private func checkQuota(cost: Int) async throws(GRPCStatus) {
-        guard cost > 0, core.store.dbSize + Int64(cost) >= core.config.effectiveQuota else { return }
+    /// etcd's backend quota (etcdserver/quota.go): nil when the request fits; else the NOSPACE
+    /// alarm is raised (through Raft) and the request is refused, before it is proposed, with
+    /// "database space exceeded" once the alarm is applied.
+    private func quotaExceeded<R>(cost: Int, on loop: any EventLoop) -> EventLoopFuture<R>? {
+        guard cost > 0, core.store.dbSize + Int64(cost) >= core.config.effectiveQuota else { return nil }
         var a = Etcdserverpb.AlarmRequest()
         a.action = .activate; a.memberID = core.shared.memberID; a.alarm = .nospace
-        _ = try? await core.propose(.alarm(a))
-        throw EtcdError.noSpace
+        guard let raised = try? core.proposal(.alarm(a), answeredOn: loop) else { return loop.makeFailedFuture(EtcdError.noSpace) }
+        let refused = loop.makePromise(of: R.self)
+        raised.whenComplete { _ in refused.fail(EtcdError.noSpace) }
+        return refused.futureResult
     }
 
     /// etcd's request costs: 256 bytes of overhead + key + value per put; a txn costs its larger branch.
@@ -135,11 +152,23 @@ public struct KVService: GRPCService {
         return max(branch(t.success), branch(t.failure))
     }
 
-    private func result(_ req: Keelpb.InternalRequest.OneOf_Request) async throws(GRPCStatus) -> ApplyResult {
-        if core.shared.isLearner { throw EtcdError.notSupportedForLearner }
-        let r = try await core.propose(req)
-        if case .failed(let status) = r { throw status }
-        return r
+    /// Proposes `req` and answers on `loop` with `body`'s response for its apply result: an
+    /// apply that failed gives its status, a server stopping before the apply "server stopped".
+    private func answer<R: Sendable>(_ req: Keelpb.InternalRequest.OneOf_Request, on loop: any EventLoop,
+                                     _ body: @escaping @Sendable (ApplyResult) throws(GRPCStatus) -> R) -> EventLoopFuture<R> {
+        if core.shared.isLearner { return loop.makeFailedFuture(EtcdError.notSupportedForLearner) }
+        let applied: EventLoopFuture<ApplyResult>
+        do { applied = try core.proposal(req, answeredOn: loop) } catch { return loop.makeFailedFuture(error) }
+        let promise = loop.makePromise(of: R.self)
+        applied.whenComplete { result in
+            switch result {
+            case .success(.failed(let status)): promise.fail(status)
+            case .success(let r):
+                do { promise.succeed(try body(r)) } catch { promise.fail(error) }
+            case .failure: promise.fail(EtcdError.stopped)
+            }
+        }
+        return promise.futureResult
     }
 
     private func unexpected() -> GRPCStatus { GRPCStatus(.internal, "keel: unexpected apply result") }
