@@ -189,6 +189,48 @@ extension Mvccpb.Event {
         #expect(hist[0].rev == 4 && hist[0].prevKv?.value == Array("new".utf8))
     }
 
+    @Test func aBatchWithoutPrevValuesSendsPrevKVWatchersToHistory() async throws {
+        let ts = try WatchTestStore()
+        let big = String(repeating: "o", count: 300)    // stored by revision
+        try ts.put("k", big)            // rev 2
+        let hub = WatchHub(source: ts.store)
+        #expect(!hub.wantsPrevValues)
+        let sid = await hub.openStream()
+        await hub.create(stream: sid, watchCreate("k", id: 1, prevKV: true))
+        await hub.create(stream: sid, watchCreate("k", id: 2))
+        #expect(hub.wantsPrevValues)
+        _ = await hub.drain(sid)
+        // The apply loop did not load previous values for this batch (it asked before the
+        // prev_kv watcher existed, say): that watcher reads the batch from history instead.
+        let p = try ts.apply { (t) throws(MVCCError) in
+            t.eventPrevValues = false
+            var r = Etcdserverpb.PutRequest(); r.key = Array("k".utf8); r.value = Array("new".utf8)
+            _ = try t.put(r)
+        }                               // rev 3
+        #expect(p.events.first?.prevKv?.value.isEmpty == true)
+        await hub.deliver(events: p.events, revision: p.revision, prevValues: false)
+        var out = await hub.drain(sid)
+        func events(_ id: Int64) -> [Mvccpb.Event] { out.filter { $0.response.watchId == id }.flatMap(\.response.events) }
+        #expect(events(2).map(\.rev) == [3])
+        #expect(events(2)[0].prevKv == nil)
+        #expect(events(1).map(\.rev) == [3])
+        #expect(events(1).first?.prevKv?.value == Array(big.utf8))
+        // Back in sync: the next batch (with values) reaches it live.
+        let q = try ts.put("k", "newer")    // rev 4
+        await hub.deliver(events: q.events, revision: q.revision)
+        out = await hub.drain(sid)
+        #expect(events(1).map(\.rev) == [4] && events(1).first?.prevKv?.value == Array("new".utf8))
+        #expect(await hub.watcherCounts().unsynced == 0)
+        // The count follows cancels and closed streams.
+        await hub.cancel(stream: sid, watchID: 1)
+        #expect(!hub.wantsPrevValues)
+        let sid2 = await hub.openStream()
+        await hub.create(stream: sid2, watchCreate("x", id: 5, prevKV: true))
+        #expect(hub.wantsPrevValues)
+        await hub.closeStream(sid2)
+        #expect(!hub.wantsPrevValues)
+    }
+
     @Test func rangeAndFromKeyMatching() async throws {
         let ts = try WatchTestStore()
         let hub = WatchHub(source: ts.store)

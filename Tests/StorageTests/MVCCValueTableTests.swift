@@ -144,4 +144,41 @@ struct MVCCValueTableTests {
         let keys = try t.store.tableStats().first { $0.name == "keys" }!
         #expect(keys.overflowPages == 0 && keys.leafPages < revs.leafPages, "\(keys)")
     }
+
+    @Test func putEventsCanLeaveOutThePreviousValue() throws {
+        let t = try TestStore()
+        let old = value(300), small = value(8, 3)
+        try put(t, "k", old, lease: 0)                  // rev 2, stored by revision
+        try put(t, "s", small)                          // rev 3, inline
+        func putEvents(_ keep: Bool, _ k: String, _ v: [UInt8], prevKv: Bool = false, ignoreValue: Bool = false)
+            throws -> (events: [Mvccpb.Event], response: Etcdserverpb.PutResponse) {
+            var p = Etcdserverpb.PutRequest()
+            p.key = b(k); p.value = v; p.prevKv = prevKv; p.ignoreValue = ignoreValue
+            return try t.store.write { (w) throws(MVCCError) in
+                #expect(w.eventPrevValues)              // every batch starts with the default
+                w.eventPrevValues = keep
+                let r = try w.put(p)
+                return (w.events, r)
+            }
+        }
+        // Without the values: the same previous version (create, mod, version, lease), no value.
+        let lean = try putEvents(false, "k", value(300, 1))     // rev 4
+        let prev = try #require(lean.events.first?.prevKv)
+        #expect(prev.key == b("k") && prev.createRevision == 2 && prev.modRevision == 2 && prev.version == 1)
+        #expect(prev.value.isEmpty)
+        #expect(lean.events.first?.kv?.version == 2 && lean.events.first?.kv?.createRevision == 2)
+        // A request that needs the value gets it, in its response and its event.
+        let asked = try putEvents(false, "k", value(300, 2), prevKv: true)     // rev 5
+        #expect(asked.response.prevKv?.value == value(300, 1))
+        #expect(asked.events.first?.prevKv?.value == value(300, 1))
+        let kept = try putEvents(false, "k", [], ignoreValue: true)             // rev 6
+        #expect(kept.events.first?.kv?.value == value(300, 2))
+        // The default keeps them, inline or by revision.
+        #expect(try putEvents(true, "k", value(10)).events.first?.prevKv?.value == value(300, 2))
+        #expect(try putEvents(true, "s", value(10)).events.first?.prevKv?.value == small)
+        // What was written is the same either way.
+        var r = Etcdserverpb.RangeRequest(); r.key = b("k")
+        let got = try t.store.range(r).kvs
+        #expect(got.count == 1 && got[0].value == value(10) && got[0].version == 5 && got[0].createRevision == 2)
+    }
 }

@@ -21,7 +21,11 @@ public enum LeaseApplied: Sendable, Hashable {
 /// commit makes it visible to readers: the hub reads history only up to the store's revision),
 /// `committed` after each LMDB commit, the others after the commit of their batch.
 public struct ApplyHooks: Sendable {
-    public var events: (@Sendable (_ events: [Mvccpb.Event], _ revision: Int64) -> Void)?
+    /// `prevValues`: whether put events carry their prevKv's value (`MVCCWriteTxn.eventPrevValues`).
+    public var events: (@Sendable (_ events: [Mvccpb.Event], _ revision: Int64, _ prevValues: Bool) -> Void)?
+    /// Whether the next batch's put events must carry their prevKv's value (someone watches with
+    /// prev_kv). nil: always. Asked once per batch; `events` says what the batch did.
+    public var eventsNeedPrevValues: (@Sendable () -> Bool)?
     public var committed: (@Sendable () -> Void)?
     public var compacted: (@Sendable (_ revision: Int64) -> Void)?
     public var leases: (@Sendable (_ changes: [LeaseApplied]) -> Void)?
@@ -234,6 +238,7 @@ final class Applier {
         var newMembership = membership
         var applied = 0, bytes = 0
         var pending = false
+        let prevValues = hooks.eventsNeedPrevValues?() ?? true
         let w: MVCCOpenWrite
         do throws(MVCCError) {
             if let o = group {
@@ -251,6 +256,7 @@ final class Applier {
         var lastIndex = already
         do throws(MVCCError) {
             try w.batch { (txn: inout MVCCWriteTxn) throws(MVCCError) in
+                txn.eventPrevValues = prevValues
                 for (entries, _) in batch {
                     for e in entries where e.index > already {
                         lastIndex = e.index
@@ -308,7 +314,7 @@ final class Applier {
         openEntries += applied; openBytes += bytes
         openLastIndex = lastIndex
         // Watchers get the batch now; history they read stays bounded by what is committed.
-        if !events.isEmpty { hooks.events?(events, w.revision) }
+        if !events.isEmpty { hooks.events?(events, w.revision, prevValues) }
         // Callers answered only after the commit, and state others learn only from committed data
         // (alarms, membership, leases, compaction), commit now; plain KV writes wait for the group.
         let afterCommit = promises.contains { results[$0.key] != nil }

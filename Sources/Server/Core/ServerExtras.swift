@@ -17,7 +17,8 @@ final class ServerExtras: Sendable {
     var hooks: ApplyHooks {
         var h = ApplyHooks()
         let rt = runtime
-        h.events = { ev, rev in rt.publish(events: ev, revision: rev) }
+        h.events = { ev, rev, prevValues in rt.publish(events: ev, revision: rev, prevValues: prevValues) }
+        h.eventsNeedPrevValues = { rt.wantsPrevValues }
         h.committed = { rt.committed() }
         h.compacted = { rev in rt.compacted(revision: rev) }
         h.leases = { changes in rt.leasesApplied(changes) }

@@ -161,8 +161,11 @@ public actor WatchHub {
     /// Catch-ups that found the history they need not committed yet (tests, metrics).
     private(set) var commitWaits = 0
 
-    private nonisolated let feed: AsyncStream<(events: [Mvccpb.Event], revision: Int64)>
-    private nonisolated let feedIn: AsyncStream<(events: [Mvccpb.Event], revision: Int64)>.Continuation
+    private nonisolated let feed: AsyncStream<(events: [Mvccpb.Event], revision: Int64, prevValues: Bool)>
+    private nonisolated let feedIn: AsyncStream<(events: [Mvccpb.Event], revision: Int64, prevValues: Bool)>.Continuation
+    /// Watchers that asked for prev_kv (an upper bound is enough: `deliver` sends a watcher that
+    /// needs prevKv values a batch lacks to history).
+    private nonisolated let prevKVWatchers = Atomic<Int>(0)
 
     public init(source: any WatchEventSource, options: WatchHubOptions = WatchHubOptions(),
                 logger: Logger = Logger(label: "keel.watch")) {
@@ -171,7 +174,7 @@ public actor WatchHub {
         self.logger = logger
         self.lastRev = source.watchRevision
         self.compactRev = source.watchCompactedRevision
-        let (s, c) = AsyncStream<(events: [Mvccpb.Event], revision: Int64)>.makeStream(
+        let (s, c) = AsyncStream<(events: [Mvccpb.Event], revision: Int64, prevValues: Bool)>.makeStream(
             bufferingPolicy: .bufferingNewest(max(1, options.publishQueueCapacity)))
         self.feed = s
         self.feedIn = c
@@ -180,9 +183,18 @@ public actor WatchHub {
     // MARK: feed (apply loop)
 
     /// Called by the apply loop right after it applied a batch (before the LMDB commit): `events`
-    /// are the batch's events (prevKv filled), `revision` the store revision after it. Never blocks.
-    public nonisolated func publish(events: [Mvccpb.Event], revision: Int64) {
-        feedIn.yield((events, revision))
+    /// are the batch's events (prevKv filled; without their value in put events when `prevValues`
+    /// is false), `revision` the store revision after it. Never blocks.
+    public nonisolated func publish(events: [Mvccpb.Event], revision: Int64, prevValues: Bool = true) {
+        feedIn.yield((events, revision, prevValues))
+    }
+
+    /// Whether some watcher asked for prev_kv: the apply loop then gives put events their
+    /// previous value (else a batch's events may lack it; such watchers read those from history).
+    public nonisolated var wantsPrevValues: Bool { prevKVWatchers.load(ordering: .relaxed) > 0 }
+
+    private func counted(_ w: Watcher, _ delta: Int) {
+        if w.prevKV { prevKVWatchers.add(delta, ordering: .relaxed) }
     }
 
     /// Called by the apply loop after each LMDB commit: watchers waiting for history it holds now
@@ -205,7 +217,9 @@ public actor WatchHub {
     public func run() async {
         await withTaskGroup(of: Void.self) { group in
             group.addTask { [feed] in
-                for await batch in feed { await self.deliver(events: batch.events, revision: batch.revision) }
+                for await batch in feed {
+                    await self.deliver(events: batch.events, revision: batch.revision, prevValues: batch.prevValues)
+                }
             }
             group.addTask {
                 while !Task.isCancelled {
@@ -242,8 +256,9 @@ public actor WatchHub {
         return true
     }
 
-    /// Applies one published batch (also used directly by tests).
-    func deliver(events: [Mvccpb.Event], revision: Int64) {
+    /// Applies one published batch (also used directly by tests). A watcher with prev_kv that a
+    /// batch without prevKv values (`prevValues` false) has events for reads them from history.
+    func deliver(events: [Mvccpb.Event], revision: Int64, prevValues: Bool = true) {
         if isShutDown || revision <= lastRev { return }
         let firstRev = events.first.map(eventRevision) ?? Int64.max
         if firstRev != lastRev + 1 {
@@ -270,8 +285,9 @@ public actor WatchHub {
         var touched: Set<UInt64> = []
         for (_, (w, evs)) in matched {
             guard let s = streams[w.stream] else { continue }
-            if s.eventResponses >= options.streamBufferCapacity {
-                // victim: falls back to history from the first revision it did not get
+            if s.eventResponses >= options.streamBufferCapacity || (w.prevKV && !prevValues) {
+                // victim (or the batch lacks the prevKv values it wants): falls back to history
+                // from the first revision it did not get
                 makeUnsynced(w, deliveredThrough: base)
                 touched.insert(w.stream)
                 continue
@@ -313,7 +329,7 @@ public actor WatchHub {
     func closeStream(_ id: UInt64) {
         guard let s = streams.removeValue(forKey: id) else { return }
         needsSync.remove(id)
-        for (_, w) in s.watchers { unindex(w) }
+        for (_, w) in s.watchers { unindex(w); counted(w, -1) }
         s.watchers = [:]
         s.closed = true
         s.waiter?.resume(returning: nil)
@@ -437,6 +453,7 @@ public actor WatchHub {
                             prevKV: req.prevKv, progressNotify: req.progressNotify, fragment: req.fragment,
                             nextRev: start)
             s.watchers[wid] = w
+            counted(w, 1)
             if start > lastRev { index(w) } else { s.unsynced.append(wid); syncStream(id) }
             return result
         }
@@ -448,6 +465,7 @@ public actor WatchHub {
     func cancel(stream id: UInt64, watchID: Int64) -> Bool {
         guard let s = streams[id], let w = s.watchers.removeValue(forKey: watchID) else { return false }
         unindex(w)
+        counted(w, -1)
         var r = response(watchID, lastRev)
         r.canceled = true
         push(s, WatchOutgoing(response: r, fragment: false))
@@ -591,7 +609,7 @@ public actor WatchHub {
     }
 
     private func compactedOut(_ s: Stream, _ w: Watcher, _ c: Int64) -> CatchUp {
-        s.watchers[w.id] = nil
+        if s.watchers.removeValue(forKey: w.id) != nil { counted(w, -1) }
         var r = response(w.id, 0)      // etcd: WatchResponse{CompactRevision} has Revision 0
         r.compactRevision = c
         r.canceled = true

@@ -2,7 +2,8 @@
 // object. SERVER can hold it in ServerExtras and delegate (this is the whole wiring):
 //
 //   init:      let rt = try WatchLeaseRuntime(store: store, config: config, memberID: identity.memberId)  // before the Applier
-//   hooks:     hooks.events = { ev, rev in rt.publish(events: ev, revision: rev) }
+//   hooks:     hooks.events = { ev, rev, prevValues in rt.publish(events: ev, revision: rev, prevValues: prevValues) }
+//              hooks.eventsNeedPrevValues = { rt.wantsPrevValues }
 //              hooks.compacted = { rev in rt.compacted(revision: rev) }
 //              hooks.leases = { changes in rt.leasesApplied(changes) }
 //   setUp:     await rt.attach(core: core)        // after replay; starts following leadership
@@ -49,10 +50,13 @@ public actor WatchLeaseRuntime {
         lessorTask = Task { await lessor.run() }
     }
 
-    /// Apply loop -> watchers. Never blocks.
-    public nonisolated func publish(events: [Mvccpb.Event], revision: Int64) {
-        hub.publish(events: events, revision: revision)
+    /// Apply loop -> watchers. Never blocks. `prevValues`: whether put events carry their prevKv's value.
+    public nonisolated func publish(events: [Mvccpb.Event], revision: Int64, prevValues: Bool = true) {
+        hub.publish(events: events, revision: revision, prevValues: prevValues)
     }
+
+    /// Whether some watcher asked for prev_kv (the apply loop then loads previous values).
+    public nonisolated var wantsPrevValues: Bool { hub.wantsPrevValues }
 
     /// Apply loop -> watchers waiting for history, after each LMDB commit.
     public nonisolated func committed() { hub.committed() }

@@ -296,6 +296,7 @@ public final class MVCCOpenWrite {
     public func batch<T>(_ body: (inout MVCCWriteTxn) throws(MVCCError) -> T) throws(MVCCError) -> T {
         try ctx.usable()
         ctx.events = []
+        ctx.eventPrevValues = true
         ctx.compactStepDone = false
         var w = MVCCWriteTxn(ctx)
         do throws(MVCCError) {

@@ -20,6 +20,8 @@ final class WriteContext {
     var broken: MVCCError?
     var finished = false
     var events: [Mvccpb.Event] = []
+    /// Whether a put's event carries its previous version's value (see `MVCCWriteTxn.eventPrevValues`).
+    var eventPrevValues = true
     // the operation in progress: it writes at main revision beginRev + 1
     var beginRev: Int64 = 0
     var changes = 0
@@ -183,6 +185,13 @@ final class WriteContext {
         try t.latestKV(key, atRev: .max)
     }
 
+    /// `current` without the value (empty): create and mod revision, version and lease only.
+    func currentWithoutValue(_ key: [UInt8]) throws(MVCCError) -> Mvccpb.KeyValue? {
+        try t.latest(key, atRev: .max) { (k, mod, v) throws(MVCCError) in
+            try Rec.decode(key: k, mod: mod, value: v, keysOnly: true, revs: nil)
+        }
+    }
+
     func liveKVs(_ key: [UInt8], _ rangeEnd: [UInt8]) throws(MVCCError) -> [Mvccpb.KeyValue] {
         var out: [Mvccpb.KeyValue] = []
         try t.walkLive(key, RangeEnd(rangeEnd), atRev: .max) { (k, mod, v) throws(MVCCError) in
@@ -203,7 +212,9 @@ final class WriteContext {
     }
 
     func doPut(_ p: Etcdserverpb.PutRequest) throws(MVCCError) -> Etcdserverpb.PutResponse {
-        let prev = try current(p.key)
+        // The previous value is a second lookup when it is stored by revision: only when someone
+        // reads it (the response's prev_kv, ignore_value, or the events' prevKv).
+        let prev = p.prevKv || p.ignoreValue || eventPrevValues ? try current(p.key) : try currentWithoutValue(p.key)
         var value = p.value, lease = p.lease
         if let prev {
             if p.ignoreValue { value = prev.value }
@@ -247,6 +258,14 @@ public struct MVCCWriteTxn {
 
     /// Every event this batch made, in order, prevKv filled: the watch feed.
     public var events: [Mvccpb.Event] { ctx.events }
+    /// true (default): every put's event has its prevKv with the value, as `events` says. false: a
+    /// put's prevKv has an empty value unless the request itself needed the value (prev_kv,
+    /// ignore_value); the caller knows the batch's events lack them (nobody watches with prev_kv).
+    /// Saves a lookup per put of a key whose value is stored by revision. Other fields are the same.
+    public var eventPrevValues: Bool {
+        get { ctx.eventPrevValues }
+        nonmutating set { ctx.eventPrevValues = newValue }
+    }
     /// The store revision as of now inside the batch.
     public var revision: Int64 { ctx.rev }
     public var compactedRevision: Int64 { ctx.compactRev }
