@@ -46,6 +46,26 @@ import Testing
         #expect(keel.first?.hasPrefix("PUT\nk1\nv1\nPUT\nk2\nv2\nPUT\nk1\nv1\nk1\nv1b\nDELETE\nk2\nv2\nk2\n") == true)
     }
 
+    /// Live puts under a synced prev_kv watch: the previous values (stored by revision in Keel, over
+    /// 64 bytes) come with the events, as from etcd.
+    @Test func liveWatchWithPrevKVGetsPreviousLongValues() async throws {
+        let a = String(repeating: "a", count: 300), b = String(repeating: "b", count: 300)
+        let (keel, etcd) = try await onBoth { s in
+            try await seed(s)
+            // from revision 5 (the delete of k2): once that line is out, the watch is live
+            let out = try await watchOutput(s, ["watch", "--prefix", "k", "--rev", "5", "--prev-kv"],
+                                            until: "PUT", count: 3) { s in
+                for v in [a, b, "c"] {
+                    let r = try await s.ctl(["put", "kp", v])
+                    #expect(r.status.succeeded)
+                }
+            }
+            return [out]
+        }
+        #expect(keel == etcd)
+        #expect(keel.first?.contains("PUT\nkp\n\(a)\nkp\n\(b)\nPUT\nkp\n\(b)\nkp\nc\n") == true, "\(keel)")
+    }
+
     @Test func jsonRevisionsAndEvents() async throws {
         let (keel, etcd) = try await onBoth { s in
             try await seed(s)
