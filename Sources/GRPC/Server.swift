@@ -485,9 +485,7 @@ final class ServerDispatcher: H2StreamOwner {
         let ctx = ServerContext(path: path, requestHeaders: s.headers.map { .init(name: $0.name, value: $0.value) },
                                 deadline: deadline)
         let loop = connection.loop
-        let bound = NIOLoopBound(s, eventLoop: loop)
         let gz = s.compressOutbound
-        let executor = m.runsOnConnectionLoop ? connection.taskExecutor : nil
         if let onLoop = m.unaryOnLoopRun {
             // Unary, answered through a future: the handler runs here, on the connection's loop,
             // when the request message is in; no task.
@@ -495,6 +493,8 @@ final class ServerDispatcher: H2StreamOwner {
             s.unaryStart = { message in onLoop(message, s, loop, gz, ctx) }
             return
         }
+        let bound = NIOLoopBound(s, eventLoop: loop)
+        let executor = m.runsOnConnectionLoop ? connection.taskExecutor : nil
         if let unary = m.unaryRun {
             // Unary: no inbound sequence and no task until the request message is here; the
             // task starts with it (the stream clears this closure when it ends first).

@@ -82,8 +82,7 @@ public struct KVService: GRPCService {
     /// A Put, answered on `loop` once applied.
     public func put(_ r: Etcdserverpb.PutRequest, on loop: any EventLoop) -> EventLoopFuture<Etcdserverpb.PutResponse> {
         do { try RequestValidation.checkPut(r) } catch { return loop.makeFailedFuture(error) }
-        if let full: EventLoopFuture<Etcdserverpb.PutResponse> = quotaExceeded(cost: Self.cost(r), on: loop) { return full }
-        return answer(.put(r), on: loop) { result throws(GRPCStatus) in
+        return answer(.put(r), cost: Self.cost(r), on: loop) { result throws(GRPCStatus) in
             guard case .put(var resp) = result else { throw unexpected() }
             resp.header = core.header(revision: resp.header?.revision ?? core.currentRevision)
             return resp
@@ -104,8 +103,7 @@ public struct KVService: GRPCService {
     /// A Txn, answered on `loop` once applied.
     public func txn(_ r: Etcdserverpb.TxnRequest, on loop: any EventLoop) -> EventLoopFuture<Etcdserverpb.TxnResponse> {
         do { try RequestValidation.checkTxn(r, maxTxnOps: core.config.maxTxnOps) } catch { return loop.makeFailedFuture(error) }
-        if let full: EventLoopFuture<Etcdserverpb.TxnResponse> = quotaExceeded(cost: Self.cost(r), on: loop) { return full }
-        return answer(.txn(r), on: loop) { result throws(GRPCStatus) in
+        return answer(.txn(r), cost: Self.cost(r), on: loop) { result throws(GRPCStatus) in
             guard case .txn(var resp) = result else { throw unexpected() }
             let rev = resp.header?.revision ?? core.currentRevision
             // Only the outer header gets cluster/member/term; nested responses keep just the
@@ -126,9 +124,9 @@ public struct KVService: GRPCService {
         }
     }
 
-    /// etcd's backend quota (etcdserver/quota.go): nil when the request fits; else the NOSPACE
-    /// alarm is raised (through Raft) and the request is refused, before it is proposed, with
-    /// "database space exceeded" once the alarm is applied.
+    /// etcd's backend quota (etcdserver/quota.go): nil when a request of `cost` fits; else the
+    /// NOSPACE alarm is raised (through Raft) and the request is refused, before it is proposed,
+    /// with "database space exceeded" once the alarm is applied.
     private func quotaExceeded<R>(cost: Int, on loop: any EventLoop) -> EventLoopFuture<R>? {
         guard cost > 0, core.store.dbSize + Int64(cost) >= core.config.effectiveQuota else { return nil }
         var a = Etcdserverpb.AlarmRequest()
@@ -152,10 +150,12 @@ public struct KVService: GRPCService {
         return max(branch(t.success), branch(t.failure))
     }
 
-    /// Proposes `req` and answers on `loop` with `body`'s response for its apply result: an
-    /// apply that failed gives its status, a server stopping before the apply "server stopped".
-    private func answer<R: Sendable>(_ req: Keelpb.InternalRequest.OneOf_Request, on loop: any EventLoop,
+    /// Proposes `req` (a request of quota `cost` first passes the quota check) and answers on `loop`
+    /// with `body`'s response for its apply result: an apply that failed gives its status, a server
+    /// stopping before the apply "server stopped".
+    private func answer<R: Sendable>(_ req: Keelpb.InternalRequest.OneOf_Request, cost: Int = 0, on loop: any EventLoop,
                                      _ body: @escaping @Sendable (ApplyResult) throws(GRPCStatus) -> R) -> EventLoopFuture<R> {
+        if let full: EventLoopFuture<R> = quotaExceeded(cost: cost, on: loop) { return full }
         if core.shared.isLearner { return loop.makeFailedFuture(EtcdError.notSupportedForLearner) }
         let applied: EventLoopFuture<ApplyResult>
         do { applied = try core.proposal(req, answeredOn: loop) } catch { return loop.makeFailedFuture(error) }

@@ -58,10 +58,6 @@ extension LMDBTxn {
         return try visit(s.key, s.main, x.value)
     }
 
-    func latestKV(_ key: [UInt8], atRev: Int64) throws(MVCCError) -> Mvccpb.KeyValue? {
-        try latest(key, atRev: atRev) { (k, mod, v) throws(MVCCError) in try Rec.decode(key: k, mod: mod, value: v, revs: self) }
-    }
-
     /// The value of a putRef version (main, sub) of `key`, from its revs entry.
     func revisionValue(main: Int64, sub: Int64, key: UnsafeRawBufferPointer) throws(MVCCError) -> [UInt8] {
         try Self.checkedValue(try getInPlace(env.revs, Rec.revKey(main, sub)), main, sub, key)

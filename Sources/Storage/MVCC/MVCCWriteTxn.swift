@@ -180,15 +180,11 @@ final class WriteContext {
         return id
     }
 
-    /// The key's live version as the operation in progress sees it (all earlier writes included).
-    func current(_ key: [UInt8]) throws(MVCCError) -> Mvccpb.KeyValue? {
-        try t.latestKV(key, atRev: .max)
-    }
-
-    /// `current` without the value (empty): create and mod revision, version and lease only.
-    func currentWithoutValue(_ key: [UInt8]) throws(MVCCError) -> Mvccpb.KeyValue? {
+    /// The key's live version as the operation in progress sees it (all earlier writes included);
+    /// without `value`, its value is left empty (create and mod revision, version, lease only).
+    func current(_ key: [UInt8], value: Bool = true) throws(MVCCError) -> Mvccpb.KeyValue? {
         try t.latest(key, atRev: .max) { (k, mod, v) throws(MVCCError) in
-            try Rec.decode(key: k, mod: mod, value: v, keysOnly: true, revs: nil)
+            try Rec.decode(key: k, mod: mod, value: v, keysOnly: !value, revs: t)
         }
     }
 
@@ -214,7 +210,7 @@ final class WriteContext {
     func doPut(_ p: Etcdserverpb.PutRequest) throws(MVCCError) -> Etcdserverpb.PutResponse {
         // The previous value is a second lookup when it is stored by revision: only when someone
         // reads it (the response's prev_kv, ignore_value, or the events' prevKv).
-        let prev = p.prevKv || p.ignoreValue || eventPrevValues ? try current(p.key) : try currentWithoutValue(p.key)
+        let prev = try current(p.key, value: p.prevKv || p.ignoreValue || eventPrevValues)
         var value = p.value, lease = p.lease
         if let prev {
             if p.ignoreValue { value = prev.value }
