@@ -9,9 +9,13 @@ import Testing
 struct GroupCommitE2ETests {
     /// `etcd_disk_backend_commit_duration_seconds_count` from /metrics: LMDB commits so far.
     func commits(_ keel: KeelProcess) throws -> Int {
+        try counter(keel, "etcd_disk_backend_commit_duration_seconds_count")
+    }
+
+    func counter(_ keel: KeelProcess, _ name: String) throws -> Int {
         let body = try httpGet(port: keel.port, path: "/metrics").body
-        let line = body.split(separator: "\n").first { $0.hasPrefix("etcd_disk_backend_commit_duration_seconds_count") }
-        return Int(try #require(line).split(separator: " ").last ?? "") ?? -1
+        let line = body.split(separator: "\n").first { $0.hasPrefix(name + " ") }
+        return Int(try #require(line, "\(name) missing from /metrics").split(separator: " ").last ?? "") ?? -1
     }
 
     @Test("puts share one commit; a read forces it; kill -9 before any commit loses no acknowledged put")
@@ -74,5 +78,39 @@ struct GroupCommitE2ETests {
         #expect(try commits(keel) == before + 1)
         #expect(first.revision > 1)
         #expect(await keel.stop() == .exited(0))
+    }
+
+    @Test("KEEL_BACKEND_NOSYNC=1: commits reach the page cache, a sync off the apply loop follows them; kill -9 loses nothing")
+    func noSyncModeSyncsInTheBackground() async throws {
+        let dir = try Proc.tempDir("keel-nosync")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let keel = try await KeelProcess.start(dir: dir, environment: ["KEEL_BACKEND_NOSYNC": "1"])
+        #expect(try counter(keel, "keel_disk_backend_sync_duration_seconds_count") == 0)
+        var revisions: [String: Int64] = [:]
+        for i in 0..<10 {
+            let put = try CtlJSON(try await keel.ctl(["put", "n\(i)", "v\(i)", "-w", "json"]).stdout)
+            revisions["n\(i)"] = put.revision
+            // each serializable read forces a commit, which schedules a sync 100 ms later
+            _ = try await keel.ctl(["get", "--consistency=s", "n\(i)"])
+        }
+        let commits = try commits(keel)
+        // Bounded wait: the sync runs on a thread pool and reports back to the apply loop.
+        var syncs = 0
+        for _ in 0..<100 {
+            syncs = try counter(keel, "keel_disk_backend_sync_duration_seconds_count")
+            if syncs > 0 { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(syncs >= 1, "no background sync after \(commits) commits")
+        // A sync covers at least one commit and never runs twice at once: at most one per commit.
+        #expect(syncs <= commits, "\(syncs) syncs for \(commits) commits")
+        keel.process.kill()
+        _ = await keel.process.wait(timeout: .seconds(10))
+        let restarted = try await KeelProcess.start(dir: dir, environment: ["KEEL_BACKEND_NOSYNC": "1"])
+        let all = try CtlJSON(try await restarted.ctl(["get", "n", "--prefix", "-w", "json"]).stdout)
+        var got: [String: Int64] = [:]
+        for kv in all.kvs { got[CtlJSON.b64(kv["key"])] = (kv["mod_revision"] as? NSNumber)?.int64Value }
+        #expect(got == revisions)
+        #expect(await restarted.stop() == .exited(0))
     }
 }

@@ -2,6 +2,7 @@ import GRPC
 import KeelAPI
 import Logging
 import NIOCore
+import NIOPosix
 import Raft
 import Storage
 
@@ -78,10 +79,20 @@ final class Applier {
     private var physicalWaiters: [(EventLoopPromise<ApplyResult>, ApplyResult)] = []
     private var compactionStepScheduled = false
     /// With a store opened with `syncEachWrite: false` (MDB_NOSYNC), commits only reach the page
-    /// cache; the apply loop syncs the store this long after the first unsynced commit (etcd's
-    /// backend commits every 100 ms too), and before WAL segments are released (snapshot).
+    /// cache; the store is synced this long after the first unsynced commit (etcd's backend
+    /// commits every 100 ms too), and before WAL segments are released (snapshot, synchronously).
+    /// The periodic sync runs on a thread of `NIOThreadPool.singleton`, not on the apply loop: it
+    /// is an fdatasync of every page the commits since the last one wrote (megabytes when random
+    /// keys spread the puts over many leaves), and while the apply loop waited for it no write was
+    /// applied or answered. The apply loop goes on committing meanwhile; one sync at a time.
     static let backendSyncInterval: TimeAmount = .milliseconds(100)
+    /// A sync is scheduled or running.
     private var backendSyncScheduled = false
+    /// Commits made so far, and how many of them the last finished sync covers (all that were
+    /// made before it started).
+    private var backendCommits = 0
+    private var backendCommitsSynced = 0
+    var backendSync = Histogram.etcdDisk()
     /// The group-commit transaction (nil: everything applied is committed and visible).
     private var group: MVCCOpenWrite?
     private var openSince = NIODeadline.now()
@@ -96,8 +107,6 @@ final class Applier {
     var groupCommitEntries = 10_000
     static let groupCommitBytes = 16 << 20
     private var stopped = false
-    var backendSyncs = 0
-    var backendSyncSeconds = 0.0
 
     init(store: MVCCStore, shared: SharedState, logger: Logger, loop: any EventLoop, hooks: ApplyHooks) throws(MVCCError) {
         self.store = store; self.shared = shared; self.logger = logger; self.loop = loop; self.hooks = hooks
@@ -378,6 +387,7 @@ final class Applier {
         }
         group = nil
         backendCommit.observe(Double((NIODeadline.now() - start).nanoseconds) / 1e9)
+        backendCommits += 1
         if !store.options.syncEachWrite { scheduleBackendSync() }
         if publishing { publishCommitted() }
     }
@@ -623,21 +633,30 @@ final class Applier {
         guard !backendSyncScheduled, !stopped else { return }
         backendSyncScheduled = true
         let me = NIOLoopBound(self, eventLoop: loop)
-        loop.scheduleTask(in: Self.backendSyncInterval) { me.value.backendSync() }
+        loop.scheduleTask(in: Self.backendSyncInterval) { me.value.startBackendSync() }
     }
 
-    private func backendSync() {
+    private func startBackendSync() {
+        guard !stopped, failedPermanently == nil else { backendSyncScheduled = false; return }
+        let store = self.store, covers = backendCommits, start = NIODeadline.now()
+        let me = NIOLoopBound(self, eventLoop: loop)
+        NIOThreadPool.singleton.runIfActive(eventLoop: loop) { () throws in try store.sync() }.whenComplete { result in
+            me.value.backendSyncDone(result, covers: covers, seconds: Double((NIODeadline.now() - start).nanoseconds) / 1e9)
+        }
+    }
+
+    private func backendSyncDone(_ result: Result<Void, any Error>, covers: Int, seconds: Double) {
         backendSyncScheduled = false
-        guard !stopped, failedPermanently == nil else { return }
-        let start = NIODeadline.now()
-        do {
-            try store.sync()
-            backendSyncs += 1
-            backendSyncSeconds += Double((NIODeadline.now() - start).nanoseconds) / 1e9
-        } catch {
+        switch result {
+        case .success:
+            backendCommitsSynced = max(backendCommitsSynced, covers)
+            backendSync.observe(seconds)
+        case .failure(let error):
             // Acknowledged writes are in the WAL, which is not released before a successful sync.
             logger.error("backend sync failed", metadata: ["error": "\(error)"])
         }
+        // Commits made while it ran (or all of them, after a failure) wait for the next one.
+        if backendCommits > backendCommitsSynced { scheduleBackendSync() }
     }
 
     func stop() {

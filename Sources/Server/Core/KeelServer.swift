@@ -175,11 +175,12 @@ public final class KeelCore: Sendable {
     public var raftIndex: UInt64 { shared.committed }
 
     /// Histograms owned by the loops, copied on their loops.
-    func metricsSnapshot() async -> (walFsync: Histogram, backendCommit: Histogram) {
+    func metricsSnapshot() async -> (walFsync: Histogram, backendCommit: Histogram, backendSync: Histogram) {
         let host = self.host, applier = self.applier
         let w = (try? await raftLoop.submit { host.value.walFsync }.get()) ?? Histogram.etcdDisk()
-        let b = (try? await applyLoop.submit { applier.value.backendCommit }.get()) ?? Histogram.etcdDisk()
-        return (w, b)
+        let b = (try? await applyLoop.submit { (applier.value.backendCommit, applier.value.backendSync) }.get())
+            ?? (Histogram.etcdDisk(), Histogram.etcdDisk())
+        return (w, b.0, b.1)
     }
 
     /// Alarms as the apply loop has them.
@@ -237,9 +238,11 @@ public final class KeelServer: Sendable {
         var mopts = MVCCOptions()
         mopts.quotaBackendBytes = config.effectiveQuota
         // One fdatasync per apply batch (MDB_NOMETASYNC: an OS crash never corrupts the store).
-        // KEEL_BACKEND_NOSYNC=1: LMDB commits go to the page cache only (MDB_NOSYNC) and the apply
-        // loop syncs every 100 ms and before WAL segments are released; measured no faster here
-        // (Benchmarks/RESULTS.md, "Write path profile") and an OS crash could corrupt the store, so off.
+        // KEEL_BACKEND_NOSYNC=1: LMDB commits go to the page cache only (MDB_NOSYNC), a thread syncs
+        // 100 ms after them (Applier.backendSyncInterval) and the apply loop before WAL segments are
+        // released. Much faster once the store has grown (the commit's fdatasync no longer stalls the
+        // apply loop; Benchmarks/RESULTS.md, "The commit's fdatasync"), but an OS crash could corrupt
+        // the store (LMDB may have reused pages of the last synced state), so off.
         mopts.syncEachWrite = !(getenv("KEEL_BACKEND_NOSYNC").map { String(cString: $0) == "1" } ?? false)
         // KEEL_INLINE_VALUE_LIMIT=N (experiments only): values up to N bytes stay in the key table
         // (MVCCOptions.inlineValueLimit). Every member of a cluster must use the same N (hash()).

@@ -255,9 +255,15 @@ public final class MVCCStore: Sendable {
     // MARK: maintenance
 
     /// Forces everything committed to disk (the meta page too). Call before releasing WAL segments
-    /// or Raft log entries covering `appliedIndex`.
+    /// or Raft log entries covering `appliedIndex`. May run on any thread, also while the writer
+    /// commits (it is one fdatasync of the file: what was committed before it started is durable
+    /// when it returns); the environment stays open until it returns, even if the store is closed
+    /// or defragmented meanwhile.
     public func sync() throws(MVCCError) {
-        try LMDB.check(mdb_env_sync(try currentEnv().env, 1), "sync")
+        let env = try currentEnv()
+        let rc = mdb_env_sync(env.env, 1)
+        withExtendedLifetime(env) {}
+        try LMDB.check(rc, "sync")
     }
 }
 
