@@ -222,12 +222,89 @@ public final class GRPCClient: Sendable {
                                  options: CallOptions = CallOptions()) async throws -> Resp {
         // Fast path: the request is framed before the call starts, and the stream is opened, the
         // message queued and the request half-closed in ONE event-loop submission (instead of three
-        // hops: start, send, finish). Once `single` returns, the stream has closed (it waits for the
-        // status), so no reset is needed on success.
+        // hops: start, send, finish). The stream keeps the response message itself (no async
+        // sequence) and completes one future when it closes, so the caller waits once.
         let compress = options.compress ?? config.compressRequests
         let framed = try GRPCFramer.frame(request, compress: compress, allocator: ByteBufferAllocator())
-        let call = try await openCall(method.path, options, compress, firstMessage: framed)
-        return try await runCall(call, resetWhenDone: false) { try await $0.single(Resp.self) }
+        let headers = requestHeaders(method.path, options, compress)
+        var attempt = 0
+        while true {
+            // A call whose task is already cancelled is not sent (grpc-go: a done context fails the call).
+            if Task.isCancelled { throw GRPCStatus(.cancelled, "call cancelled by the client") }
+            attempt += 1
+            let conn = try await pool.connection()
+            let loop = conn.channel.eventLoop
+            let state = NIOLoopBoundBox.makeEmptyBox(valueType: UnaryCallState.self, eventLoop: loop)
+            let response = startUnary(conn, headers, framed, state)
+            do {
+                let buffer = try await withTaskCancellationHandler {
+                    try await response.get()
+                } onCancel: {
+                    loop.execute {
+                        if case .running(let s) = state.value {
+                            s.cancel(status: GRPCStatus(.cancelled, "call cancelled by the client"))
+                        }
+                        state.value = .cancelled
+                    }
+                }
+                return try decodeMessage(Resp.self, buffer)
+            } catch is RefusedStart {
+                if attempt < 3 { continue }
+                throw GRPCStatus(.unavailable, "connection is closing")
+            }
+        }
+    }
+
+    struct RefusedStart: Error {}
+
+    /// What a unary call's task cancellation finds on the loop: nothing yet (nil), or its stream.
+    enum UnaryCallState {
+        case running(H2Stream)
+        case cancelled
+    }
+
+    /// Opens a unary call's stream, queues its one message and half-closes it in one event-loop job;
+    /// the future has the response message once the stream has closed with OK, else the call's
+    /// status as its error. A connection that refuses new streams (GOAWAY, closing) fails it with
+    /// `RefusedStart` before anything is sent (safe to retry on another connection).
+    private func startUnary(_ conn: ClientConnection, _ headers: RequestHeaders, _ framed: ByteBuffer,
+                            _ state: NIOLoopBoundBox<UnaryCallState?>) -> EventLoopFuture<ByteBuffer> {
+        let h = conn.handler
+        let loop = conn.channel.eventLoop
+        let timeout = headers.timeoutNanos
+        return loop.flatSubmit { () -> EventLoopFuture<ByteBuffer> in
+            let promise = loop.makePromise(of: ByteBuffer.self)
+            if case .cancelled = state.value {
+                promise.fail(GRPCStatus(.cancelled, "call cancelled by the client"))
+                return promise.futureResult
+            }
+            guard let s = h.value.submitRequest(headers: headers.fields) else {
+                conn.usable.store(false, ordering: .relaxed)
+                promise.fail(RefusedStart())
+                return promise.futureResult
+            }
+            state.value = .running(s)
+            s.clientUnary = true
+            s.onClose = { [unowned s] status in
+                if status.code != .ok {
+                    promise.fail(status)
+                } else if let m = s.unaryResponse {
+                    s.unaryResponse = nil
+                    promise.succeed(m)
+                } else {
+                    promise.fail(GRPCStatus(.internal, "grpc: server ended the call without a response message"))
+                }
+            }
+            if let timeout {
+                let bs = NIOLoopBound(s, eventLoop: loop)
+                s.deadline = loop.scheduleTask(in: .nanoseconds(timeout)) {
+                    bs.value.cancel(status: GRPCStatus(.deadlineExceeded, "context deadline exceeded"))
+                }
+            }
+            _ = s.enqueue(framed)
+            s.endRequest()
+            return promise.futureResult
+        }
     }
 
     public func serverStreaming<Req, Resp, R: Sendable>(
@@ -294,14 +371,17 @@ public final class GRPCClient: Sendable {
     private func withCall<R: Sendable>(_ path: String, _ options: CallOptions,
                                        _ body: (Call) async throws -> R) async throws -> R {
         let compress = options.compress ?? config.compressRequests
-        let call = try await openCall(path, options, compress, firstMessage: nil)
+        let call = try await openCall(path, options, compress)
         return try await runCall(call, body)
     }
 
-    /// Starts a call (retrying a refused start on a fresh connection); with `firstMessage`, also
-    /// queues it and half-closes the request direction in the same event-loop submission.
-    private func openCall(_ path: String, _ options: CallOptions, _ compress: Bool,
-                          firstMessage: ByteBuffer?) async throws -> Call {
+    /// A call's request headers and its timeout in nanoseconds (nil: none).
+    struct RequestHeaders: Sendable {
+        var fields: GRPCMetadata
+        var timeoutNanos: Int64?
+    }
+
+    private func requestHeaders(_ path: String, _ options: CallOptions, _ compress: Bool) -> RequestHeaders {
         var headers: GRPCMetadata = [
             (":method", "POST"), (":scheme", "http"), (":path", path),
             (":authority", config.authority ?? "\(config.host):\(config.port)"),
@@ -317,8 +397,14 @@ public final class GRPCClient: Sendable {
             headers.append(("grpc-timeout", GRPCTimeout.encode(nanoseconds: timeoutNanos!)))
         }
         headers.append(contentsOf: options.metadata)
-        let fixedHeaders = headers
-        let tn = timeoutNanos
+        return RequestHeaders(fields: headers, timeoutNanos: timeoutNanos)
+    }
+
+    /// Starts a streaming call (retrying a refused start on a fresh connection).
+    private func openCall(_ path: String, _ options: CallOptions, _ compress: Bool) async throws -> Call {
+        let rh = requestHeaders(path, options, compress)
+        let fixedHeaders = rh.fields
+        let tn = rh.timeoutNanos
         // A connection that got GOAWAY (or closed) refuses new streams before anything is sent:
         // such a call is safe to retry on a fresh connection.
         var attempt = 0
@@ -327,7 +413,7 @@ public final class GRPCClient: Sendable {
             attempt += 1
             let conn = try await pool.connection()
             do {
-                call = try await startCall(conn, fixedHeaders, tn, compress, firstMessage)
+                call = try await startCall(conn, fixedHeaders, tn, compress)
             } catch let st as GRPCStatus where st.code == .unavailable && attempt < 3 {
                 continue
             }
@@ -336,7 +422,7 @@ public final class GRPCClient: Sendable {
     }
 
     private func startCall(_ conn: ClientConnection, _ fixedHeaders: GRPCMetadata, _ tn: Int64?,
-                           _ compress: Bool, _ firstMessage: ByteBuffer?) async throws -> Call {
+                           _ compress: Bool) async throws -> Call {
         let h = conn.handler
         let loop = conn.channel.eventLoop
         return try await loop.submit { () throws -> Call in
@@ -353,26 +439,18 @@ public final class GRPCClient: Sendable {
                     bs.value.cancel(status: GRPCStatus(.deadlineExceeded, "context deadline exceeded"))
                 }
             }
-            if let firstMessage {
-                // Below the outbound high-water mark for any unary request that fits; a larger one
-                // still goes out in full (endRequest sends END_STREAM after the queued bytes).
-                _ = s.enqueue(firstMessage)
-                s.endRequest()
-            }
             return Call(stream: NIOLoopBound(s, eventLoop: loop), loop: loop, inbound: inbound,
                         status: promise.futureResult, compress: compress)
         }.get()
     }
 
-    /// Runs `body` on the call; `resetWhenDone` false only where `body` returns after the stream has
-    /// closed (a unary call's `single` waits for the status), so no reset is needed.
-    private func runCall<R: Sendable>(_ call: Call, resetWhenDone: Bool = true,
-                                      _ body: (Call) async throws -> R) async throws -> R {
+    /// Runs `body` on the call, then resets the stream if the server has not ended it yet.
+    private func runCall<R: Sendable>(_ call: Call, _ body: (Call) async throws -> R) async throws -> R {
         try await withTaskCancellationHandler {
             do {
                 let r = try await body(call)
                 // Done with the call: reset it if the server has not ended it yet (no leak).
-                if resetWhenDone { call.cancel(GRPCStatus(.cancelled, "call finished by the client")) }
+                call.cancel(GRPCStatus(.cancelled, "call finished by the client"))
                 return r
             } catch {
                 call.cancel(GRPCStatus(.cancelled, "call abandoned by the client"))

@@ -103,6 +103,11 @@ final class H2Stream {
     /// instead of an inbound sequence; later messages are deframed (size checks) and dropped.
     var unaryMode = false
     var unaryStart: ((ByteBuffer) -> Void)?
+    /// Client, unary call: the response message is kept here instead of going to an inbound
+    /// sequence (no async sequence, iterator and status future per call); a second message fails
+    /// the call. `onClose` completes the call from it.
+    var clientUnary = false
+    var unaryResponse: ByteBuffer?
 
     // Outbound messages.
     var outbound = CircularBuffer<ByteBuffer>()
@@ -150,13 +155,21 @@ final class H2Stream {
 
     func receivedData(_ bytes: UnsafeRawBufferPointer) {
         unconsumed += bytes.count
-        if inboundDiscard || (source == nil && !unaryMode) {
+        if inboundDiscard || (source == nil && !unaryMode && !clientUnary) {
             consumePending()
             return
         }
         deframer.append(bytes, allocator: connection.allocator)
         do {
             while let message = try deframer.next(allocator: connection.allocator) {
+                if clientUnary {
+                    guard unaryResponse == nil else {
+                        inboundFailed(GRPCStatus(.internal, "grpc: more than one response message for a unary call"))
+                        return
+                    }
+                    unaryResponse = message
+                    continue
+                }
                 if unaryMode {
                     if let start = unaryStart {
                         unaryStart = nil

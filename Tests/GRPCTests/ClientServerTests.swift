@@ -18,6 +18,61 @@ import Testing
         }
     }
 
+    /// A unary call takes exactly one response message before an OK status (grpc-go's rule): a
+    /// server that sends two or none fails the call with INTERNAL, and an error status wins over a
+    /// message that came before it. (The `expand` method streams `count` replies; called as unary.)
+    @Test func unaryCallNeedsExactlyOneResponseMessage() async throws {
+        try await withEchoServer { server, _ in
+            try await withClient(server) { client in
+                let one = try await client.unary(Echotest.Echo.expand, request("one", count: 1))
+                #expect(one.text == "one")
+                let two = await #expect(throws: GRPCStatus.self) {
+                    _ = try await client.unary(Echotest.Echo.expand, request("two", count: 2))
+                }
+                #expect(two?.code == .internal)
+                #expect(two?.message == "grpc: more than one response message for a unary call")
+                let none = await #expect(throws: GRPCStatus.self) {
+                    _ = try await client.unary(Echotest.Echo.expand, request("none", count: 0))
+                }
+                #expect(none?.code == .internal)
+                #expect(none?.message == "grpc: server ended the call without a response message")
+                let failed = await #expect(throws: GRPCStatus.self) {
+                    _ = try await client.unary(Echotest.Echo.get, request("no", failCode: 9))
+                }
+                #expect(failed?.code == .failedPrecondition)
+                #expect(failed?.message == "no")
+                // The connection is fine after all of them.
+                #expect(try await client.unary(Echotest.Echo.get, request("after")).text == "after")
+            }
+            #expect(await eventually { server.counters.streams == 0 })
+        }
+    }
+
+    /// Cancelling the task of a unary call resets its stream: the caller gets CANCELLED at once and
+    /// the server's handler is cancelled.
+    @Test func cancellingAUnaryCallResetsItsStream() async throws {
+        try await withEchoServer { server, service in
+            try await withClient(server) { client in
+                let call = Task { try await client.unary(Echotest.Echo.get, request("slow", delayMs: 60_000)) }
+                #expect(await eventually { service.progress.handlersRunning.load(ordering: .relaxed) == 1 })
+                call.cancel()
+                let error = await #expect(throws: GRPCStatus.self) { _ = try await call.value }
+                #expect(error?.code == .cancelled)
+                #expect(await eventually { service.progress.handlersCancelled.load(ordering: .relaxed) == 1 })
+                // A task cancelled before its call starts fails without reaching the server.
+                let early = Task {
+                    withUnsafeCurrentTask { $0?.cancel() }
+                    return try await client.unary(Echotest.Echo.get, request("never"))
+                }
+                let earlyError = await #expect(throws: GRPCStatus.self) { _ = try await early.value }
+                #expect(earlyError?.code == .cancelled)
+                let after = try await client.unary(Echotest.Echo.get, request("after"))
+                #expect(after.text == "after")
+            }
+            #expect(await eventually { server.counters.streams == 0 })
+        }
+    }
+
     @Test func serverStreaming() async throws {
         try await withEchoServer { server, _ in
             try await withClient(server) { client in
