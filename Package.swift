@@ -54,7 +54,7 @@ let package = Package(
         // keel-bench: load generator for any etcd v3 endpoint (Benchmarks/KeelBench; see Benchmarks/compare).
         .target(name: "KeelBenchCore", dependencies: ["GRPC", "KeelAPI", nio, nioPosix], path: "Benchmarks/KeelBench/Core"),
         .executableTarget(name: "keel-bench", dependencies: [
-            "KeelBenchCore", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "KeelBenchCore", "CJemalloc", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], path: "Benchmarks/KeelBench/CLI"),
         .testTarget(name: "KeelBenchTests", dependencies: ["KeelBenchCore", "keel-bench", "KeelTestSupport", "GRPC"]),
 

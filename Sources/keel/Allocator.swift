@@ -7,9 +7,7 @@ import CJemalloc
 enum Allocator {
     /// "jemalloc <version>" when jemalloc serves this process's malloc, else "glibc".
     static var name: String {
-        var version: UnsafePointer<CChar>?
-        var size = MemoryLayout<UnsafePointer<CChar>?>.size
-        guard mallctl("version", &version, &size, nil, 0) == 0, let version else { return "glibc" }
+        guard let version = keel_jemalloc_version() else { return "glibc" }
         return "jemalloc \(String(cString: version))"
     }
 }
