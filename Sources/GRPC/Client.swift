@@ -230,7 +230,7 @@ public final class GRPCClient: Sendable {
         var attempt = 0
         while true {
             // A call whose task is already cancelled is not sent (grpc-go: a done context fails the call).
-            if Task.isCancelled { throw GRPCStatus(.cancelled, "call cancelled by the client") }
+            if Task.isCancelled { throw Self.cancelledByClient }
             attempt += 1
             let conn = try await pool.connection()
             let loop = conn.channel.eventLoop
@@ -242,7 +242,7 @@ public final class GRPCClient: Sendable {
                 } onCancel: {
                     loop.execute {
                         if case .running(let s) = state.value {
-                            s.cancel(status: GRPCStatus(.cancelled, "call cancelled by the client"))
+                            s.cancel(status: Self.cancelledByClient)
                         }
                         state.value = .cancelled
                     }
@@ -257,6 +257,26 @@ public final class GRPCClient: Sendable {
 
     struct RefusedStart: Error {}
 
+    /// The status of a call its caller's task cancelled.
+    static let cancelledByClient = GRPCStatus(.cancelled, "call cancelled by the client")
+
+    /// On the connection's loop: opens a stream with `headers` and arms its deadline; nil when the
+    /// connection refuses new streams (GOAWAY, closing), which marks it unusable.
+    private static func openStream(_ conn: ClientConnection, _ headers: RequestHeaders) -> H2Stream? {
+        guard let s = conn.handler.value.submitRequest(headers: headers.fields) else {
+            conn.usable.store(false, ordering: .relaxed)
+            return nil
+        }
+        if let timeout = headers.timeoutNanos {
+            let loop = conn.channel.eventLoop
+            let bs = NIOLoopBound(s, eventLoop: loop)
+            s.deadline = loop.scheduleTask(in: .nanoseconds(timeout)) {
+                bs.value.cancel(status: GRPCStatus(.deadlineExceeded, "context deadline exceeded"))
+            }
+        }
+        return s
+    }
+
     /// What a unary call's task cancellation finds on the loop: nothing yet (nil), or its stream.
     enum UnaryCallState {
         case running(H2Stream)
@@ -269,19 +289,16 @@ public final class GRPCClient: Sendable {
     /// `RefusedStart` before anything is sent (safe to retry on another connection).
     private func startUnary(_ conn: ClientConnection, _ headers: RequestHeaders, _ framed: ByteBuffer,
                             _ state: NIOLoopBoundBox<UnaryCallState?>) -> EventLoopFuture<ByteBuffer> {
-        let h = conn.handler
         let loop = conn.channel.eventLoop
-        let timeout = headers.timeoutNanos
         // One job with a promise made here (not `flatSubmit`: its generic future plumbing showed up
         // in keel-bench's profile as runtime metadata lookups on every call).
         let promise = loop.makePromise(of: ByteBuffer.self)
         loop.execute {
             if case .cancelled = state.value {
-                promise.fail(GRPCStatus(.cancelled, "call cancelled by the client"))
+                promise.fail(Self.cancelledByClient)
                 return
             }
-            guard let s = h.value.submitRequest(headers: headers.fields) else {
-                conn.usable.store(false, ordering: .relaxed)
+            guard let s = Self.openStream(conn, headers) else {
                 promise.fail(RefusedStart())
                 return
             }
@@ -295,12 +312,6 @@ public final class GRPCClient: Sendable {
                     promise.succeed(m)
                 } else {
                     promise.fail(GRPCStatus(.internal, "grpc: server ended the call without a response message"))
-                }
-            }
-            if let timeout {
-                let bs = NIOLoopBound(s, eventLoop: loop)
-                s.deadline = loop.scheduleTask(in: .nanoseconds(timeout)) {
-                    bs.value.cancel(status: GRPCStatus(.deadlineExceeded, "context deadline exceeded"))
                 }
             }
             _ = s.enqueue(framed)
@@ -404,9 +415,7 @@ public final class GRPCClient: Sendable {
 
     /// Starts a streaming call (retrying a refused start on a fresh connection).
     private func openCall(_ path: String, _ options: CallOptions, _ compress: Bool) async throws -> Call {
-        let rh = requestHeaders(path, options, compress)
-        let fixedHeaders = rh.fields
-        let tn = rh.timeoutNanos
+        let headers = requestHeaders(path, options, compress)
         // A connection that got GOAWAY (or closed) refuses new streams before anything is sent:
         // such a call is safe to retry on a fresh connection.
         var attempt = 0
@@ -415,7 +424,7 @@ public final class GRPCClient: Sendable {
             attempt += 1
             let conn = try await pool.connection()
             do {
-                call = try await startCall(conn, fixedHeaders, tn, compress)
+                call = try await startCall(conn, headers, compress)
             } catch let st as GRPCStatus where st.code == .unavailable && attempt < 3 {
                 continue
             }
@@ -423,24 +432,15 @@ public final class GRPCClient: Sendable {
         return call!
     }
 
-    private func startCall(_ conn: ClientConnection, _ fixedHeaders: GRPCMetadata, _ tn: Int64?,
-                           _ compress: Bool) async throws -> Call {
-        let h = conn.handler
+    private func startCall(_ conn: ClientConnection, _ headers: RequestHeaders, _ compress: Bool) async throws -> Call {
         let loop = conn.channel.eventLoop
         return try await loop.submit { () throws -> Call in
-            guard let s = h.value.submitRequest(headers: fixedHeaders) else {
-                conn.usable.store(false, ordering: .relaxed)
+            guard let s = Self.openStream(conn, headers) else {
                 throw GRPCStatus(.unavailable, "connection is closing")
             }
             let inbound = s.makeInbound()
             let promise = loop.makePromise(of: GRPCStatus.self)
             s.onClose = { promise.succeed($0) }
-            if let tn {
-                let bs = NIOLoopBound(s, eventLoop: loop)
-                s.deadline = loop.scheduleTask(in: .nanoseconds(tn)) {
-                    bs.value.cancel(status: GRPCStatus(.deadlineExceeded, "context deadline exceeded"))
-                }
-            }
             return Call(stream: NIOLoopBound(s, eventLoop: loop), loop: loop, inbound: inbound,
                         status: promise.futureResult, compress: compress)
         }.get()
@@ -461,7 +461,7 @@ public final class GRPCClient: Sendable {
                 throw error
             }
         } onCancel: {
-            call.cancel(GRPCStatus(.cancelled, "call cancelled by the client"))
+            call.cancel(Self.cancelledByClient)
         }
     }
 }
