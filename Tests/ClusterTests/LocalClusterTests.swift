@@ -116,4 +116,24 @@ struct LocalClusterTests {
             #expect(list.stdout.contains(started), "\(list)")
         }
     }
+
+    @Test("a data dir the caller chose starts empty: a cluster never boots on what an earlier one left there",
+          .timeLimit(.minutes(3)),
+          .enabled(if: ClusterServer.etcd.isAvailable, "etcd 3.4 missing: run Tests/install-deps.sh"))
+    func callerDataDirStartsEmpty() async throws {
+        // As a start attempt that failed leaves it for the next attempt (same dir, new token and ports).
+        let dir = try makeTempDirectory(prefix: "keel-callerdir")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var options = LocalCluster.Options(heartbeatMillis: 50, electionMillis: 500)
+        options.dataDirs = [0: dir + "/data"]
+        try await LocalCluster.with(.etcd, members: 1, options: options) { c in
+            let put = try await Etcdctl.run(["put", "left-behind", "1"], endpoints: c.endpoints)
+            #expect(put.status.succeeded, "\(put)")
+        }
+        #expect(FileManager.default.fileExists(atPath: dir + "/data/member"), "the first cluster's data stays")
+        try await LocalCluster.with(.etcd, members: 1, options: options) { c in
+            let get = try await Etcdctl.run(["get", "left-behind", "--print-value-only"], endpoints: c.endpoints)
+            #expect(get.status.succeeded && get.stdout.isEmpty, "\(get)")
+        }
+    }
 }

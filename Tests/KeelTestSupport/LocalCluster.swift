@@ -89,7 +89,10 @@ public actor LocalCluster {
         /// More flags for every member (e.g. ["--snapshot-count", "100"]).
         public var extraArguments: [String] = []
         /// Data dirs chosen by the caller (e.g. on a small filesystem it mounted) by member index; the
-        /// cluster does not remove them. Others live under the cluster's temp dir.
+        /// cluster does not remove them at stop, but empties them before each start attempt: a member of
+        /// a failed attempt leaves a WAL with that attempt's cluster ID, and the next attempt's member would
+        /// start on it and refuse its new peers (CI: etcd "request cluster ID mismatch", never serving).
+        /// Others live under the cluster's temp dir.
         public var dataDirs: [Int: String] = [:]
         /// How long start / restart wait for a member to serve.
         public var startTimeout: Duration = .seconds(90)
@@ -174,6 +177,7 @@ public actor LocalCluster {
         try RepoPaths.requireEtcd()   // etcdctl drives health and status for both servers
         var lastError: any Error = ChildProcessError("\(server) cluster did not start")
         for attempt in 0..<3 {
+            for dir in options.dataDirs.values { try emptyDirectory(dir) }
             let base = try makeTempDirectory(prefix: "keel-localcluster-\(server)")
             let token = "keel-local-\(server)-\(getpid())-\(attempt)-\(UInt32.random(in: 0...UInt32.max))"
             let cluster = LocalCluster(server: server, executable: exe, options: options, token: token, baseDir: base,
@@ -190,6 +194,13 @@ public actor LocalCluster {
             }
         }
         throw lastError
+    }
+
+    /// Removes everything in `dir` (a data dir the caller chose), keeping `dir` itself if it exists.
+    private static func emptyDirectory(_ dir: String) throws {
+        let fm = FileManager.default
+        guard fm.fileExists(atPath: dir) else { return }
+        for name in try fm.contentsOfDirectory(atPath: dir) { try fm.removeItem(atPath: dir + "/" + name) }
     }
 
     /// Starts a cluster, runs `body`, and stops the cluster whether `body` returns or throws.
@@ -544,6 +555,8 @@ public final class PeerProxy: Sendable {
         }
         self.listenFD = fd
         self.listenPort = Int(UInt16(bigEndian: addr.sin_port))
+        // Members dial this port until they die; FreePorts must not hand it to another cluster later.
+        FreePorts.markHandedOut(listenPort)
         let t = Thread { [self] in self.acceptLoop() }
         t.name = "peer-proxy-\(destination)"
         t.start()

@@ -136,6 +136,9 @@ public enum FreePorts {
     /// One free port.
     public static func allocate() throws -> Int { try allocate(1)[0] }
 
+    /// Records a port bound some other way (e.g. a proxy's port 0), so `allocate` never returns it.
+    public static func markHandedOut(_ port: Int) { _ = handedOut.withLock { $0.insert(port) } }
+
     /// A port outside the ephemeral range (20,000-31,999) that this process has not handed out before.
     /// The OS never picks such a port by itself, so a test may bind it, release it and bind it again
     /// (a peer server restarted on the same port) without another test of this process taking it between.
