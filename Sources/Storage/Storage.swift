@@ -46,12 +46,17 @@
 //   anything is written (etcd's order), so a failed op leaves no trace; an LMDB failure breaks the
 //   batch (nothing commits). Quota: applied, then `.noSpace` (etcd's quotaApplier), so members stay
 //   identical; the apply loop must catch per op, an error escaping write{} aborts the batch.
-// - Sync mode: MDB_NOMETASYNC. The applied Raft index is stored in the same write transaction as the
-//   data, and the WAL is replayed idempotently from that index, so LMDB need not fsync its meta page
-//   every commit. MDB_NOSYNC is NOT used (LMDB documents that a system crash can then corrupt the
-//   file). An OS crash may lose the last committed transactions; they are replayed from the WAL.
-//   The one rule: `sync()` (mdb_env_sync force) before WAL segments or Raft log entries covering the
-//   applied index are released (snapshot / releaseBefore).
+// - Sync modes (MVCCOptions.syncEachWrite). false (the server's default): commits go to the page cache
+//   only (MDB_NOSYNC) and `sync()` (the server: on a thread, right after each commit) makes them
+//   durable; a commit waits until the previous one is synced, each sync records its transaction id in
+//   `db-<gen>.mdb-synced`, and open drops a newest commit that is one past the record (its meta page
+//   is rewritten with the older one): LMDB never reuses pages of the previous snapshot, so that one
+//   is intact whatever part of the newest reached the disk. Safe across an OS crash without
+//   MDB_PREVSNAPSHOT (which LMDB 0.9.24 lacks); the rules and the proof: MVCC/SyncRecord.swift.
+//   true: MDB_NOMETASYNC, every commit fdatasyncs its pages on the committing thread. In both modes
+//   the applied Raft index is in the same commit as the data and the WAL is replayed idempotently
+//   from it, so a lost or dropped commit is re-applied. The one rule for the caller: `sync()` before
+//   WAL segments or Raft log entries covering the applied index are released (snapshot / releaseBefore).
 // - Compaction: `compact(rev)` takes effect at once (ranges below it, history below it fail, as
 //   etcd); old versions are removed in steps of MVCCOptions.compactionBatch revision entries, one
 //   step per write{} (progress persisted in sys "compactNext"), like etcd's batched compaction, so

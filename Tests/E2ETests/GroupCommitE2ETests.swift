@@ -80,17 +80,16 @@ struct GroupCommitE2ETests {
         #expect(await keel.stop() == .exited(0))
     }
 
-    @Test("KEEL_BACKEND_NOSYNC=1: commits reach the page cache, a sync off the apply loop follows them; kill -9 loses nothing")
-    func noSyncModeSyncsInTheBackground() async throws {
+    @Test("commits reach the page cache, a sync off the apply loop follows each; kill -9 loses nothing")
+    func commitsAreSyncedInTheBackground() async throws {
         let dir = try Proc.tempDir("keel-nosync")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let keel = try await KeelProcess.start(dir: dir, environment: ["KEEL_BACKEND_NOSYNC": "1"])
-        #expect(try counter(keel, "keel_disk_backend_sync_duration_seconds_count") == 0)
+        let keel = try await KeelProcess.start(dir: dir)
         var revisions: [String: Int64] = [:]
         for i in 0..<10 {
             let put = try CtlJSON(try await keel.ctl(["put", "n\(i)", "v\(i)", "-w", "json"]).stdout)
             revisions["n\(i)"] = put.revision
-            // each serializable read forces a commit, which schedules a sync 100 ms later
+            // each serializable read forces a commit, which starts a sync
             _ = try await keel.ctl(["get", "--consistency=s", "n\(i)"])
         }
         let commits = try commits(keel)
@@ -106,11 +105,23 @@ struct GroupCommitE2ETests {
         #expect(syncs <= commits, "\(syncs) syncs for \(commits) commits")
         keel.process.kill()
         _ = await keel.process.wait(timeout: .seconds(10))
-        let restarted = try await KeelProcess.start(dir: dir, environment: ["KEEL_BACKEND_NOSYNC": "1"])
+        let restarted = try await KeelProcess.start(dir: dir)
         let all = try CtlJSON(try await restarted.ctl(["get", "n", "--prefix", "-w", "json"]).stdout)
         var got: [String: Int64] = [:]
         for kv in all.kvs { got[CtlJSON.b64(kv["key"])] = (kv["mod_revision"] as? NSNumber)?.int64Value }
         #expect(got == revisions)
         #expect(await restarted.stop() == .exited(0))
+    }
+
+    @Test("KEEL_BACKEND_SYNC_EACH_COMMIT=1: each commit fdatasyncs itself, no background sync runs")
+    func syncEachCommitMode() async throws {
+        let keel = try await KeelProcess.start(environment: ["KEEL_BACKEND_SYNC_EACH_COMMIT": "1"])
+        for i in 0..<5 {
+            _ = try await keel.ctl(["put", "s\(i)", "v"])
+            _ = try await keel.ctl(["get", "--consistency=s", "s\(i)"])
+        }
+        #expect(try commits(keel) >= 5)
+        #expect(try counter(keel, "keel_disk_backend_sync_duration_seconds_count") == 0)
+        #expect(await keel.stop() == .exited(0))
     }
 }

@@ -79,13 +79,14 @@ final class Applier {
     private var physicalWaiters: [(EventLoopPromise<ApplyResult>, ApplyResult)] = []
     private var compactionStepScheduled = false
     /// With a store opened with `syncEachWrite: false` (MDB_NOSYNC), commits only reach the page
-    /// cache; the store is synced this long after the first unsynced commit (etcd's backend
-    /// commits every 100 ms too), and before WAL segments are released (snapshot, synchronously).
-    /// The periodic sync runs on a thread of `NIOThreadPool.singleton`, not on the apply loop: it
-    /// is an fdatasync of every page the commits since the last one wrote (megabytes when random
+    /// cache; a sync starts right after each commit, on a thread of `NIOThreadPool.singleton`, not
+    /// on the apply loop: it is an fdatasync of every page the commit wrote (megabytes when random
     /// keys spread the puts over many leaves), and while the apply loop waited for it no write was
-    /// applied or answered. The apply loop goes on committing meanwhile; one sync at a time.
-    static let backendSyncInterval: TimeAmount = .milliseconds(100)
+    /// applied or answered. The apply loop goes on applying and answering into the next group
+    /// meanwhile. The store lets a commit start only once the previous one is synced (it waits for
+    /// this sync if it still runs: SyncRecord.swift), so with the 100 ms group interval and syncs
+    /// of tens of ms nothing waits. One sync at a time; before WAL segments are released the
+    /// snapshot path syncs synchronously (`syncForSnapshot`).
     /// A sync is scheduled or running.
     private var backendSyncScheduled = false
     /// Commits made so far, and how many of them the last finished sync covers (all that were
@@ -632,8 +633,7 @@ final class Applier {
     private func scheduleBackendSync() {
         guard !backendSyncScheduled, !stopped else { return }
         backendSyncScheduled = true
-        let me = NIOLoopBound(self, eventLoop: loop)
-        loop.scheduleTask(in: Self.backendSyncInterval) { me.value.startBackendSync() }
+        startBackendSync()
     }
 
     private func startBackendSync() {
@@ -641,11 +641,12 @@ final class Applier {
         let store = self.store, covers = backendCommits, start = NIODeadline.now()
         let me = NIOLoopBound(self, eventLoop: loop)
         NIOThreadPool.singleton.runIfActive(eventLoop: loop) { () throws in try store.sync() }.whenComplete { result in
-            me.value.backendSyncDone(result, covers: covers, seconds: Double((NIODeadline.now() - start).nanoseconds) / 1e9)
+            me.value.backendSyncDone(result, of: store, covers: covers,
+                                     seconds: Double((NIODeadline.now() - start).nanoseconds) / 1e9)
         }
     }
 
-    private func backendSyncDone(_ result: Result<Void, any Error>, covers: Int, seconds: Double) {
+    private func backendSyncDone(_ result: Result<Void, any Error>, of synced: MVCCStore, covers: Int, seconds: Double) {
         backendSyncScheduled = false
         switch result {
         case .success:
@@ -653,9 +654,15 @@ final class Applier {
             backendSync.observe(seconds)
         case .failure(let error):
             // Acknowledged writes are in the WAL, which is not released before a successful sync.
+            // The store refuses commits after a failed sync (MVCCStore.sync): stop applying now, as
+            // after a failed commit, and let a restart recover from the WAL.
+            // A sync of a store a leader's snapshot has replaced meanwhile fails on the closed store: moot.
+            guard synced === store else { break }
             logger.error("backend sync failed", metadata: ["error": "\(error)"])
+            if failedPermanently == nil { failApplying(error as? MVCCError ?? .storage("\(error)"), [:]) }
+            return
         }
-        // Commits made while it ran (or all of them, after a failure) wait for the next one.
+        // Commits made while it ran (or, after a moot failure, on the new store) wait for the next one.
         if backendCommits > backendCommitsSynced { scheduleBackendSync() }
     }
 

@@ -237,13 +237,14 @@ public final class KeelServer: Sendable {
         }
         var mopts = MVCCOptions()
         mopts.quotaBackendBytes = config.effectiveQuota
-        // One fdatasync per apply batch (MDB_NOMETASYNC: an OS crash never corrupts the store).
-        // KEEL_BACKEND_NOSYNC=1: LMDB commits go to the page cache only (MDB_NOSYNC), a thread syncs
-        // 100 ms after them (Applier.backendSyncInterval) and the apply loop before WAL segments are
-        // released. Much faster once the store has grown (the commit's fdatasync no longer stalls the
-        // apply loop; Benchmarks/RESULTS.md, "The commit's fdatasync"), but an OS crash could corrupt
-        // the store (LMDB may have reused pages of the last synced state), so off.
-        mopts.syncEachWrite = !(getenv("KEEL_BACKEND_NOSYNC").map { String(cString: $0) == "1" } ?? false)
+        // LMDB commits go to the page cache (MDB_NOSYNC) and a thread syncs each one right after it,
+        // off the apply loop; the next commit waits for that sync, and open drops a newest commit whose
+        // sync was not recorded (Storage, SyncRecord.swift: safe across an OS crash, the WAL replays
+        // what it dropped). Once the store has grown, each commit's fdatasync took tens of ms on the
+        // apply loop, and no write was answered meanwhile (Benchmarks/RESULTS.md, "The commit's
+        // fdatasync"). KEEL_BACKEND_SYNC_EACH_COMMIT=1: the commit fdatasyncs on the apply loop instead
+        // (MDB_NOMETASYNC), as before; for comparisons.
+        mopts.syncEachWrite = getenv("KEEL_BACKEND_SYNC_EACH_COMMIT").map { String(cString: $0) == "1" } ?? false
         // KEEL_INLINE_VALUE_LIMIT=N (experiments only): values up to N bytes stay in the key table
         // (MVCCOptions.inlineValueLimit). Every member of a cluster must use the same N (hash()).
         if let v = getenv("KEEL_INLINE_VALUE_LIMIT").flatMap({ Int(String(cString: $0)) }), v >= 0 {
@@ -279,6 +280,9 @@ public final class KeelServer: Sendable {
             let bytes = one.serializedBytes()
             try store.write { (t: inout MVCCWriteTxn) throws(MVCCError) in t.setMeta(MetaKey.membership, bytes) }
         }
+        // The identity is in no WAL: durable now (without an fdatasync per commit a crash would drop
+        // the commit that wrote it, SyncRecord.swift).
+        try store.sync()
         let membership = try Keelpb.Membership(serializedBytes: try store.meta(MetaKey.membership) ?? [])
         if membership.removed.contains(identity.memberId) {
             throw StartupError("the member has been permanently removed from the cluster (member \(String(identity.memberId, radix: 16)))")
@@ -291,6 +295,9 @@ public final class KeelServer: Sendable {
             "name": "\(config.name)", "data-dir": "\(dataDir)",
             "member-id": "\(String(identity.memberId, radix: 16))", "cluster-id": "\(String(identity.clusterId, radix: 16))",
             "revision": "\(store.revision)", "applied-index": "\(store.appliedIndex)"])
+        if store.droppedUnsyncedCommit {
+            logger.warning("backend: the newest commit was not synced before the last stop; opened the one before it (the WAL replays the rest)", metadata: ["applied-index": "\(store.appliedIndex)"])
+        }
 
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         let loops = Array(group.makeIterator())

@@ -40,11 +40,27 @@ final class LMDBEnv: Sendable {
     let longRevs: MDB_dbi
     /// Delete the file when this environment closes (set on the old file after defragment).
     let removeOnClose = Atomic<Bool>(false)
+    /// Serializes syncs of this file (held across the fdatasync) and, once commits skip the
+    /// fdatasync (`enableNoSync`), holds its sync record (SyncRecord.swift).
+    let syncState = Mutex<SyncState>(SyncState())
+    /// The last transaction id a sync covered (SyncRecord.swift, rule 1).
+    let syncedTxn = Atomic<Int>(0)
+    /// MDB_NOSYNC is on: commits write into the page cache only.
+    let noSync = Atomic<Bool>(false)
+    /// A sync of this file failed: after a failed fdatasync the kernel may have dropped the dirty
+    /// pages it could not write and a later one may succeed without them, so no later sync may be
+    /// trusted (nor recorded) and no commit may follow (the WAL's rule too). Reopening decides.
+    let syncFailed = Atomic<Bool>(false)
+
+    struct SyncState: ~Copyable {
+        var record: SyncRecord?
+    }
 
     static let maxKeySize = 511
 
-    /// `noSync`: MDB_NOSYNC instead of MDB_NOMETASYNC (see `MVCCOptions.syncEachWrite`).
-    init(path: String, mapSize: Int, readOnly: Bool = false, noSync: Bool = false) throws(MVCCError) {
+    /// Opened with MDB_NOMETASYNC (each commit fdatasyncs its pages); `MVCCStore` turns MDB_NOSYNC on
+    /// with `enableNoSync` once the file is synced and recorded.
+    init(path: String, mapSize: Int, readOnly: Bool = false) throws(MVCCError) {
         var e: OpaquePointer?
         try LMDB.check(mdb_env_create(&e))
         guard let env = e else { throw .storage("mdb_env_create returned no environment") }
@@ -54,7 +70,6 @@ final class LMDBEnv: Sendable {
             try LMDB.check(mdb_env_set_mapsize(env, mapSize))
             var flags = UInt32(MDB_NOTLS | MDB_NOSUBDIR | MDB_NOMETASYNC | MDB_NORDAHEAD)
             if readOnly { flags |= UInt32(MDB_RDONLY) }
-            if noSync { flags |= UInt32(MDB_NOSYNC) }
             try LMDB.check(mdb_env_open(env, path, flags, 0o644), path)
             // Clear reader slots of dead processes (a SIGKILLed reader would otherwise pin old
             // pages and make the file grow).
@@ -92,10 +107,12 @@ final class LMDBEnv: Sendable {
     }
 
     deinit {
+        syncState.withLock { $0.record?.close() }
         mdb_env_close(env)
         if removeOnClose.load(ordering: .acquiring) {
             unlink(path)
             unlink(path + "-lock")
+            unlink(SyncRecord.path(forDataFile: path))
         }
     }
 

@@ -229,10 +229,11 @@ extension MVCCStore {
             do throws(MVCCError) {
                 guard rename(tmp, final) == 0 else { throw .storage("rename \(tmp): \(String(cString: strerror(errno)))") }
                 do { try FileIO.fsyncDir(directory) } catch { throw .storage("\(error)") }
-                new = try LMDBEnv(path: final, mapSize: options.effectiveMapSize, noSync: !options.syncEachWrite)
+                new = try LMDBEnv(path: final, mapSize: options.effectiveMapSize)
+                try Self.prepareSyncing(new, options: options, directory: directory)
             } catch {
                 mdb_txn_abort(wtxn)
-                unlink(tmp); unlink(final); unlink(final + "-lock")
+                unlink(tmp); unlink(final); unlink(final + "-lock"); unlink(SyncRecord.path(forDataFile: final))
                 throw error
             }
             swap(to: new, generation: gen + 1)

@@ -10,7 +10,8 @@ import Synchronization
 // The MVCC store: etcd's data model (revisions, versions, history, compaction, leases) on LMDB.
 //
 // Files in the store directory: `LOCK` (flock: one process per directory), `db-<gen>.mdb` and its
-// `db-<gen>.mdb-lock` (LMDB). `gen` changes only in `defragment`.
+// `db-<gen>.mdb-lock` (LMDB), `db-<gen>.mdb-synced` (without fdatasync per commit: the last synced
+// transaction, SyncRecord.swift). `gen` changes in `defragment` and `restore`.
 //
 // Tables (one LMDB environment, see LMDB.swift):
 //   keys       user key ‖ main ‖ sub (BE) -> put record (create, version, lease LE; value) or tombstone
@@ -31,7 +32,8 @@ import Synchronization
 // commit but never corrupts the file; the applied Raft index is in the same commit as the data, so
 // the server replays the WAL from `appliedIndex` + 1 idempotently. A process crash (SIGKILL) loses
 // nothing that was committed. Call `sync()` before releasing WAL entries <= appliedIndex.
-// `MVCCOptions.syncEachWrite = false` (MDB_NOSYNC) leaves syncing to `sync()` alone; see its doc.
+// `MVCCOptions.syncEachWrite = false` (MDB_NOSYNC) leaves syncing to `sync()`, with at most the newest
+// commit unsynced and dropped at open unless recorded as synced (`db-<gen>.mdb-synced`, SyncRecord.swift).
 //
 // Concurrency: reads from any thread (each call reads one LMDB snapshot); ONE writer at a time (the
 // apply loop; a second concurrent write{} blocks in LMDB until the first ends; write{} must not be
@@ -61,10 +63,16 @@ public final class MVCCStore: Sendable {
     private let cachedCompact: Atomic<Int64>
     private let cachedApplied: Atomic<UInt64>
 
+    /// Open found the newest commit possibly incomplete (the one after the last recorded sync, see
+    /// SyncRecord.swift) and opened the snapshot before it: `appliedIndex` is older than what was
+    /// applied before the crash, and the caller replays the rest from its log.
+    public let droppedUnsyncedCommit: Bool
+
     private init(directory: String, options: MVCCOptions, env: LMDBEnv, lock: sending DirectoryLock, generation: UInt64,
-                 rev: Int64, compact: Int64, applied: UInt64) {
+                 rev: Int64, compact: Int64, applied: UInt64, droppedUnsyncedCommit: Bool) {
         self.directory = directory
         self.options = options
+        self.droppedUnsyncedCommit = droppedUnsyncedCommit
         state = Mutex(State(env: env, lock: lock, generation: generation))
         cachedRev = Atomic(rev)
         cachedCompact = Atomic(compact)
@@ -87,27 +95,82 @@ public final class MVCCStore: Sendable {
         gens.sort()
         let gen = gens.last ?? 1
         for g in gens.dropLast() {
-            unlink(directory + "/" + dbName(g)); unlink(directory + "/" + dbName(g) + "-lock")
+            let old = directory + "/" + dbName(g)
+            unlink(old); unlink(old + "-lock"); unlink(SyncRecord.path(forDataFile: old))
         }
         for n in names where n.hasSuffix(".tmp") { unlink(directory + "/" + n) }
-        let env = try LMDBEnv(path: directory + "/" + dbName(gen), mapSize: options.effectiveMapSize,
-                              noSync: !options.syncEachWrite)
+        let file = directory + "/" + dbName(gen)
+        for n in names where n.hasSuffix(".mdb-synced") && n != dbName(gen) + "-synced" { unlink(directory + "/" + n) }
+        let dropped = try dropUnsyncedCommit(file)
+        let env = try LMDBEnv(path: file, mapSize: options.effectiveMapSize)
+        try prepareSyncing(env, options: options, directory: directory)
         let (rev, compact, applied) = try env.read { (t) throws(MVCCError) in
             let r = try t.revisions()
             return (r.current, r.compacted, UInt64(bitPattern: try t.sysInt("applied") ?? 0))
         }
         return MVCCStore(directory: directory, options: options, env: env, lock: lock, generation: gen,
-                         rev: rev, compact: compact, applied: applied)
+                         rev: rev, compact: compact, applied: applied, droppedUnsyncedCommit: dropped)
+    }
+
+    /// SyncRecord.swift, rule 3: if the newest commit of `file` is the one after its recorded sync, its
+    /// pages may be missing after a system crash: open the recorded snapshot instead. True if it did.
+    static func dropUnsyncedCommit(_ file: String) throws(MVCCError) -> Bool {
+        guard FileIO.exists(file), let synced = SyncRecord.read(path: SyncRecord.path(forDataFile: file)) else {
+            return false
+        }
+        let newest = try LMDBMetaPages.newestTxnID(path: file)
+        if newest <= synced { return false }
+        guard newest == synced + 1 else {
+            throw .storage("mvcc: \(file): its newest commit (\(newest)) is more than one past the last synced one "
+                           + "(\(synced)); the file may be damaged")
+        }
+        try LMDBMetaPages.revertNewest(path: file)
+        // No process uses the file (the directory lock is ours): LMDB re-creates its lock file.
+        unlink(file + "-lock")
+        return true
+    }
+
+    /// After opening `env` (store open, defragment). Commits that fdatasync themselves: a sync record
+    /// left by an earlier run without them is removed (it would misjudge later commits). Commits
+    /// without fdatasync: the file is synced and recorded before the first of them (SyncRecord.swift).
+    static func prepareSyncing(_ env: LMDBEnv, options: MVCCOptions, directory: String) throws(MVCCError) {
+        let recordPath = SyncRecord.path(forDataFile: env.path)
+        try LMDB.check(mdb_env_sync(env.env, 1), "sync")
+        env.syncedTxn.store(env.lastTxnID, ordering: .releasing)
+        if options.syncEachWrite {
+            guard FileIO.exists(recordPath) else { return }
+            unlink(recordPath)
+            do { try FileIO.fsyncDir(directory) } catch { throw .storage("\(error)") }
+            return
+        }
+        let existed = FileIO.exists(recordPath)
+        var record = try SyncRecord(path: recordPath)
+        do throws(MVCCError) {
+            try record.write(txnID: UInt64(env.lastTxnID))
+            if !existed {
+                do { try FileIO.fsyncDir(directory) } catch { throw .storage("\(error)") }
+            }
+        } catch {
+            record.close()
+            throw error
+        }
+        let r = record
+        env.syncState.withLock { $0.record = r }
+        try LMDB.check(mdb_env_set_flags(env.env, UInt32(MDB_NOSYNC), 1), "set MDB_NOSYNC")
+        env.noSync.store(true, ordering: .releasing)
     }
 
     /// Closes the store. Calls after close throw `.storage("mvcc: store is closed")`; reads still
     /// running finish on their snapshot (the environment closes when the last of them ends).
+    /// Without fdatasync per commit, the last commit is synced first (else the next open would drop
+    /// it: SyncRecord.swift); a failing sync is not reported here, the next open then drops it.
     public func close() {
         let (env, lock) = state.withLock { s in
             let r = (s.env, s.lock)
             s.env = nil; s.lock = nil
             return r
         }
+        if let env, env.noSync.load(ordering: .acquiring) { try? Self.sync(env) }
         _ = env
         lock?.release()
     }
@@ -259,11 +322,41 @@ public final class MVCCStore: Sendable {
     /// commits (it is one fdatasync of the file: what was committed before it started is durable
     /// when it returns); the environment stays open until it returns, even if the store is closed
     /// or defragmented meanwhile.
+    ///
+    /// Without fdatasync per commit (`MVCCOptions.syncEachWrite = false`) it also records the synced
+    /// transaction (SyncRecord.swift), and the next commit waits for it; syncs are serialized.
     public func sync() throws(MVCCError) {
         let env = try currentEnv()
-        let rc = mdb_env_sync(env.env, 1)
-        withExtendedLifetime(env) {}
-        try LMDB.check(rc, "sync")
+        try Self.sync(env)
+    }
+
+    static func sync(_ env: LMDBEnv) throws(MVCCError) {
+        try env.syncState.withLock { (s) throws(MVCCError) in
+            let txn = env.lastTxnID
+            // Without MDB_NOSYNC a sync also forces the last meta page (MDB_NOMETASYNC): always do it.
+            if env.syncFailed.load(ordering: .acquiring) { throw Self.syncFailedError }
+            if env.noSync.load(ordering: .acquiring), env.syncedTxn.load(ordering: .acquiring) >= txn { return }
+            do throws(MVCCError) {
+                try LMDB.check(mdb_env_sync(env.env, 1), "sync")
+                try s.record?.write(txnID: UInt64(txn))
+            } catch {
+                env.syncFailed.store(true, ordering: .releasing)
+                throw error
+            }
+            env.syncedTxn.store(txn, ordering: .releasing)
+        }
+    }
+
+    /// SyncRecord.swift, rule 1: before a commit without fdatasync, the previous commit is synced
+    /// (normally the server's background sync has done it; otherwise this waits for it or does it).
+    static let syncFailedError = MVCCError.storage("mvcc: an earlier sync of the backend failed; reopen the store")
+
+    static func syncPreviousCommit(_ env: LMDBEnv) throws(MVCCError) {
+        if env.syncFailed.load(ordering: .acquiring) { throw syncFailedError }
+        guard env.noSync.load(ordering: .acquiring), env.syncedTxn.load(ordering: .acquiring) < env.lastTxnID else {
+            return
+        }
+        try sync(env)
     }
 }
 
@@ -323,6 +416,12 @@ public final class MVCCOpenWrite {
         do throws(MVCCError) {
             try ctx.usable()
             try ctx.persistCounters()
+        } catch {
+            abort()
+            throw error
+        }
+        do throws(MVCCError) {
+            try MVCCStore.syncPreviousCommit(ctx.env)
         } catch {
             abort()
             throw error

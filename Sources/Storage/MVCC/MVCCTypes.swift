@@ -16,13 +16,12 @@ public struct MVCCOptions: Sendable {
     public var compactionBatch: Int = 10_000
     /// true (default): every write{} is one LMDB commit with one fdatasync of its data pages
     /// (MDB_NOMETASYNC): an OS crash loses at most the last commit and never corrupts the file.
-    /// false: MDB_NOSYNC: a commit only writes the pages into the OS page cache (a process crash,
-    /// SIGKILL included, loses nothing committed; the kernel still writes the pages back), and only
-    /// `sync()` makes the file durable. An OS crash or power loss before the next `sync()` can lose
-    /// the commits since the last one AND can leave the file inconsistent (LMDB may have reused pages
-    /// the last synced meta page still points to): use it only when another log (the Raft WAL) holds
-    /// every write since the last `sync()`, and call `sync()` often (the server: every 100 ms) and
-    /// before that log is released.
+    /// false: MDB_NOSYNC: a commit only writes the pages into the OS page cache, and `sync()` (call
+    /// it from another thread right after a commit) makes them durable and records it. A commit
+    /// waits for the previous one's sync (doing it if nobody has), so at most the newest commit is
+    /// unsynced, and open drops it unless its sync was recorded: after a crash (process or OS) the
+    /// store may be one commit older than before it, never damaged (SyncRecord.swift). Use it when
+    /// another log (the Raft WAL) holds every write since the last `sync()`, released only after one.
     public var syncEachWrite: Bool = true
     /// Values longer than this many bytes are written into the revision-ordered table, not into the
     /// key-major one (MVCCStore.swift, "Tables"). Where a value lives changes nothing that reads see
