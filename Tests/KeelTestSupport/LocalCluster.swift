@@ -94,6 +94,8 @@ public actor LocalCluster {
         /// start on it and refuse its new peers (CI: etcd "request cluster ID mismatch", never serving).
         /// Others live under the cluster's temp dir.
         public var dataDirs: [Int: String] = [:]
+        /// More environment variables by member index (e.g. an LD_PRELOAD fault shim for one member).
+        public var environments: [Int: [String: String]] = [:]
         /// How long start / restart wait for a member to serve.
         public var startTimeout: Duration = .seconds(90)
         public init(heartbeatMillis: Int = 100, electionMillis: Int = 1000, proxiedPeers: Bool = false,
@@ -292,8 +294,9 @@ public actor LocalCluster {
     }
 
     private func launch(_ i: Int, state: String) throws {
-        let p = try ChildProcess.spawn(executable, arguments(i, state: state),
-                                       extraEnvironment: server == .etcd ? ["ETCD_UNSUPPORTED_ARCH": ""] : [:])
+        var env = options.environments[i] ?? [:]
+        if server == .etcd { env["ETCD_UNSUPPORTED_ARCH"] = "" }
+        let p = try ChildProcess.spawn(executable, arguments(i, state: state), extraEnvironment: env)
         processes[i] = p
         paused.remove(i)
         pids.set(i, p.pid)

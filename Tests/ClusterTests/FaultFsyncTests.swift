@@ -1,0 +1,129 @@
+// Disk fault: fsync errors on one member. An LD_PRELOAD shim (C, compiled here with the toolchain's
+// clang or the system cc; skipped without one) makes fsync/fdatasync of that member's files whose path
+// contains KEEL_FAILSYNC_MATCH fail with EIO while the file KEEL_FAILSYNC_TRIGGER exists. Keel's WAL
+// and its LMDB backend call libc's fdatasync, so the shim sees them (etcd is a Go binary making raw
+// system calls: no reference run here). The member must stop serving rather than diverge: a failed WAL
+// fsync stops its Raft loop, a failed backend sync its apply loop (after a failed fsync the page
+// cache's state is unknown, so nothing later may be trusted). The others go on; after the trigger is
+// removed and the member restarts, it catches up exactly.
+import Foundation
+import GRPC
+import KeelAPI
+import KeelTestSupport
+import Testing
+
+@Suite("Fsync faults", .serialized)
+struct FaultFsyncTests {
+    @Test("keel: failing WAL fsyncs stop a member, the others go on, it catches up after a restart",
+          .timeLimit(.minutes(5)),
+          .enabled(if: ClusterServer.keel.isAvailable && FailSyncShim.library != nil,
+                   "needs keel, etcdctl 3.4 and a C compiler for the LD_PRELOAD shim"))
+    func walFsyncFails() async throws {
+        try await FsyncFailureRun(match: "/wal/", label: "fsync wal").run()
+    }
+
+    @Test("keel: failing backend syncs stop a member, the others go on, it catches up after a restart",
+          .timeLimit(.minutes(5)),
+          .enabled(if: ClusterServer.keel.isAvailable && FailSyncShim.library != nil,
+                   "needs keel, etcdctl 3.4 and a C compiler for the LD_PRELOAD shim"))
+    func backendSyncFails() async throws {
+        try await FsyncFailureRun(match: ".mdb", label: "fsync backend").run()
+    }
+}
+
+struct FsyncFailureRun {
+    let match: String
+    let label: String
+    let victim = 2
+
+    func run() async throws {
+        let lib = try #require(FailSyncShim.library)
+        let dir = try makeTempDirectory(prefix: "keel-failsync")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let trigger = dir + "/armed"
+        var options = LocalCluster.Options(heartbeatMillis: 100, electionMillis: 1000)
+        options.environments = [victim: ["LD_PRELOAD": lib, "KEEL_FAILSYNC_MATCH": match, "KEEL_FAILSYNC_TRIGGER": trigger]]
+        try await LocalCluster.with(.keel, members: 3, options: options) { c in
+            let clients = c.slots.map { GRPCClient(host: "127.0.0.1", port: $0.clientPort) }
+            defer { let cs = clients; Task { for x in cs { await x.close() } } }
+            // Healthy first: writes through every member reach the victim too.
+            let before = await writeUntilDown(c, clients: clients, victim: victim, limit: 50,
+                                              key: { Array("fsync/k\($0 % 16)".utf8) }, value: { Array("before-\($0)".utf8) })
+            #expect(!before.down && before.acked.count == 50, "the victim must serve before the fault")
+            #expect(FileManager.default.createFile(atPath: trigger, contents: Data()))
+            let during = await writeUntilDown(c, clients: clients, victim: victim, limit: 3000,
+                                              key: { Array("fsync/k\($0 % 16)".utf8) }, value: { Array("during-\($0)".utf8) })
+            print("[\(label)] \(during.writes) writes after arming, \(during.acked.count) acknowledged; \(await victimState(c, victim))")
+            #expect(during.down, "m\(victim) still serves after \(during.writes) writes with failing fsyncs")
+            let log = await c.log(victim)
+            #expect(log.contains("WAL append failed") || log.contains("backend sync failed")
+                    || log.contains("store write failed"), "no fsync failure in m\(victim)'s log")
+            // The write numbers of the two phases overlap: tell them apart by revision order.
+            let acked = before.acked.map { ($0, "before") } + during.acked.map { ($0, "during") }
+            let values = Dictionary(acked.map { ($0.0.revision, Array("\($0.1)-\($0.0.value ?? 0)".utf8)) },
+                                    uniquingKeysWith: { a, _ in a })
+            try await othersGoOnThenCatchUp(c, clients: clients, victim: victim, acked: acked.map(\.0), label: label,
+                                            expected: { values[$0.revision] ?? [] }) {
+                try FileManager.default.removeItem(atPath: trigger)
+            }
+        }
+    }
+}
+
+/// The LD_PRELOAD library, compiled once per test process into a temp dir (nil without a compiler).
+enum FailSyncShim {
+    static let source = """
+        #define _GNU_SOURCE
+        #include <dlfcn.h>
+        #include <errno.h>
+        #include <stdio.h>
+        #include <stdlib.h>
+        #include <string.h>
+        #include <unistd.h>
+
+        static int failing(int fd) {
+            const char *trigger = getenv("KEEL_FAILSYNC_TRIGGER"), *match = getenv("KEEL_FAILSYNC_MATCH");
+            if (!trigger || !match || access(trigger, F_OK) != 0) return 0;
+            char link[64], path[4096];
+            snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+            ssize_t n = readlink(link, path, sizeof path - 1);
+            if (n < 0) return 0;
+            path[n] = 0;
+            return strstr(path, match) != NULL;
+        }
+
+        int fdatasync(int fd) {
+            static int (*real)(int);
+            if (!real) real = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
+            if (failing(fd)) { errno = EIO; return -1; }
+            return real(fd);
+        }
+
+        int fsync(int fd) {
+            static int (*real)(int);
+            if (!real) real = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
+            if (failing(fd)) { errno = EIO; return -1; }
+            return real(fd);
+        }
+        """
+
+    static let library: String? = {
+        guard let cc = ["clang", "cc", "gcc"].lazy.compactMap(findExecutable).first,
+              let dir = try? makeTempDirectory(prefix: "keel-failsync-shim") else { return nil }
+        let src = dir + "/failsync.c", lib = dir + "/libfailsync.so"
+        guard FileManager.default.createFile(atPath: src, contents: Data(source.utf8)),
+              let p = try? ChildProcess.spawn(cc, ["-shared", "-fPIC", "-O1", "-o", lib, src, "-ldl"]) else { return nil }
+        // A synchronous wait (this is a static initializer), bounded.
+        for _ in 0..<6000 where p.exitStatus == nil { usleep(10_000) }
+        guard p.exitStatus == .exited(0) else { p.kill(); return nil }
+        return lib
+    }()
+
+    private static func findExecutable(_ name: String) -> String? {
+        for d in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":") {
+            let p = "\(d)/\(name)"
+            if access(p, X_OK) == 0 { return p }
+        }
+        return nil
+    }
+}
