@@ -295,6 +295,9 @@ public final class KeelServer: Sendable {
             "name": "\(config.name)", "data-dir": "\(dataDir)",
             "member-id": "\(String(identity.memberId, radix: 16))", "cluster-id": "\(String(identity.clusterId, radix: 16))",
             "revision": "\(store.revision)", "applied-index": "\(store.appliedIndex)"])
+        if store.openedAfterCommitsWithoutRecord {
+            logger.notice("backend: commits after the last recorded sync were made without the sync record (an older keel?); opened as they are")
+        }
         if store.droppedUnsyncedCommit {
             logger.warning("backend: the newest commit was not synced before the last stop; opened the one before it (the WAL replays the rest)", metadata: ["applied-index": "\(store.appliedIndex)"])
         }

@@ -67,12 +67,16 @@ public final class MVCCStore: Sendable {
     /// SyncRecord.swift) and opened the snapshot before it: `appliedIndex` is older than what was
     /// applied before the crash, and the caller replays the rest from its log.
     public let droppedUnsyncedCommit: Bool
+    /// Open found commits more than one past the last recorded sync: another writer (without the sync
+    /// record, e.g. an older Keel) committed and synced them; opened as it is (SyncRecord.swift).
+    public let openedAfterCommitsWithoutRecord: Bool
 
     private init(directory: String, options: MVCCOptions, env: LMDBEnv, lock: sending DirectoryLock, generation: UInt64,
-                 rev: Int64, compact: Int64, applied: UInt64, droppedUnsyncedCommit: Bool) {
+                 rev: Int64, compact: Int64, applied: UInt64, recovery: SyncRecovery) {
         self.directory = directory
         self.options = options
-        self.droppedUnsyncedCommit = droppedUnsyncedCommit
+        self.droppedUnsyncedCommit = recovery == .droppedUnsyncedCommit
+        self.openedAfterCommitsWithoutRecord = recovery == .commitsWithoutRecord
         state = Mutex(State(env: env, lock: lock, generation: generation))
         cachedRev = Atomic(rev)
         cachedCompact = Atomic(compact)
@@ -101,7 +105,7 @@ public final class MVCCStore: Sendable {
         for n in names where n.hasSuffix(".tmp") { unlink(directory + "/" + n) }
         let file = directory + "/" + dbName(gen)
         for n in names where n.hasSuffix(".mdb-synced") && n != dbName(gen) + "-synced" { unlink(directory + "/" + n) }
-        let dropped = try dropUnsyncedCommit(file)
+        let recovery = try dropUnsyncedCommit(file)
         let env = try LMDBEnv(path: file, mapSize: options.effectiveMapSize)
         try prepareSyncing(env, options: options, directory: directory)
         let (rev, compact, applied) = try env.read { (t) throws(MVCCError) in
@@ -109,25 +113,26 @@ public final class MVCCStore: Sendable {
             return (r.current, r.compacted, UInt64(bitPattern: try t.sysInt("applied") ?? 0))
         }
         return MVCCStore(directory: directory, options: options, env: env, lock: lock, generation: gen,
-                         rev: rev, compact: compact, applied: applied, droppedUnsyncedCommit: dropped)
+                         rev: rev, compact: compact, applied: applied, recovery: recovery)
     }
 
+    /// What open found in the sync record (SyncRecord.swift, rule 3).
+    enum SyncRecovery { case none, droppedUnsyncedCommit, commitsWithoutRecord }
+
     /// SyncRecord.swift, rule 3: if the newest commit of `file` is the one after its recorded sync, its
-    /// pages may be missing after a system crash: open the recorded snapshot instead. True if it did.
-    static func dropUnsyncedCommit(_ file: String) throws(MVCCError) -> Bool {
+    /// pages may be missing after a system crash: open the recorded snapshot instead. Newer still: other
+    /// writers committed (and synced) without the record; the file is opened as it is.
+    static func dropUnsyncedCommit(_ file: String) throws(MVCCError) -> SyncRecovery {
         guard FileIO.exists(file), let synced = SyncRecord.read(path: SyncRecord.path(forDataFile: file)) else {
-            return false
+            return .none
         }
         let newest = try LMDBMetaPages.newestTxnID(path: file)
-        if newest <= synced { return false }
-        guard newest == synced + 1 else {
-            throw .storage("mvcc: \(file): its newest commit (\(newest)) is more than one past the last synced one "
-                           + "(\(synced)); the file may be damaged")
-        }
+        if newest <= synced { return .none }
+        if newest > synced + 1 { return .commitsWithoutRecord }
         try LMDBMetaPages.revertNewest(path: file)
         // No process uses the file (the directory lock is ours): LMDB re-creates its lock file.
         unlink(file + "-lock")
-        return true
+        return .droppedUnsyncedCommit
     }
 
     /// After opening `env` (store open, defragment). Commits that fdatasync themselves: a sync record

@@ -27,8 +27,11 @@ import Musl
 //    which it releases only after a sync (and so after a record) covering it. After a process crash
 //    without a system crash the newest snapshot was complete, and dropping it is merely redundant work.
 //
-// A newest meta more than one transaction past the record cannot come from these rules (a damaged
-// or foreign file): open refuses it.
+// A newest meta more than one transaction past the record cannot come from these rules: other commits
+// were made by a writer that keeps no record (a Keel from before this file, or one run with
+// KEEL_BACKEND_SYNC_EACH_COMMIT=1 is not that: it removes the record; mdb tools), and such a writer
+// syncs its own commits. Open then takes the file as it is (reverting would pick a snapshot the
+// record does not describe) and says so (`MVCCStore.openedAfterCommitsWithoutRecord`).
 
 /// The id of the last synced LMDB transaction of one data file, in two alternating 64-byte slots (512
 /// bytes apart, so a torn write of one leaves the other): magic, sequence, txn id, CRC-32C.
