@@ -29,6 +29,65 @@ struct FaultFsyncTests {
     func backendSyncFails() async throws {
         try await FsyncFailureRun(match: ".mdb", label: "fsync backend").run()
     }
+
+    @Test("keel: kill -9 while a commit's sync hangs: the restart drops that commit and the WAL replays it",
+          .timeLimit(.minutes(3)),
+          .enabled(if: ClusterServer.keel.isAvailable && FailSyncShim.library != nil,
+                   "needs keel, etcdctl 3.4 and a C compiler for the LD_PRELOAD shim"))
+    func killWhileACommitIsUnsynced() async throws {
+        let lib = try #require(FailSyncShim.library)
+        let dir = try makeTempDirectory(prefix: "keel-hangsync")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let trigger = dir + "/armed"
+        var options = LocalCluster.Options()
+        options.environments = [0: ["LD_PRELOAD": lib, "KEEL_FAILSYNC_MATCH": ".mdb", "KEEL_FAILSYNC_TRIGGER": trigger,
+                                    "KEEL_FAILSYNC_HANG": "1"]]
+        try await LocalCluster.with(.keel, members: 1, options: options) { c in
+            let client = GRPCClient(host: "127.0.0.1", port: c.slots[0].clientPort)
+            defer { Task { await client.close() } }
+            let opts = CallOptions(timeout: .seconds(10))
+            var revisions: [String: Int64] = [:]
+            func put(_ k: String) async throws {
+                var p = Etcdserverpb.PutRequest()
+                p.key = Array(k.utf8); p.value = Array("v-\(k)".utf8)
+                revisions[k] = try await client.unary(Etcdserverpb.KV.put, p, options: opts).header?.revision ?? 0
+            }
+            func serializableRead() async throws {   // makes the apply loop commit what it answered
+                var r = Etcdserverpb.RangeRequest()
+                r.key = Array("hang/".utf8); r.rangeEnd = Array("hang0".utf8); r.serializable = true
+                _ = try await client.unary(Etcdserverpb.KV.range, r, options: opts)
+            }
+            func counter(_ name: String) throws -> Int {
+                let body = try plainHTTPGet(port: c.slots[0].clientPort, path: "/metrics").body
+                let line = body.split(separator: "\n").first { $0.hasPrefix(name + " ") }
+                return Int(line?.split(separator: " ").last ?? "") ?? -1
+            }
+            for i in 0..<20 { try await put("hang/a\(i)") }
+            try await serializableRead()
+            // Every commit so far synced (bounded wait), then the next sync hangs.
+            for _ in 0..<100 {
+                if try counter("keel_disk_backend_sync_duration_seconds_count")
+                    >= counter("etcd_disk_backend_commit_duration_seconds_count") { break }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            #expect(FileManager.default.createFile(atPath: trigger, contents: Data()))
+            for i in 0..<20 { try await put("hang/b\(i)") }
+            try await serializableRead()        // this commit's sync hangs
+            for i in 0..<5 { try await put("hang/c\(i)") }   // applied and answered, never committed
+            await c.kill(0)
+            try FileManager.default.removeItem(atPath: trigger)
+            try await c.restart(0)
+            let log = await c.log(0)
+            #expect(log.contains("the newest commit was not synced before the last stop"), "\(log.suffix(2000))")
+            var r = Etcdserverpb.RangeRequest()
+            r.key = Array("hang/".utf8); r.rangeEnd = Array("hang0".utf8)
+            let got = try await client.unary(Etcdserverpb.KV.range, r, options: opts)
+            var found: [String: Int64] = [:]
+            for kv in got.kvs { found[String(decoding: kv.key, as: UTF8.self)] = kv.modRevision }
+            #expect(found == revisions, "\(revisions.count) acknowledged, \(found.count) found")
+            #expect(got.header?.revision == revisions.values.max())
+        }
+    }
 }
 
 struct FsyncFailureRun {
@@ -81,6 +140,16 @@ enum FailSyncShim {
         #include <string.h>
         #include <unistd.h>
 
+        static int failing(int fd);
+
+        /* KEEL_FAILSYNC_HANG=1: instead of failing, block until the trigger file is gone. */
+        static int hang(int fd) {
+            const char *h = getenv("KEEL_FAILSYNC_HANG");
+            if (!h || strcmp(h, "1") != 0 || !failing(fd)) return 0;
+            while (failing(fd)) usleep(10000);
+            return 1;
+        }
+
         static int failing(int fd) {
             const char *trigger = getenv("KEEL_FAILSYNC_TRIGGER"), *match = getenv("KEEL_FAILSYNC_MATCH");
             if (!trigger || !match || access(trigger, F_OK) != 0) return 0;
@@ -95,14 +164,14 @@ enum FailSyncShim {
         int fdatasync(int fd) {
             static int (*real)(int);
             if (!real) real = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
-            if (failing(fd)) { errno = EIO; return -1; }
+            if (!hang(fd) && failing(fd)) { errno = EIO; return -1; }
             return real(fd);
         }
 
         int fsync(int fd) {
             static int (*real)(int);
             if (!real) real = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
-            if (failing(fd)) { errno = EIO; return -1; }
+            if (!hang(fd) && failing(fd)) { errno = EIO; return -1; }
             return real(fd);
         }
         """
