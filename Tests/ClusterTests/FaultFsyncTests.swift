@@ -39,7 +39,9 @@ struct FaultFsyncTests {
         let dir = try makeTempDirectory(prefix: "keel-hangsync")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let trigger = dir + "/armed"
-        var options = LocalCluster.Options()
+        // Only reads force a commit (no 100 ms group timer): a second commit would wait for the hanging
+        // sync (at most one unsynced commit) and block the apply loop, so exactly one must happen.
+        var options = LocalCluster.Options(extraArguments: ["--backend-batch-interval", "1h"])
         options.environments = [0: ["LD_PRELOAD": lib, "KEEL_FAILSYNC_MATCH": ".mdb", "KEEL_FAILSYNC_TRIGGER": trigger,
                                     "KEEL_FAILSYNC_HANG": "1"]]
         try await LocalCluster.with(.keel, members: 1, options: options) { c in
