@@ -12,28 +12,24 @@ import KeelAPI
 import KeelTestSupport
 import Testing
 
-@Suite("Fsync faults", .serialized)
+@Suite("Fsync faults", .serialized,
+       .enabled(if: ClusterServer.keel.isAvailable && FailSyncShim.library != nil,
+                "needs keel, etcdctl 3.4 and a C compiler for the LD_PRELOAD shim"))
 struct FaultFsyncTests {
     @Test("keel: failing WAL fsyncs stop a member, the others go on, it catches up after a restart",
-          .timeLimit(.minutes(5)),
-          .enabled(if: ClusterServer.keel.isAvailable && FailSyncShim.library != nil,
-                   "needs keel, etcdctl 3.4 and a C compiler for the LD_PRELOAD shim"))
+          .timeLimit(.minutes(5)))
     func walFsyncFails() async throws {
         try await FsyncFailureRun(match: "/wal/", label: "fsync wal").run()
     }
 
     @Test("keel: failing backend syncs stop a member, the others go on, it catches up after a restart",
-          .timeLimit(.minutes(5)),
-          .enabled(if: ClusterServer.keel.isAvailable && FailSyncShim.library != nil,
-                   "needs keel, etcdctl 3.4 and a C compiler for the LD_PRELOAD shim"))
+          .timeLimit(.minutes(5)))
     func backendSyncFails() async throws {
         try await FsyncFailureRun(match: ".mdb", label: "fsync backend").run()
     }
 
     @Test("keel: kill -9 while a commit's sync hangs: the restart drops that commit and the WAL replays it",
-          .timeLimit(.minutes(3)),
-          .enabled(if: ClusterServer.keel.isAvailable && FailSyncShim.library != nil,
-                   "needs keel, etcdctl 3.4 and a C compiler for the LD_PRELOAD shim"))
+          .timeLimit(.minutes(3)))
     func killWhileACommitIsUnsynced() async throws {
         let lib = try #require(FailSyncShim.library)
         let dir = try makeTempDirectory(prefix: "keel-hangsync")
@@ -163,23 +159,26 @@ enum FailSyncShim {
             return strstr(path, match) != NULL;
         }
 
+        static int faulty(int fd, int (*real)(int)) {
+            if (!hang(fd) && failing(fd)) { errno = EIO; return -1; }
+            return real(fd);
+        }
+
         int fdatasync(int fd) {
             static int (*real)(int);
             if (!real) real = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
-            if (!hang(fd) && failing(fd)) { errno = EIO; return -1; }
-            return real(fd);
+            return faulty(fd, real);
         }
 
         int fsync(int fd) {
             static int (*real)(int);
             if (!real) real = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
-            if (!hang(fd) && failing(fd)) { errno = EIO; return -1; }
-            return real(fd);
+            return faulty(fd, real);
         }
         """
 
     static let library: String? = {
-        guard let cc = ["clang", "cc", "gcc"].lazy.compactMap(findExecutable).first,
+        guard let cc = ["clang", "cc", "gcc"].lazy.compactMap({ try? ChildProcess.resolveExecutable($0) }).first,
               let dir = try? makeTempDirectory(prefix: "keel-failsync-shim") else { return nil }
         let src = dir + "/failsync.c", lib = dir + "/libfailsync.so"
         guard FileManager.default.createFile(atPath: src, contents: Data(source.utf8)),
@@ -190,11 +189,4 @@ enum FailSyncShim {
         return lib
     }()
 
-    private static func findExecutable(_ name: String) -> String? {
-        for d in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":") {
-            let p = "\(d)/\(name)"
-            if access(p, X_OK) == 0 { return p }
-        }
-        return nil
-    }
 }

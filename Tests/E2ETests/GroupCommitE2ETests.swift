@@ -18,6 +18,19 @@ struct GroupCommitE2ETests {
         return Int(try #require(line, "\(name) missing from /metrics").split(separator: " ").last ?? "") ?? -1
     }
 
+    /// kill -9, a restart on the same data dir, then the restarted server's keys under `prefix` with
+    /// their mod revisions, and its revision.
+    func killAndRestart(_ keel: KeelProcess, dir: String, prefix: String) async throws
+        -> (KeelProcess, [String: Int64], Int64) {
+        keel.process.kill()
+        _ = await keel.process.wait(timeout: .seconds(10))
+        let restarted = try await KeelProcess.start(dir: dir)
+        let all = try CtlJSON(try await restarted.ctl(["get", prefix, "--prefix", "-w", "json"]).stdout)
+        var modRev: [String: Int64] = [:]
+        for kv in all.kvs { modRev[CtlJSON.b64(kv["key"])] = (kv["mod_revision"] as? NSNumber)?.int64Value }
+        return (restarted, modRev, all.revision)
+    }
+
     @Test("puts share one commit; a read forces it; kill -9 before any commit loses no acknowledged put")
     func putsShareACommitAndSurviveKillNine() async throws {
         let dir = try Proc.tempDir("keel-group")
@@ -47,14 +60,9 @@ struct GroupCommitE2ETests {
             revisions.append(put.revision)
         }
         #expect(try commits(keel) == before + 1)
-        keel.process.kill()
-        _ = await keel.process.wait(timeout: .seconds(10))
-        let restarted = try await KeelProcess.start(dir: dir)
-        let all = try CtlJSON(try await restarted.ctl(["get", "g", "--prefix", "-w", "json"]).stdout)
-        var modRev: [String: Int64] = [:]
-        for kv in all.kvs { modRev[CtlJSON.b64(kv["key"])] = (kv["mod_revision"] as? NSNumber)?.int64Value }
+        let (restarted, modRev, revision) = try await killAndRestart(keel, dir: dir, prefix: "g")
         for i in 0..<30 { #expect(modRev["g\(i)"] == revisions[i], "g\(i)") }
-        #expect(all.revision == revisions.last!)
+        #expect(revision == revisions.last!)
         #expect(await restarted.stop() == .exited(0))
     }
 
@@ -103,12 +111,7 @@ struct GroupCommitE2ETests {
         #expect(syncs >= 1, "no background sync after \(commits) commits")
         // A sync covers at least one commit and never runs twice at once: at most one per commit.
         #expect(syncs <= commits, "\(syncs) syncs for \(commits) commits")
-        keel.process.kill()
-        _ = await keel.process.wait(timeout: .seconds(10))
-        let restarted = try await KeelProcess.start(dir: dir)
-        let all = try CtlJSON(try await restarted.ctl(["get", "n", "--prefix", "-w", "json"]).stdout)
-        var got: [String: Int64] = [:]
-        for kv in all.kvs { got[CtlJSON.b64(kv["key"])] = (kv["mod_revision"] as? NSNumber)?.int64Value }
+        let (restarted, got, _) = try await killAndRestart(keel, dir: dir, prefix: "n")
         #expect(got == revisions)
         #expect(await restarted.stop() == .exited(0))
     }

@@ -299,7 +299,8 @@ public final class ChildProcess: Sendable {
         return sig == 0 ? .exited((raw >> 8) & 0xFF) : .signaled(sig)
     }
 
-    static func resolveExecutable(_ name: String) throws -> String {
+    /// `name` itself if it holds a slash, else its first executable match in PATH.
+    public static func resolveExecutable(_ name: String) throws -> String {
         if name.contains("/") {
             guard access(name, X_OK) == 0 else { throw ChildProcessError("not executable: \(name)") }
             return name

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import CLMDB
 import KeelAPI
+import KeelTestSupport
 import Testing
 @testable import Storage
 
@@ -79,7 +80,7 @@ struct MVCCSyncModeTests {
     @Test(arguments: [0.0, 0.5, 1.0])
     func aSystemCrashThatLostTheNewestCommitOpensTheSyncedOne(newPageShare: Double) throws {
         let seed = UInt64.random(in: 0...UInt64.max)
-        var rng = SplitMix(seed)
+        var rng = SplitMix64(seed: seed)
         let t = try TestStore(Self.noSync)
         // History with freed pages to reuse: updates of the same keys over many commits.
         for round in 0..<20 {
@@ -90,7 +91,7 @@ struct MVCCSyncModeTests {
         try t.store.write { (w: inout MVCCWriteTxn) throws(MVCCError) in w.setAppliedIndex(500) }
         try t.store.sync()
         let (data, _) = try files(t.store)
-        let synced = try readFile(data)
+        let synced = fileBytes(data)
         let syncedHash = try t.store.hash(), syncedRevision = t.store.revision
         let syncedTxn = try LMDBMetaPages.newestTxnID(path: data)
         // The commit a crash interrupts: every key rewritten, new keys, a later applied index.
@@ -98,7 +99,7 @@ struct MVCCSyncModeTests {
             for k in 0..<300 { _ = try w.put(putReq("key\(k)", "lost-" + String(repeating: "y", count: k % 70))) }
             w.setAppliedIndex(600)
         }
-        let after = try readFile(data)
+        let after = fileBytes(data)
         #expect(try LMDBMetaPages.newestTxnID(path: data) == syncedTxn + 1)
         let pageSize = try t.store.currentEnv().pageSize
         // The image: pages 0/1 (metas) from the newer file (the new meta reached the disk), others mixed.
@@ -111,8 +112,8 @@ struct MVCCSyncModeTests {
         let crashed = TempDir("keel-crashimage")
         defer { crashed.cleanup() }
         let name = String(data.split(separator: "/").last!)
-        try writeFile(crashed.path + "/" + name, image)
-        try writeFile(crashed.path + "/" + name + "-synced", try readFile(data + "-synced"))
+        writeBytes(crashed.path + "/" + name, at: 0, image)
+        writeBytes(crashed.path + "/" + name + "-synced", at: 0, fileBytes(data + "-synced"))
         let store = try openStore(crashed.path, Self.noSync)
         defer { store.close() }
         #expect(store.droppedUnsyncedCommit, "seed \(seed)")
@@ -189,29 +190,4 @@ struct MVCCSyncModeTests {
         #expect(!FileIO.exists(record))
         #expect(try t.get("k", "l").kvs.count == 10)
     }
-}
-
-/// SplitMix64: a seeded generator for reproducible test data.
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    init(_ seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
-func readFile(_ path: String) throws -> [UInt8] {
-    let fd = try FileIO.open(path, O_RDONLY)
-    defer { close(fd) }
-    return try FileIO.readAll(fd, path: path)
-}
-
-func writeFile(_ path: String, _ bytes: [UInt8]) throws {
-    let fd = try FileIO.open(path, O_WRONLY | O_CREAT | O_TRUNC)
-    defer { close(fd) }
-    try bytes.withUnsafeBytes { try FileIO.pwriteAll(fd, $0, at: 0, path: path) }
 }

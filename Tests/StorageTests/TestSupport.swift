@@ -30,8 +30,9 @@ func fileBytes(_ path: String) -> [UInt8] {
     return (try? FileIO.readAll(fd, path: path)) ?? []
 }
 
+/// Writes `bytes` at `offset` of `path` (created if missing).
 func writeBytes(_ path: String, at offset: Int, _ bytes: [UInt8]) {
-    let fd = open(path, O_RDWR)
+    let fd = open(path, O_RDWR | O_CREAT, 0o644)
     defer { close(fd) }
     bytes.withUnsafeBytes { _ = pwrite(fd, $0.baseAddress!, $0.count, off_t(offset)) }
 }

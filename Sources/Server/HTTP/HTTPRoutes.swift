@@ -47,9 +47,10 @@ struct HTTPRoutes: Sendable {
                 Double(core.store.compactedRevision))
         p.histogram("etcd_disk_wal_fsync_duration_seconds", "The latency distributions of fsync called by WAL.", wal)
         p.histogram("etcd_disk_backend_commit_duration_seconds", "The latency distributions of commit called by backend.", backend)
-        // Keel's own: its backend commits reach the page cache, a periodic sync makes them durable
-        // (etcd's commit duration includes bbolt's fsync; Keel's sum of the two is comparable).
-        p.histogram("keel_disk_backend_sync_duration_seconds", "The latency distributions of the backend's periodic fdatasync.",
+        // Keel's own: its backend commits reach the page cache, and a sync right after each one, off the
+        // apply loop, makes them durable (etcd's commit duration includes bbolt's fsync; Keel's sum of
+        // the two is comparable).
+        p.histogram("keel_disk_backend_sync_duration_seconds", "The latency distributions of the backend's fdatasync after each commit (off the apply loop).",
                     backendSync)
         p.gauge("process_resident_memory_bytes", "Resident memory size in bytes.", ProcessStats.residentMemoryBytes)
         p.counter("process_cpu_seconds_total", "Total user and system CPU time spent in seconds.", ProcessStats.cpuSeconds)

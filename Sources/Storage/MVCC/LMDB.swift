@@ -41,7 +41,7 @@ final class LMDBEnv: Sendable {
     /// Delete the file when this environment closes (set on the old file after defragment).
     let removeOnClose = Atomic<Bool>(false)
     /// Serializes syncs of this file (held across the fdatasync) and, once commits skip the
-    /// fdatasync (`enableNoSync`), holds its sync record (SyncRecord.swift).
+    /// fdatasync (`MVCCStore.prepareSyncing`), holds its sync record (SyncRecord.swift).
     let syncState = Mutex<SyncState>(SyncState())
     /// The last transaction id a sync covered (SyncRecord.swift, rule 1).
     let syncedTxn = Atomic<Int>(0)
@@ -59,7 +59,7 @@ final class LMDBEnv: Sendable {
     static let maxKeySize = 511
 
     /// Opened with MDB_NOMETASYNC (each commit fdatasyncs its pages); `MVCCStore` turns MDB_NOSYNC on
-    /// with `enableNoSync` once the file is synced and recorded.
+    /// in `prepareSyncing` once the file is synced and recorded.
     init(path: String, mapSize: Int, readOnly: Bool = false) throws(MVCCError) {
         var e: OpaquePointer?
         try LMDB.check(mdb_env_create(&e))

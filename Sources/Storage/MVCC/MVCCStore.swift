@@ -99,11 +99,11 @@ public final class MVCCStore: Sendable {
         gens.sort()
         let gen = gens.last ?? 1
         for g in gens.dropLast() {
-            let old = directory + "/" + dbName(g)
-            unlink(old); unlink(old + "-lock"); unlink(SyncRecord.path(forDataFile: old))
+            unlink(directory + "/" + dbName(g)); unlink(directory + "/" + dbName(g) + "-lock")
         }
         for n in names where n.hasSuffix(".tmp") { unlink(directory + "/" + n) }
         let file = directory + "/" + dbName(gen)
+        // Records of older generations (and of files defragment removed) are stale.
         for n in names where n.hasSuffix(".mdb-synced") && n != dbName(gen) + "-synced" { unlink(directory + "/" + n) }
         let recovery = try dropUnsyncedCommit(file)
         let env = try LMDBEnv(path: file, mapSize: options.effectiveMapSize)
@@ -140,30 +140,24 @@ public final class MVCCStore: Sendable {
     /// without fdatasync: the file is synced and recorded before the first of them (SyncRecord.swift).
     static func prepareSyncing(_ env: LMDBEnv, options: MVCCOptions, directory: String) throws(MVCCError) {
         let recordPath = SyncRecord.path(forDataFile: env.path)
-        try LMDB.check(mdb_env_sync(env.env, 1), "sync")
-        env.syncedTxn.store(env.lastTxnID, ordering: .releasing)
         if options.syncEachWrite {
+            try sync(env)
             guard FileIO.exists(recordPath) else { return }
             unlink(recordPath)
             do { try FileIO.fsyncDir(directory) } catch { throw .storage("\(error)") }
             return
         }
         let existed = FileIO.exists(recordPath)
-        var record = try SyncRecord(path: recordPath)
-        do throws(MVCCError) {
-            try record.write(txnID: UInt64(env.lastTxnID))
-            if !existed {
-                do { try FileIO.fsyncDir(directory) } catch { throw .storage("\(error)") }
-            }
-        } catch {
-            record.close()
-            throw error
+        let record = try SyncRecord(path: recordPath)
+        env.syncState.withLock { $0.record = record }   // closed with the environment
+        try sync(env)                                    // the fdatasync, then the record of it
+        if !existed {
+            do { try FileIO.fsyncDir(directory) } catch { throw .storage("\(error)") }
         }
-        let r = record
-        env.syncState.withLock { $0.record = r }
         try LMDB.check(mdb_env_set_flags(env.env, UInt32(MDB_NOSYNC), 1), "set MDB_NOSYNC")
         env.noSync.store(true, ordering: .releasing)
     }
+
 
     /// Closes the store. Calls after close throw `.storage("mvcc: store is closed")`; reads still
     /// running finish on their snapshot (the environment closes when the last of them ends).
@@ -352,10 +346,10 @@ public final class MVCCStore: Sendable {
         }
     }
 
-    /// SyncRecord.swift, rule 1: before a commit without fdatasync, the previous commit is synced
-    /// (normally the server's background sync has done it; otherwise this waits for it or does it).
     static let syncFailedError = MVCCError.storage("mvcc: an earlier sync of the backend failed; reopen the store")
 
+    /// SyncRecord.swift, rule 1: before a commit without fdatasync, the previous commit is synced
+    /// (normally the server's background sync has done it; otherwise this waits for it or does it).
     static func syncPreviousCommit(_ env: LMDBEnv) throws(MVCCError) {
         if env.syncFailed.load(ordering: .acquiring) { throw syncFailedError }
         guard env.noSync.load(ordering: .acquiring), env.syncedTxn.load(ordering: .acquiring) < env.lastTxnID else {
