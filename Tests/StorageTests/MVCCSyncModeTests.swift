@@ -174,6 +174,31 @@ struct MVCCSyncModeTests {
         #expect(SyncRecord.read(path: record) == (try LMDBMetaPages.newestTxnID(path: data)))
     }
 
+    /// Bad input at open: a data file that is not LMDB's, beside a sync record, is refused with a clear
+    /// error before LMDB touches it; a record whose slots are both damaged counts as no record.
+    @Test func badFilesAtOpen() throws {
+        let t = try TestStore(Self.noSync)
+        try t.put("k", "v")
+        let (data, record) = try files(t.store)
+        t.store.close()
+        // Both record slots damaged (CRC no longer matches): no record, the file opens as it is.
+        var rec = fileBytes(record)
+        rec[20] ^= 0xFF; rec[512 + 20] ^= 0xFF
+        writeBytes(record, at: 0, rec)
+        #expect(SyncRecord.read(path: record) == nil)
+        t.store = try openStore(t.dir.path, Self.noSync)
+        #expect(t.store.revision == 2 && !t.store.droppedUnsyncedCommit)
+        t.store.close()
+        // The data file's first meta page overwritten: refused, named.
+        writeBytes(data, at: 16, [UInt8](repeating: 0x5A, count: 136))
+        #expect {
+            _ = try openStore(t.dir.path, Self.noSync)
+        } throws: { e in
+            guard case .storage(let m) = e as? MVCCError else { return false }
+            return m.contains(data) && (m.contains("page size") || m.contains("is not LMDB 0.9's"))
+        }
+    }
+
     /// Opened with an fdatasync per commit again, the store removes the record (it would misjudge
     /// those commits after a later crash); a defragment in no-sync mode records its new file.
     @Test func recordsFollowTheModeAndTheFile() throws {
