@@ -255,6 +255,12 @@ public final class GRPCClient: Sendable {
         }
     }
 
+    /// A caller of unary RPCs on one open connection of this client, without a Swift task per call
+    /// (see `LoopUnaryCaller`). Opens the connection when none is open yet.
+    public func loopCaller() async throws -> LoopUnaryCaller {
+        LoopUnaryCaller(client: self, conn: try await pool.connection())
+    }
+
     struct RefusedStart: Error {}
 
     /// The status of a call its caller's task cancelled.
@@ -262,7 +268,7 @@ public final class GRPCClient: Sendable {
 
     /// On the connection's loop: opens a stream with `headers` and arms its deadline; nil when the
     /// connection refuses new streams (GOAWAY, closing), which marks it unusable.
-    private static func openStream(_ conn: ClientConnection, _ headers: RequestHeaders) -> H2Stream? {
+    static func openStream(_ conn: ClientConnection, _ headers: RequestHeaders) -> H2Stream? {
         guard let s = conn.handler.value.submitRequest(headers: headers.fields) else {
             conn.usable.store(false, ordering: .relaxed)
             return nil
@@ -394,7 +400,7 @@ public final class GRPCClient: Sendable {
         var timeoutNanos: Int64?
     }
 
-    private func requestHeaders(_ path: String, _ options: CallOptions, _ compress: Bool) -> RequestHeaders {
+    func requestHeaders(_ path: String, _ options: CallOptions, _ compress: Bool) -> RequestHeaders {
         var headers: GRPCMetadata = [
             (":method", "POST"), (":scheme", "http"), (":path", path),
             (":authority", config.authority ?? "\(config.host):\(config.port)"),
@@ -463,5 +469,53 @@ public final class GRPCClient: Sendable {
         } onCancel: {
             call.cancel(Self.cancelledByClient)
         }
+    }
+}
+
+/// Unary calls on one connection, started and completed on its event loop without a Swift task:
+/// for callers that live on that loop and start the next call from the last one's completion (a
+/// load generator's closed-loop workers). The call itself is `GRPCClient.unary`'s fast path: the
+/// framed request, the stream's headers, its one message and the half-close in one go, the response
+/// kept by the stream; what it saves is the task's suspension and resumption, the cancellation
+/// handler, the future the task waits on and the connection pool's actor hop, per call.
+/// No retry: a connection that refuses new streams (GOAWAY, closed) fails the call with
+/// UNAVAILABLE, and the caller stays bound to that connection (get a new one with `loopCaller()`).
+public struct LoopUnaryCaller: Sendable {
+    let client: GRPCClient
+    let conn: ClientConnection
+
+    /// The loop calls must be started on; completions run there.
+    public var eventLoop: any EventLoop { conn.channel.eventLoop }
+
+    /// Starts `method(request)`; call on `eventLoop`. `completion` runs once, on `eventLoop`, with
+    /// the decoded response or the call's status (a `GRPCStatus`); never before this returns.
+    public func unary<Req, Resp>(_ method: MethodDescriptor<Req, Resp>, _ request: Req, options: CallOptions = CallOptions(),
+                                 completion: @escaping (Result<Resp, GRPCStatus>) -> Void) {
+        let loop = conn.channel.eventLoop
+        loop.preconditionInEventLoop()
+        let compress = options.compress ?? client.config.compressRequests
+        let framed: ByteBuffer
+        do throws(GRPCStatus) {
+            framed = try GRPCFramer.frame(request, compress: compress, allocator: conn.handler.value.allocator)
+        } catch {
+            loop.assumeIsolated().execute { completion(.failure(error)) }
+            return
+        }
+        guard let s = GRPCClient.openStream(conn, client.requestHeaders(method.path, options, compress)) else {
+            loop.assumeIsolated().execute { completion(.failure(GRPCStatus(.unavailable, "connection is closing"))) }
+            return
+        }
+        s.clientUnary = true
+        s.onClose = { [unowned s] status in
+            guard status.code == .ok else { completion(.failure(status)); return }
+            guard let m = s.unaryResponse else {
+                completion(.failure(GRPCStatus(.internal, "grpc: server ended the call without a response message")))
+                return
+            }
+            s.unaryResponse = nil
+            do throws(GRPCStatus) { completion(.success(try decodeMessage(Resp.self, m))) } catch { completion(.failure(error)) }
+        }
+        _ = s.enqueue(framed)
+        s.endRequest()
     }
 }

@@ -103,8 +103,8 @@ public struct ServerMethod: Sendable {
     let run: @Sendable (InboundSequence, NIOLoopBound<H2Stream>, any EventLoop, Bool, ServerContext) async throws -> Void
     /// Unary calls: runs with the first request message and ends the call itself on success.
     let unaryRun: (@Sendable (ByteBuffer, NIOLoopBound<H2Stream>, any EventLoop, Bool, ServerContext) async throws -> Void)?
-    /// Unary calls answered through a future (`unaryOnLoop`): called on the connection's loop with
-    /// the request message, it ends the call itself; no task.
+    /// Unary calls answered through a `UnaryResponder` (`unaryResponding`): called on the
+    /// connection's loop with the request message; no task.
     let unaryOnLoopRun: (@Sendable (ByteBuffer, H2Stream, any EventLoop, Bool, ServerContext) -> Void)?
     /// Whether the handler's task runs on its connection's event loop (see `onConnectionLoop()`).
     public private(set) var runsOnConnectionLoop = false
@@ -153,41 +153,29 @@ public struct ServerMethod: Sendable {
     }
 
     /// A unary method whose handler is called on the connection's event loop, without a Swift task,
-    /// and answers with a future (of any loop; it may also fail with a `GRPCStatus`). For handlers
-    /// that do little work before handing the request on (a proposal, say): a task per call, the
-    /// hop that resumes it and the one that sends its answer cost more than such a handler does.
-    /// The call's deadline and a client's RST_STREAM end the call as for `unary`; the handler's
-    /// future is then left to complete unobserved.
-    public static func unaryOnLoop<Req, Resp>(
+    /// and answers through `UnaryResponder` (from any thread, once). For handlers that do little
+    /// work before handing the request on and get their answer back as a callback (a proposal's
+    /// apply result): a task per call, or a future per call (its promise, `hop`, `whenComplete`
+    /// closure and the runtime metadata lookup for the future's type), cost more than such a
+    /// handler does. The call's deadline and a client's RST_STREAM end the call as for `unary`;
+    /// a response after that is dropped.
+    public static func unaryResponding<Req, Resp>(
         _ d: MethodDescriptor<Req, Resp>,
-        _ handler: @escaping @Sendable (Req, ServerContext, any EventLoop) -> EventLoopFuture<Resp>
+        _ handler: @escaping @Sendable (Req, ServerContext, UnaryResponder<Resp>) -> Void
     ) -> ServerMethod {
         ServerMethod(descriptor: d.erased, run: { inbound, stream, loop, gz, ctx in
             let req = try await single(RequestStream<Req>(base: inbound))
-            let resp = try await handler(req, ctx, loop).get()
+            let answered = loop.makePromise(of: Resp.self)
+            handler(req, ctx, UnaryResponder(sink: .promise(answered)))
+            let resp = try await answered.futureResult.get()
             try await ResponseWriter<Resp>(stream: stream, loop: loop, compress: gz).send(resp)
         }, unaryOnLoopRun: { message, stream, loop, gz, ctx in
-            let answer: EventLoopFuture<Resp>
-            do {
-                answer = handler(try decodeMessage(Req.self, message), ctx, loop)
-            } catch {
-                stream.finishServer(status: callStatus(of: error))
+            let req: Req
+            do throws(GRPCStatus) { req = try decodeMessage(Req.self, message) } catch {
+                stream.finishServer(status: error)
                 return
             }
-            answer.hop(to: loop).assumeIsolated().whenComplete { result in
-                switch result {
-                case .success(let resp):
-                    do {
-                        let framed = try GRPCFramer.frame(resp, compress: gz, allocator: stream.connection.allocator)
-                        _ = stream.enqueue(framed)
-                        stream.finishServer(status: .ok)
-                    } catch {
-                        stream.finishServer(status: callStatus(of: error))
-                    }
-                case .failure(let error):
-                    stream.finishServer(status: callStatus(of: error))
-                }
-            }
+            handler(req, ctx, UnaryResponder(sink: .stream(NIOLoopBound(stream, eventLoop: loop), compress: gz)))
         })
     }
 
@@ -487,7 +475,7 @@ final class ServerDispatcher: H2StreamOwner {
         let loop = connection.loop
         let gz = s.compressOutbound
         if let onLoop = m.unaryOnLoopRun {
-            // Unary, answered through a future: the handler runs here, on the connection's loop,
+            // Unary, answered through a responder: the handler runs here, on the connection's loop,
             // when the request message is in; no task.
             s.unaryMode = true
             s.unaryStart = { message in onLoop(message, s, loop, gz, ctx) }
@@ -540,5 +528,58 @@ extension Substring {
         while let f = s.first, set.contains(f) { s = s.dropFirst() }
         while let l = s.last, set.contains(l) { s = s.dropLast() }
         return s
+    }
+}
+
+/// Where the handler of a `unaryResponding` method sends its one answer: `respond` from any thread
+/// (on the call's event loop it answers at once, elsewhere it costs one job on that loop). Answering
+/// twice is a programming error; the second answer is ignored by the ended stream.
+public struct UnaryResponder<Resp: ProtoMessage>: Sendable {
+    enum Sink: Sendable {
+        case stream(NIOLoopBound<H2Stream>, compress: Bool)
+        case promise(EventLoopPromise<Resp>)
+    }
+    let sink: Sink
+
+    /// The call's event loop (the connection's).
+    public var eventLoop: any EventLoop {
+        switch sink {
+        case .stream(let s, _): s.eventLoop
+        case .promise(let p): p.futureResult.eventLoop
+        }
+    }
+
+    /// Ends the call with `result`: the response message and status OK, or the error's status
+    /// (a `GRPCStatus` as it is, anything else as UNKNOWN).
+    public func respond(_ result: Result<Resp, any Error>) {
+        switch sink {
+        case .promise(let p):
+            p.completeWith(result)
+        case .stream(let bound, let compress):
+            let loop = bound.eventLoop
+            if loop.inEventLoop {
+                Self.finish(bound.value, result, compress: compress)
+            } else {
+                loop.execute { Self.finish(bound.value, result, compress: compress) }
+            }
+        }
+    }
+
+    public func succeed(_ response: Resp) { respond(.success(response)) }
+    public func fail(_ error: any Error) { respond(.failure(error)) }
+
+    private static func finish(_ stream: H2Stream, _ result: Result<Resp, any Error>, compress: Bool) {
+        switch result {
+        case .success(let resp):
+            do throws(GRPCStatus) {
+                let framed = try GRPCFramer.frame(resp, compress: compress, allocator: stream.connection.allocator)
+                _ = stream.enqueue(framed)
+                stream.finishServer(status: .ok)
+            } catch {
+                stream.finishServer(status: error)
+            }
+        case .failure(let error):
+            stream.finishServer(status: callStatus(of: error))
+        }
     }
 }

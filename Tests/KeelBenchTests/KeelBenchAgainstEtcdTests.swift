@@ -77,6 +77,15 @@ import Testing
         let header = try #require(json["header"] as? [String: Any])
         #expect((header["revision"] as? NSNumber)?.intValue == 301)
 
+        // The same puts by task workers (--executor loop; the default is callback chains, above):
+        // 100 more requests, the revision follows.
+        let tasks = try await bench(["put", "--executor", "loop", "--total", "100", "--clients", "10", "--conns", "2",
+                                     "--key-space", "50", "--sequential-keys", "--key-prefix", "kb/", "--val-size", "64"], ep)
+        #expect(try phase(tasks, "put").ok == 100)
+        let after = try await Etcdctl.run(["get", "kb/00000000", "-w", "json"], endpoints: [ep])
+        let afterJSON = try #require(try JSONSerialization.jsonObject(with: Data(after.stdout.utf8)) as? [String: Any])
+        #expect(((afterJSON["header"] as? [String: Any])?["revision"] as? NSNumber)?.intValue == 401)
+
         // range: serializable reads of 5 consecutive keys of the 50.
         let range = try await bench(["range", "--total", "200", "--clients", "8", "--consistency", "s",
                                      "--key-prefix", "kb/", "--key-space", "45", "--range-size", "5"], ep)

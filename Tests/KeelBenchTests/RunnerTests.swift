@@ -36,6 +36,30 @@ import Testing
         #expect(s.requests == 300 && s.ok == 100)
     }
 
+    /// `claim()`, what callback workers use instead of `next()`: numbers in order up to the total,
+    /// no wait without a rate, never a wait past the request's due time with one, nothing once the
+    /// duration is over.
+    @Test func claimsNumberPaceAndStop() async {
+        let free = LoadRunner(total: 5, durationSeconds: nil, rate: 0)
+        let (claims, _) = await free.runWorkers(clients: 1, progressLabel: nil) { _ in
+            var all: [Int] = []
+            while let (i, wait) = free.claim() { #expect(wait == 0); all.append(i) }
+            return all
+        }
+        #expect(claims == [[0, 1, 2, 3, 4]])
+        let paced = LoadRunner(total: 10, durationSeconds: nil, rate: 100)   // request i due i * 10 ms after the start
+        let (waits, _) = await paced.runWorkers(clients: 1, progressLabel: nil) { _ in
+            var all: [(Int, UInt64)] = []
+            while let c = paced.claim() { all.append(c) }
+            return all
+        }
+        #expect(waits[0].map(\.0) == Array(0..<10))
+        for (i, wait) in waits[0] { #expect(wait <= UInt64(i) * 10_000_000) }
+        let over = LoadRunner(total: nil, durationSeconds: 0, rate: 0)
+        let (none, _) = await over.runWorkers(clients: 1, progressLabel: nil) { _ in (over.claim() == nil, over.durationOver()) }
+        #expect(none.count == 1 && none[0] == (true, true))
+    }
+
     @Test func reportJSONRoundTrips() throws {
         var rec = Recorder()
         for k in 1...50 { rec.histogram.record(nanos: UInt64(k) * 100_000) }

@@ -35,8 +35,8 @@ struct CommonOptions: ParsableArguments {
     var json = false
     @Flag(help: "No progress bar (it is drawn only when stderr is a terminal anyway).")
     var noProgress = false
-    @Option(help: "Where client workers run: loop (on the connections' event loops, fewer thread hops) or pool (Swift's default executor).")
-    var executor: WorkerExecutor = .loop
+    @Option(help: "How client workers run: callback (unary workloads: chains of calls on the connections' event loops, no task per call), loop (a task per worker on its connection's event loop) or pool (a task per worker on Swift's default executor).")
+    var executor: WorkerExecutor = .callback
 
     /// `total` nil: `defaultTotal` unless --duration is given (then the duration alone ends the run).
     func params(total: Int?, defaultTotal: Int) -> CommonParams {

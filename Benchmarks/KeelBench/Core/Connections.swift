@@ -14,7 +14,7 @@ public final class Connections: Sendable {
     public var totalConnections: Int { clients.count }
 
     /// `endpoints`: "host:port" (an `http://` prefix is accepted, as etcdctl does).
-    public init(endpoints: [String], conns: Int, timeoutSeconds: Double?, mode: WorkerExecutor = .loop) throws(BenchError) {
+    public init(endpoints: [String], conns: Int, timeoutSeconds: Double?, mode: WorkerExecutor = .callback) throws(BenchError) {
         guard !endpoints.isEmpty else { throw BenchError("no endpoints") }
         guard conns >= 1 else { throw BenchError("--conns must be at least 1") }
         var parsed: [(String, Int)] = []
@@ -51,7 +51,7 @@ public final class Connections: Sendable {
 
     /// Where worker (or stream) w runs: its connection's event loop, or nil (Swift's default executor).
     public func executor(_ worker: Int) -> (any TaskExecutor)? {
-        mode == .loop ? executors[worker % executors.count] : nil
+        mode == .pool ? nil : executors[worker % executors.count]
     }
 
     /// Opens every connection (one cheap serializable Range per connection) so that connection set-up

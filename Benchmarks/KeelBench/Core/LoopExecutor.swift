@@ -10,6 +10,10 @@ import NIOPosix
 
 /// Where the workers of a run execute.
 public enum WorkerExecutor: String, Sendable, CaseIterable {
+    /// Unary workloads: each worker is a chain of calls on its connection's event loop, the next
+    /// started from the last one's completion, without a Swift task (`LoadRunner.runUnary`); the
+    /// streaming workloads (watch, lease-keepalive) run as `loop`.
+    case callback
     /// Each worker runs on the event loop of the connection it uses.
     case loop
     /// Swift's global concurrent executor (the cooperative pool).

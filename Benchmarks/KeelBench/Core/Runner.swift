@@ -85,20 +85,31 @@ public final class LoadRunner: Sendable {
 
     /// The next request number for a worker, after pacing; nil when the phase is over.
     public func next() async -> Int? {
+        guard let (i, wait) = claim() else { return nil }
+        if wait > 0 {
+            do { try await Task.sleep(nanoseconds: wait) } catch { return nil }
+            if durationOver() { return nil }
+        }
+        return i
+    }
+
+    /// The next request number and how long to wait before sending it (the pacing of `rate`, in
+    /// nanoseconds; 0: now); nil when the phase is over. After a wait, check `durationOver()`.
+    public func claim() -> (request: Int, waitNanos: UInt64)? {
         let i = issued.wrappingAdd(1, ordering: .relaxed).oldValue
         if let total, i >= total { return nil }
         let t0 = start.load(ordering: .relaxed)
-        var now = monotonicNanos()
+        let now = monotonicNanos()
         if let d = durationNanos, now &- t0 >= d { return nil }
-        if rate > 0 {
-            let due = t0 &+ UInt64(Double(i) / rate * 1e9)
-            if due > now {
-                do { try await Task.sleep(nanoseconds: due - now) } catch { return nil }
-                now = monotonicNanos()
-                if let d = durationNanos, now &- t0 >= d { return nil }
-            }
-        }
-        return i
+        guard rate > 0 else { return (i, 0) }
+        let due = t0 &+ UInt64(Double(i) / rate * 1e9)
+        return (i, due > now ? due - now : 0)
+    }
+
+    /// Whether the phase's --duration has passed.
+    public func durationOver() -> Bool {
+        guard let d = durationNanos else { return false }
+        return monotonicNanos() &- start.load(ordering: .relaxed) >= d
     }
 
     /// Runs `clients` workers concurrently and returns what each produced, with the phase's duration.

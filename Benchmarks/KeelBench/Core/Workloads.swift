@@ -15,7 +15,7 @@ public struct CommonParams: Sendable {
     public var executor: WorkerExecutor
 
     public init(endpoints: [String], conns: Int, clients: Int, total: Int?, durationSeconds: Double?, rate: Double,
-                timeoutSeconds: Double?, progress: Bool, executor: WorkerExecutor = .loop) {
+                timeoutSeconds: Double?, progress: Bool, executor: WorkerExecutor = .callback) {
         self.executor = executor
         self.endpoints = endpoints
         self.conns = conns
@@ -76,12 +76,8 @@ public enum Workloads {
     public static func put(_ c: CommonParams, keys: KeyGenerator, valSize: Int) async throws -> [PhaseResult] {
         let value = Values.filler(size: valSize)
         return try await withConnections(c) { conns in
-            let runner = c.runner(conns)
-            return await runner.run(names: ["put"], clients: c.clients, progressLabel: c.label("put"),
-                                    worker: runner.unaryWorker { w, i in
-                let req = putRequest(keys.key(keys.index(forRequest: i)), value)
-                _ = try await conns.client(w).unary(Etcdserverpb.KV.put, req, options: conns.options)
-            })
+            try await c.runner(conns).runUnary(names: ["put"], clients: c.clients, progressLabel: c.label("put"), conns: conns,
+                                               UnaryOp(Etcdserverpb.KV.put) { i in putRequest(keys.key(keys.index(forRequest: i)), value) })
         }
     }
 
@@ -90,11 +86,8 @@ public enum Workloads {
         guard count > 0 else { return nil }
         let value = Values.filler(size: valSize)
         let runner = LoadRunner(total: count, durationSeconds: nil, rate: 0, placement: { conns.executor($0) })
-        let r = await runner.run(names: ["prefill"], clients: c.clients, progressLabel: c.label("prefill"),
-                                 worker: runner.unaryWorker { w, i in
-            let req = putRequest(keys.key(i % keys.space), value)
-            _ = try await conns.client(w).unary(Etcdserverpb.KV.put, req, options: conns.options)
-        })[0]
+        let r = try await runner.runUnary(names: ["prefill"], clients: c.clients, progressLabel: c.label("prefill"), conns: conns,
+                                          UnaryOp(Etcdserverpb.KV.put) { i in putRequest(keys.key(i % keys.space), value) })[0]
         if r.recorder.errorCount > 0 {
             throw BenchError("prefill failed: \(r.recorder.errors.sorted { $0.key < $1.key }.map { "\($0.key) x\($0.value)" }.joined(separator: ", "))")
         }
@@ -113,11 +106,9 @@ public enum Workloads {
             var phases: [PhaseResult] = []
             let pre = try await runPrefill(c, conns, keys: keys, count: prefill, valSize: valSize)
             let runner = c.runner(conns)
-            let main = await runner.run(names: ["range"], clients: c.clients, progressLabel: c.label("range"),
-                                        worker: runner.unaryWorker { w, i in
-                let req = rangeRequest(keys: keys, fixed: fixed, i: i, rangeSize: rangeSize,
-                                       consistency: consistency, limit: limit)
-                _ = try await conns.client(w).unary(Etcdserverpb.KV.range, req, options: conns.options)
+            let main = try await runner.runUnary(names: ["range"], clients: c.clients, progressLabel: c.label("range"), conns: conns,
+                                                 UnaryOp(Etcdserverpb.KV.range) { i in
+                rangeRequest(keys: keys, fixed: fixed, i: i, rangeSize: rangeSize, consistency: consistency, limit: limit)
             })
             phases += main
             if let pre { phases.append(pre) }
@@ -148,22 +139,22 @@ public enum Workloads {
         guard opsPerTxn <= keys.space else { throw BenchError("--txn-ops \(opsPerTxn) exceeds the key space \(keys.space) (keys of one txn must differ)") }
         let value = Values.filler(size: valSize)
         return try await withConnections(c) { conns in
-            let runner = c.runner(conns)
-            return await runner.run(names: ["txn-put"], clients: c.clients, progressLabel: c.label("txn-put"),
-                                    worker: runner.unaryWorker { w, i in
-                var txn = Etcdserverpb.TxnRequest()
-                let base = keys.index(forRequest: i)
-                for j in 0..<opsPerTxn {
-                    let put = putRequest(keys.key((base + j) % keys.space), value)
-                    var op = Etcdserverpb.RequestOp()
-                    op.request = .requestPut(put)
-                    txn.success.append(op)
-                }
-                let r = try await conns.client(w).unary(Etcdserverpb.KV.txn, txn, options: conns.options)
+            let op = UnaryOp(Etcdserverpb.KV.txn, check: { r in
                 guard r.succeeded, r.responses.count == opsPerTxn else {
                     throw BenchError("MISMATCH: txn answered succeeded=\(r.succeeded) with \(r.responses.count) responses")
                 }
-            })
+            }) { i in
+                var txn = Etcdserverpb.TxnRequest()
+                let base = keys.index(forRequest: i)
+                for j in 0..<opsPerTxn {
+                    var op = Etcdserverpb.RequestOp()
+                    op.request = .requestPut(putRequest(keys.key((base + j) % keys.space), value))
+                    txn.success.append(op)
+                }
+                return txn
+            }
+            return try await c.runner(conns).runUnary(names: ["txn-put"], clients: c.clients, progressLabel: c.label("txn-put"),
+                                                      conns: conns, op)
         }
     }
 
@@ -179,31 +170,23 @@ public enum Workloads {
         let readsPerMillion = UInt64((readsPerWrite / (1 + readsPerWrite) * 1_000_000).rounded())
         return try await withConnections(c) { conns in
             let pre = try await runPrefill(c, conns, keys: keys, count: prefill, valSize: valSize)
-            let runner = c.runner(conns)
-            var phases = await runner.run(names: ["read", "write"], clients: c.clients, progressLabel: c.label("txn-mixed")) { w in
-                var reads = Recorder(), writes = Recorder()
-                while let i = await runner.next() {
-                    let isRead = KeyGenerator.mix(UInt64(truncatingIfNeeded: i) ^ 0xA5A5_5A5A) % 1_000_000 < readsPerMillion
-                    var txn = Etcdserverpb.TxnRequest()
-                    var op = Etcdserverpb.RequestOp()
-                    if isRead {
-                        op.request = .requestRange(rangeRequest(keys: keys, fixed: nil, i: i, rangeSize: rangeSize,
-                                                                consistency: consistency, limit: 0))
-                    } else {
-                        op.request = .requestPut(putRequest(keys.key(keys.index(forRequest: i)), value))
-                    }
-                    txn.success = [op]
-                    let request = txn
-                    let client = conns.client(w)
-                    let options = conns.options
-                    if isRead {
-                        await reads.measure(runner) { _ = try await client.unary(Etcdserverpb.KV.txn, request, options: options) }
-                    } else {
-                        await writes.measure(runner) { _ = try await client.unary(Etcdserverpb.KV.txn, request, options: options) }
-                    }
-                }
-                return [reads, writes]
+            let isRead = { @Sendable (i: Int) -> Bool in
+                KeyGenerator.mix(UInt64(truncatingIfNeeded: i) ^ 0xA5A5_5A5A) % 1_000_000 < readsPerMillion
             }
+            let op = UnaryOp(Etcdserverpb.KV.txn, phase: { isRead($0) ? 0 : 1 }) { i in
+                var txn = Etcdserverpb.TxnRequest()
+                var op = Etcdserverpb.RequestOp()
+                if isRead(i) {
+                    op.request = .requestRange(rangeRequest(keys: keys, fixed: nil, i: i, rangeSize: rangeSize,
+                                                            consistency: consistency, limit: 0))
+                } else {
+                    op.request = .requestPut(putRequest(keys.key(keys.index(forRequest: i)), value))
+                }
+                txn.success = [op]
+                return txn
+            }
+            var phases = try await c.runner(conns).runUnary(names: ["read", "write"], clients: c.clients,
+                                                            progressLabel: c.label("txn-mixed"), conns: conns, op)
             if let pre { phases.append(pre) }
             return phases
         }

@@ -62,7 +62,7 @@ final class Applier {
     let loop: any EventLoop
     var hooks: ApplyHooks
 
-    private var queue: [([Raft.Entry], [UInt64: EventLoopPromise<ApplyResult>])] = []
+    private var queue: [([Raft.Entry], [UInt64: ApplyWaiter])] = []
     /// Raft's ConfState after each conf-change entry handed out (by entry index), from the Raft loop.
     private var confStates: [UInt64: ConfState] = [:]
     /// The applied membership (persisted with the applied index).
@@ -76,7 +76,7 @@ final class Applier {
     private var failedPermanently: MVCCError?
     /// Physical compactions answer only when the store removed the old versions (it does that in
     /// bounded steps, one per write transaction).
-    private var physicalWaiters: [(EventLoopPromise<ApplyResult>, ApplyResult)] = []
+    private var physicalWaiters: [(ApplyWaiter, ApplyResult)] = []
     private var compactionStepScheduled = false
     /// With a store opened with `syncEachWrite: false` (MDB_NOSYNC), commits only reach the page
     /// cache; a sync starts right after each commit, on a thread of `NIOThreadPool.singleton`, not
@@ -122,7 +122,7 @@ final class Applier {
         shared.appliedIndex.store(store.appliedIndex, ordering: .releasing)
     }
 
-    func enqueue(_ entries: [Raft.Entry], _ promises: [UInt64: EventLoopPromise<ApplyResult>],
+    func enqueue(_ entries: [Raft.Entry], _ promises: [UInt64: ApplyWaiter],
                  confStates: [UInt64: ConfState] = [:]) {
         confStates.forEach { self.confStates[$0.key] = $0.value }
         queue.append((entries, promises))
@@ -233,10 +233,10 @@ final class Applier {
         queue.removeAll(keepingCapacity: true)
         queuedEntries = 0
         guard !batch.isEmpty else { return }
-        var promises: [UInt64: EventLoopPromise<ApplyResult>] = [:]
+        var promises: [UInt64: ApplyWaiter] = [:]
         for (_, ps) in batch { promises.merge(ps) { a, _ in a } }
         if let err = failedPermanently {
-            for (_, p) in promises { p.succeed(.failed(GRPCStatus(.internal, err.message))) }
+            for (_, p) in promises { p.complete(.failed(GRPCStatus(.internal, err.message))) }
             return
         }
         var results: [UInt64: ApplyResult] = [:]
@@ -336,7 +336,7 @@ final class Applier {
         guard mustCommit else {
             for (_, p) in promises {
                 // Committed before this process started applying (replayed) or already applied.
-                p.succeed(.failed(Self.appliedBeforeRestart))
+                p.complete(.failed(Self.appliedBeforeRestart))
             }
             scheduleGroupCommit()
             return
@@ -368,7 +368,7 @@ final class Applier {
                 answer(p, r, via: &lateAnswers)
             } else {
                 // Committed before this process started applying (replayed) or already applied.
-                p.succeed(.failed(Self.appliedBeforeRestart))
+                p.complete(.failed(Self.appliedBeforeRestart))
             }
         }
         compactionProgress(pending: pending)
@@ -432,13 +432,13 @@ final class Applier {
 
     /// A batch or a commit broke: nothing uncommitted of the transaction is in the store. The
     /// entries are durable in the WAL; a restart replays them. Stop applying (etcd panics here).
-    private func failApplying(_ error: MVCCError, _ promises: [UInt64: EventLoopPromise<ApplyResult>]) {
+    private func failApplying(_ error: MVCCError, _ promises: [UInt64: ApplyWaiter]) {
         group?.abort()
         group = nil
         logger.critical("apply: store write failed; refusing further writes", metadata: ["error": "\(error)"])
         failedPermanently = error
         shared.stopped.store(true, ordering: .relaxed)
-        for (_, p) in promises { p.succeed(.failed(error == .noSpace ? EtcdError.noSpace : GRPCStatus(.internal, error.message))) }
+        for (_, p) in promises { p.complete(.failed(error == .noSpace ? EtcdError.noSpace : GRPCStatus(.internal, error.message))) }
         // Reads waiting for this batch (or one answered before its commit failed) would wait
         // forever: the store will not reach their index in this process.
         for w in readWaiters { for p in w.promises { p.fail(EtcdError.stopped) } }
@@ -447,7 +447,7 @@ final class Applier {
 
     /// Completes a caller's promise with its request's result (failures are counted for /metrics),
     /// through `answers`.
-    private func answer(_ p: EventLoopPromise<ApplyResult>, _ r: ApplyResult, via answers: inout AnswerBatch) {
+    private func answer(_ p: ApplyWaiter, _ r: ApplyResult, via answers: inout AnswerBatch) {
         if case .failed = r { shared.proposalsFailed.add(1, ordering: .relaxed) }
         answers.add(p, r)
     }
@@ -571,7 +571,7 @@ final class Applier {
         if !pending {
             let done = physicalWaiters
             physicalWaiters.removeAll()
-            for (p, r) in done { p.succeed(r) }
+            for (p, r) in done { p.complete(r) }
             return
         }
         guard !compactionStepScheduled else { return }
@@ -670,36 +670,36 @@ final class Applier {
         // What is applied but not committed would be replayed from the WAL; commit it now instead.
         if failedPermanently == nil { flush() }
         stopped = true
-        for (p, _) in physicalWaiters { p.succeed(.failed(EtcdError.stopped)) }
+        for (p, _) in physicalWaiters { p.complete(.failed(EtcdError.stopped)) }
         physicalWaiters.removeAll()
-        for (_, ps) in queue { for (_, p) in ps { p.succeed(.failed(EtcdError.stopped)) } }
+        for (_, ps) in queue { for (_, p) in ps { p.complete(.failed(EtcdError.stopped)) } }
         queue.removeAll()
         for w in readWaiters { for p in w.promises { p.fail(EtcdError.stopped) } }
         readWaiters.removeAll()
     }
 }
 
-/// The answers of one apply batch, grouped by the loop their promises belong to (the callers'
+/// The answers of one apply batch, grouped by the loop their waiters belong to (the callers'
 /// connection loops, see `KeelCore.answerLoop`): `send` completes each group with ONE job on its
-/// loop, where completing each promise from here would cost one job (a lock, often a wake-up) per
-/// caller. Promises of the apply loop itself are completed at once by `add`.
+/// loop, where completing each waiter from here would cost one job (a lock, often a wake-up) per
+/// caller. Waiters of the apply loop itself are completed at once by `add`.
 struct AnswerBatch {
-    private var groups: [ObjectIdentifier: (loop: any EventLoop, answers: [(EventLoopPromise<ApplyResult>, ApplyResult)])] = [:]
+    private var groups: [ObjectIdentifier: (loop: any EventLoop, answers: [(ApplyWaiter, ApplyResult)])] = [:]
 
-    mutating func add(_ p: EventLoopPromise<ApplyResult>, _ r: ApplyResult) {
-        let loop = p.futureResult.eventLoop
+    mutating func add(_ w: ApplyWaiter, _ r: ApplyResult) {
+        let loop = w.loop
         if loop.inEventLoop {
-            p.succeed(r)
+            w.completeOnLoop(r)
             return
         }
-        groups[ObjectIdentifier(loop), default: (loop, [])].answers.append((p, r))
+        groups[ObjectIdentifier(loop), default: (loop, [])].answers.append((w, r))
     }
 
     /// Hands every group to its loop (in the order added within a group).
     mutating func send() {
         for (_, g) in groups {
             let answers = g.answers
-            g.loop.execute { for (p, r) in answers { p.succeed(r) } }
+            g.loop.execute { for (w, r) in answers { w.completeOnLoop(r) } }
         }
         groups = [:]
     }

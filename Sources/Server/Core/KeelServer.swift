@@ -68,6 +68,20 @@ public final class KeelCore: Sendable {
     /// what stops a request before it is proposed.
     public func proposal(_ request: Keelpb.InternalRequest.OneOf_Request, answeredOn loop: any EventLoop)
         throws(GRPCStatus) -> EventLoopFuture<ApplyResult> {
+        let promise = loop.makePromise(of: ApplyResult.self)
+        try propose(request, waiter: ApplyWaiter(promise))
+        return promise.futureResult
+    }
+
+    /// Proposes one request through Raft; `then` runs on `loop` with its apply result (with
+    /// `.failed("server stopped")` when the server stops before the apply). Throws what stops a
+    /// request before it is proposed (`then` is not called then). The KV write path: no future.
+    public func proposal(_ request: Keelpb.InternalRequest.OneOf_Request, answeredOn loop: any EventLoop,
+                         then: @escaping @Sendable (ApplyResult) -> Void) throws(GRPCStatus) {
+        try propose(request, waiter: ApplyWaiter(loop: loop, then))
+    }
+
+    private func propose(_ request: Keelpb.InternalRequest.OneOf_Request, waiter: ApplyWaiter) throws(GRPCStatus) {
         if shared.stopped.load(ordering: .relaxed) { throw EtcdError.stopped }
         var req = Keelpb.InternalRequest()
         req.id = shared.newID()
@@ -75,11 +89,9 @@ public final class KeelCore: Sendable {
         let data = req.serializedBytes()
         // etcd: the marshalled internal request may not exceed --max-request-bytes.
         if data.count > config.maxRequestBytes { throw EtcdError.requestTooLarge }
-        let promise = loop.makePromise(of: ApplyResult.self)
         let host = self.host
         let id = req.id
-        raftLoop.execute { host.value.propose(id: id, data: data, promise: promise) }
-        return promise.futureResult
+        raftLoop.execute { host.value.propose(id: id, data: data, waiter: waiter) }
     }
 
     /// The loop the promise of a caller's request is made on: the caller's own event loop when it
@@ -141,7 +153,7 @@ public final class KeelCore: Sendable {
         let cc = ConfChange(type: type, nodeID: nodeID, context: ctx.serializedBytes())
         let promise = Self.answerLoop(applyLoop).makePromise(of: ApplyResult.self)
         let host = self.host, id = ctx.id
-        raftLoop.execute { host.value.proposeConfChange(id: id, cc: cc, promise: promise) }
+        raftLoop.execute { host.value.proposeConfChange(id: id, cc: cc, waiter: ApplyWaiter(promise)) }
         let r: ApplyResult
         do { r = try await promise.futureResult.get() } catch { throw EtcdError.stopped }
         switch r {

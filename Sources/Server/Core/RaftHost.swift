@@ -31,7 +31,7 @@ final class RaftHost {
 
     /// Callers waiting for their request to be applied, by request ID. Handed to the apply loop
     /// together with the committed entry that carries the ID.
-    private var waiting: [UInt64: (promise: EventLoopPromise<ApplyResult>, tick: UInt64)] = [:]
+    private var waiting: [UInt64: (waiter: ApplyWaiter, tick: UInt64)] = [:]
     /// Linearizable reads waiting for the next ReadIndex round (with the tick they arrived at).
     private var readsToRequest: [(promise: EventLoopPromise<Void>, tick: UInt64)] = []
     /// ReadIndex rounds in flight, by context (round number), with the tick they were asked at.
@@ -78,33 +78,33 @@ final class RaftHost {
 
     // MARK: requests (each runs as one job on `loop`)
 
-    func propose(id: UInt64, data: [UInt8], promise: EventLoopPromise<ApplyResult>) {
-        if stopped { promise.succeed(.failed(EtcdError.stopped)); return }
+    func propose(id: UInt64, data: [UInt8], waiter: ApplyWaiter) {
+        if stopped { waiter.complete(.failed(EtcdError.stopped)); return }
         // etcd's back-pressure: refuse new proposals while the apply loop is far behind.
         if node.commitIndex > shared.answeredIndex.load(ordering: .relaxed) + 5000 {
-            promise.succeed(.failed(EtcdError.tooManyRequests)); return
+            waiter.complete(.failed(EtcdError.tooManyRequests)); return
         }
         do {
             try node.propose(data)
         } catch {
-            promise.succeed(.failed(Self.status(for: error)))
+            waiter.complete(.failed(Self.status(for: error)))
             return
         }
-        waiting[id] = (promise, ticks)
+        waiting[id] = (waiter, ticks)
         shared.proposalsPending.add(1, ordering: .relaxed)
         scheduleTurn()
     }
 
     /// A membership change; the caller waits for its own request id (in the context) at apply.
-    func proposeConfChange(id: UInt64, cc: ConfChange, promise: EventLoopPromise<ApplyResult>) {
-        if stopped { promise.succeed(.failed(EtcdError.stopped)); return }
+    func proposeConfChange(id: UInt64, cc: ConfChange, waiter: ApplyWaiter) {
+        if stopped { waiter.complete(.failed(EtcdError.stopped)); return }
         do {
             try node.proposeConfChange(cc)
         } catch {
-            promise.succeed(.failed(Self.status(for: error)))
+            waiter.complete(.failed(Self.status(for: error)))
             return
         }
-        waiting[id] = (promise, ticks)
+        waiting[id] = (waiter, ticks)
         shared.proposalsPending.add(1, ordering: .relaxed)
         scheduleTurn()
     }
@@ -156,7 +156,7 @@ final class RaftHost {
         if ticks % 5 == 0 && !waiting.isEmpty {
             for (id, w) in waiting where ticks - w.tick >= requestTimeoutTicks {
                 waiting.removeValue(forKey: id)
-                w.promise.succeed(.failed(EtcdError.timeout))
+                w.waiter.complete(.failed(EtcdError.timeout))
             }
             shared.proposalsPending.store(waiting.count, ordering: .relaxed)
         }
@@ -309,32 +309,32 @@ final class RaftHost {
         if ss.role != .leader {
             // Proposals of this node that were not committed may never be: etcd answers
             // "leader changed" / times them out. A single member only loses leadership on stop.
-            for (_, w) in waiting { w.promise.succeed(.failed(EtcdError.leaderChanged)) }
+            for (_, w) in waiting { w.waiter.complete(.failed(EtcdError.leaderChanged)) }
             shared.proposalsPending.store(0, ordering: .relaxed)
             waiting.removeAll()
         }
     }
 
     private func handToApplier(_ entries: [Raft.Entry]) {
-        var promises: [UInt64: EventLoopPromise<ApplyResult>] = [:]
+        var waiters: [UInt64: ApplyWaiter] = [:]
         var confStates: [UInt64: ConfState] = [:]
         for e in entries where e.type == .confChange {
             // Raft's membership follows at once (the next conf change waits for this one); the
             // apply loop persists the ConfState with the applied index.
             guard let cc = try? ConfChange(decoding: e.data) else { continue }
             confStates[e.index] = node.applyConfChange(cc)
-            if let id = Self.peekID(cc.context), let w = waiting.removeValue(forKey: id) { promises[id] = w.promise }
+            if let id = Self.peekID(cc.context), let w = waiting.removeValue(forKey: id) { waiters[id] = w.waiter }
         }
         if !waiting.isEmpty {
             for e in entries where e.type == .normal && e.data.count >= 2 {
                 // Field 1 (id, varint) is encoded first: read it without decoding the whole request.
-                if let id = Self.peekID(e.data), let w = waiting.removeValue(forKey: id) { promises[id] = w.promise }
+                if let id = Self.peekID(e.data), let w = waiting.removeValue(forKey: id) { waiters[id] = w.waiter }
             }
             shared.proposalsPending.store(waiting.count, ordering: .relaxed)
         }
         shared.proposalsCommitted.add(UInt64(entries.count), ordering: .relaxed)
         let applier = self.applier
-        applyLoop.execute { applier.value.enqueue(entries, promises, confStates: confStates) }
+        applyLoop.execute { applier.value.enqueue(entries, waiters, confStates: confStates) }
         if let last = entries.last, last.index >= lastSnapshotIndex + snapshotCount, !snapshotInProgress {
             requestSnapshot(at: last.index)
         }
@@ -459,7 +459,7 @@ final class RaftHost {
     func stop() {
         guard !stopped else { return }
         stopped = true
-        for (_, w) in waiting { w.promise.succeed(.failed(EtcdError.stopped)) }
+        for (_, w) in waiting { w.waiter.complete(.failed(EtcdError.stopped)) }
         waiting.removeAll()
         for r in readsToRequest { r.promise.fail(EtcdError.stopped) }
         readsToRequest = []

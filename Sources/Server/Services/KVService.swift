@@ -49,15 +49,16 @@ public struct KVService: GRPCService {
 
     public var methods: [ServerMethod] {
         // Writes (and Compact) only check, encode and propose, then wait for the apply loop, which
-        // builds the response: they are answered through futures on the connection's loop (no task
-        // per call), so a write costs two thread switches (to the Raft loop, back from the apply
-        // loop). Range reads the store in the handler (a large range takes long): it stays on the pool.
+        // builds the response: they are answered by a callback on the connection's loop (no task
+        // and no future per call), so a write costs two thread switches (to the Raft loop, back
+        // from the apply loop). Range reads the store in the handler (a large range takes long):
+        // it stays on the pool.
         [
             .unary(Etcdserverpb.KV.range) { req, _ in try await self.range(req) },
-            .unaryOnLoop(Etcdserverpb.KV.put) { req, _, loop in self.put(req, on: loop) },
-            .unaryOnLoop(Etcdserverpb.KV.deleteRange) { req, _, loop in self.deleteRange(req, on: loop) },
-            .unaryOnLoop(Etcdserverpb.KV.txn) { req, _, loop in self.txn(req, on: loop) },
-            .unaryOnLoop(Etcdserverpb.KV.compact) { req, _, loop in self.compact(req, on: loop) },
+            .unaryResponding(Etcdserverpb.KV.put) { req, _, responder in self.put(req, responder) },
+            .unaryResponding(Etcdserverpb.KV.deleteRange) { req, _, responder in self.deleteRange(req, responder) },
+            .unaryResponding(Etcdserverpb.KV.txn) { req, _, responder in self.txn(req, responder) },
+            .unaryResponding(Etcdserverpb.KV.compact) { req, _, responder in self.compact(req, responder) },
         ]
     }
 
@@ -79,31 +80,30 @@ public struct KVService: GRPCService {
         }
     }
 
-    /// A Put, answered on `loop` once applied.
-    public func put(_ r: Etcdserverpb.PutRequest, on loop: any EventLoop) -> EventLoopFuture<Etcdserverpb.PutResponse> {
-        do { try RequestValidation.checkPut(r) } catch { return loop.makeFailedFuture(error) }
-        return answer(.put(r), cost: Self.cost(r), on: loop) { result throws(GRPCStatus) in
+    /// A Put, answered once applied.
+    public func put(_ r: Etcdserverpb.PutRequest, _ responder: UnaryResponder<Etcdserverpb.PutResponse>) {
+        do { try RequestValidation.checkPut(r) } catch { return responder.fail(error) }
+        answer(.put(r), cost: Self.cost(r), responder) { result throws(GRPCStatus) in
             guard case .put(var resp) = result else { throw unexpected() }
             resp.header = core.header(revision: resp.header?.revision ?? core.currentRevision)
             return resp
         }
     }
 
-    /// A DeleteRange, answered on `loop` once applied.
-    public func deleteRange(_ r: Etcdserverpb.DeleteRangeRequest, on loop: any EventLoop)
-        -> EventLoopFuture<Etcdserverpb.DeleteRangeResponse> {
-        do { try RequestValidation.checkDelete(r) } catch { return loop.makeFailedFuture(error) }
-        return answer(.deleteRange(r), on: loop) { result throws(GRPCStatus) in
+    /// A DeleteRange, answered once applied.
+    public func deleteRange(_ r: Etcdserverpb.DeleteRangeRequest, _ responder: UnaryResponder<Etcdserverpb.DeleteRangeResponse>) {
+        do { try RequestValidation.checkDelete(r) } catch { return responder.fail(error) }
+        answer(.deleteRange(r), responder) { result throws(GRPCStatus) in
             guard case .deleteRange(var resp) = result else { throw unexpected() }
             resp.header = core.header(revision: resp.header?.revision ?? core.currentRevision)
             return resp
         }
     }
 
-    /// A Txn, answered on `loop` once applied.
-    public func txn(_ r: Etcdserverpb.TxnRequest, on loop: any EventLoop) -> EventLoopFuture<Etcdserverpb.TxnResponse> {
-        do { try RequestValidation.checkTxn(r, maxTxnOps: core.config.maxTxnOps) } catch { return loop.makeFailedFuture(error) }
-        return answer(.txn(r), cost: Self.cost(r), on: loop) { result throws(GRPCStatus) in
+    /// A Txn, answered once applied.
+    public func txn(_ r: Etcdserverpb.TxnRequest, _ responder: UnaryResponder<Etcdserverpb.TxnResponse>) {
+        do { try RequestValidation.checkTxn(r, maxTxnOps: core.config.maxTxnOps) } catch { return responder.fail(error) }
+        answer(.txn(r), cost: Self.cost(r), responder) { result throws(GRPCStatus) in
             guard case .txn(var resp) = result else { throw unexpected() }
             let rev = resp.header?.revision ?? core.currentRevision
             // Only the outer header gets cluster/member/term; nested responses keep just the
@@ -112,29 +112,29 @@ public struct KVService: GRPCService {
             return resp
         }
     }
-    /// A Compact, answered on `loop` once applied. The store compacts inside the apply
-    /// transaction: when the answer comes, the old revisions are gone from the file, so `physical`
-    /// needs no extra wait.
-    public func compact(_ r: Etcdserverpb.CompactionRequest, on loop: any EventLoop)
-        -> EventLoopFuture<Etcdserverpb.CompactionResponse> {
-        answer(.compaction(r), on: loop) { result throws(GRPCStatus) in
+    /// A Compact, answered once applied. The store compacts inside the apply transaction: when
+    /// the answer comes, the old revisions are gone from the file, so `physical` needs no extra wait.
+    public func compact(_ r: Etcdserverpb.CompactionRequest, _ responder: UnaryResponder<Etcdserverpb.CompactionResponse>) {
+        answer(.compaction(r), responder) { result throws(GRPCStatus) in
             guard case .compaction(var resp) = result else { throw unexpected() }
             resp.header = core.header(revision: resp.header?.revision ?? core.currentRevision)
             return resp
         }
     }
 
-    /// etcd's backend quota (etcdserver/quota.go): nil when a request of `cost` fits; else the
+    /// etcd's backend quota (etcdserver/quota.go): false when a request of `cost` fits; else the
     /// NOSPACE alarm is raised (through Raft) and the request is refused, before it is proposed,
     /// with "database space exceeded" once the alarm is applied.
-    private func quotaExceeded<R>(cost: Int, on loop: any EventLoop) -> EventLoopFuture<R>? {
-        guard cost > 0, core.store.dbSize + Int64(cost) >= core.config.effectiveQuota else { return nil }
+    private func quotaExceeded<R>(cost: Int, _ responder: UnaryResponder<R>) -> Bool {
+        guard cost > 0, core.store.dbSize + Int64(cost) >= core.config.effectiveQuota else { return false }
         var a = Etcdserverpb.AlarmRequest()
         a.action = .activate; a.memberID = core.shared.memberID; a.alarm = .nospace
-        guard let raised = try? core.proposal(.alarm(a), answeredOn: loop) else { return loop.makeFailedFuture(EtcdError.noSpace) }
-        let refused = loop.makePromise(of: R.self)
-        raised.whenComplete { _ in refused.fail(EtcdError.noSpace) }
-        return refused.futureResult
+        do {
+            try core.proposal(.alarm(a), answeredOn: responder.eventLoop) { _ in responder.fail(EtcdError.noSpace) }
+        } catch {
+            responder.fail(EtcdError.noSpace)
+        }
+        return true
     }
 
     /// etcd's request costs: 256 bytes of overhead + key + value per put; a txn costs its larger branch.
@@ -150,25 +150,21 @@ public struct KVService: GRPCService {
         return max(branch(t.success), branch(t.failure))
     }
 
-    /// Proposes `req` (a request of quota `cost` first passes the quota check) and answers on `loop`
-    /// with `body`'s response for its apply result: an apply that failed gives its status, a server
-    /// stopping before the apply "server stopped".
-    private func answer<R: Sendable>(_ req: Keelpb.InternalRequest.OneOf_Request, cost: Int = 0, on loop: any EventLoop,
-                                     _ body: @escaping @Sendable (ApplyResult) throws(GRPCStatus) -> R) -> EventLoopFuture<R> {
-        if let full: EventLoopFuture<R> = quotaExceeded(cost: cost, on: loop) { return full }
-        if core.shared.isLearner { return loop.makeFailedFuture(EtcdError.notSupportedForLearner) }
-        let applied: EventLoopFuture<ApplyResult>
-        do { applied = try core.proposal(req, answeredOn: loop) } catch { return loop.makeFailedFuture(error) }
-        let promise = loop.makePromise(of: R.self)
-        applied.whenComplete { result in
-            switch result {
-            case .success(.failed(let status)): promise.fail(status)
-            case .success(let r):
-                do { promise.succeed(try body(r)) } catch { promise.fail(error) }
-            case .failure: promise.fail(EtcdError.stopped)
+    /// Proposes `req` (a request of quota `cost` first passes the quota check) and answers through
+    /// `responder` with `body`'s response for its apply result: an apply that failed gives its
+    /// status, a server stopping before the apply "server stopped".
+    private func answer<R>(_ req: Keelpb.InternalRequest.OneOf_Request, cost: Int = 0, _ responder: UnaryResponder<R>,
+                           _ body: @escaping @Sendable (ApplyResult) throws(GRPCStatus) -> R) {
+        if quotaExceeded(cost: cost, responder) { return }
+        if core.shared.isLearner { return responder.fail(EtcdError.notSupportedForLearner) }
+        do {
+            try core.proposal(req, answeredOn: responder.eventLoop) { result in
+                if case .failed(let status) = result { return responder.fail(status) }
+                do throws(GRPCStatus) { responder.succeed(try body(result)) } catch { responder.fail(error) }
             }
+        } catch {
+            responder.fail(error)
         }
-        return promise.futureResult
     }
 
     private func unexpected() -> GRPCStatus { GRPCStatus(.internal, "keel: unexpected apply result") }

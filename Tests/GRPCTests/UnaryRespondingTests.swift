@@ -5,22 +5,24 @@ import ProtoWire
 import Synchronization
 import Testing
 
-/// `ServerMethod.unaryOnLoop`: a unary handler called on its connection's event loop, without a
-/// task, answering with a future, the way the server's KV writes are answered.
-@Suite("Unary calls answered through futures", .timeLimit(.minutes(1)))
-struct UnaryOnLoopTests {
+/// `ServerMethod.unaryResponding`: a unary handler called on its connection's event loop, without a
+/// task, answering through a `UnaryResponder`, the way the server's KV writes are answered.
+@Suite("Unary calls answered through a responder", .timeLimit(.minutes(1)))
+struct UnaryRespondingTests {
     final class Counts: Sendable {
         let calls = Atomic(0)
         let onConnectionLoop = Atomic(0)
         let delayedCalls = Atomic(0)
         let lateAnswers = Atomic(0)
+        let inlineAnswers = Atomic(0)
         /// Texts of the requests whose handler ran.
         let texts = Mutex<Set<String>>([])
         func reached(_ text: String) -> Bool { texts.withLock { $0.contains(text) } }
     }
 
-    /// Echo.Get as `unaryOnLoop`: a delayed answer is completed on another loop (as the apply loop
-    /// completes the server's proposals); `x-deny: yes` is refused by a `checked` interceptor.
+    /// Echo.Get as `unaryResponding`: an undelayed answer is given at once, in the handler, on the
+    /// connection's loop; a delayed one from another loop (as the apply loop completes the server's
+    /// proposals); `x-deny: yes` is refused by a `checked` interceptor.
     struct OnLoopEcho: GRPCService {
         let other: any EventLoop
         let counts = Counts()
@@ -28,20 +30,22 @@ struct UnaryOnLoopTests {
         var methods: [ServerMethod] {
             let other = self.other, counts = self.counts
             return [
-                ServerMethod.unaryOnLoop(Echotest.Echo.get) { req, _, loop in
+                ServerMethod.unaryResponding(Echotest.Echo.get) { req, _, responder in
                     counts.calls.add(1, ordering: .relaxed)
-                    if loop.inEventLoop { counts.onConnectionLoop.add(1, ordering: .relaxed) }
+                    if responder.eventLoop.inEventLoop { counts.onConnectionLoop.add(1, ordering: .relaxed) }
                     if req.failCode != 0 {
-                        return loop.makeFailedFuture(GRPCStatus(GRPCStatusCode(rawValue: Int(req.failCode)), req.text))
+                        return responder.fail(GRPCStatus(GRPCStatusCode(rawValue: Int(req.failCode)), req.text))
                     }
-                    if req.delayMs > 0 { counts.delayedCalls.add(1, ordering: .relaxed) }
                     counts.texts.withLock { _ = $0.insert(req.text) }
-                    let answer = other.makePromise(of: Echotest.EchoResponse.self)
-                    other.scheduleTask(in: .milliseconds(Int64(req.delayMs))) {
-                        if req.delayMs > 0 { counts.lateAnswers.add(1, ordering: .relaxed) }
-                        answer.succeed(EchoService.reply(req))
+                    guard req.delayMs > 0 else {
+                        counts.inlineAnswers.add(1, ordering: .relaxed)
+                        return responder.succeed(EchoService.reply(req))
                     }
-                    return answer.futureResult
+                    counts.delayedCalls.add(1, ordering: .relaxed)
+                    other.scheduleTask(in: .milliseconds(Int64(req.delayMs))) {
+                        counts.lateAnswers.add(1, ordering: .relaxed)
+                        responder.succeed(EchoService.reply(req))
+                    }
                 }.checked { ctx in
                     if ctx.header("x-deny") == "yes" { throw GRPCStatus(.unavailable, "denied") }
                 },
@@ -64,7 +68,7 @@ struct UnaryOnLoopTests {
         }
     }
 
-    @Test func answersComeFromTheFutureOfAnyLoop() async throws {
+    @Test func answersComeFromAnyLoopOrAtOnce() async throws {
         try await withOnLoopEcho { _, client, service in
             let r = try await client.unary(Echotest.Echo.get, request("hello", payload: [1, 2, 3]))
             #expect(r.text == "hello" && r.payload == [1, 2, 3])
@@ -84,6 +88,9 @@ struct UnaryOnLoopTests {
             let calls = service.counts.calls.load(ordering: .relaxed)
             #expect(calls == 53)
             #expect(service.counts.onConnectionLoop.load(ordering: .relaxed) == calls)
+            // "hello" and the 17 concurrent calls with delay 0 were answered inside the handler.
+            #expect(service.counts.inlineAnswers.load(ordering: .relaxed) == 18)
+            #expect(service.counts.lateAnswers.load(ordering: .relaxed) == 34)
         }
     }
 
