@@ -309,21 +309,27 @@ public final class GRPCClient: Sendable {
                 return
             }
             state.value = .running(s)
-            s.clientUnary = true
-            s.onClose = { [unowned s] status in
-                if status.code != .ok {
-                    promise.fail(status)
-                } else if let m = s.unaryResponse {
-                    s.unaryResponse = nil
-                    promise.succeed(m)
-                } else {
-                    promise.fail(GRPCStatus(.internal, "grpc: server ended the call without a response message"))
-                }
-            }
-            _ = s.enqueue(framed)
-            s.endRequest()
+            Self.sendUnary(s, framed) { promise.completeWith($0.mapError { $0 as any Error }) }
         }
         return promise.futureResult
+    }
+
+    /// On the stream's loop: queues a unary call's one (framed) message and half-closes; `done`
+    /// gets the response message once the stream closed with OK, else the call's status.
+    static func sendUnary(_ s: H2Stream, _ framed: ByteBuffer, _ done: @escaping (Result<ByteBuffer, GRPCStatus>) -> Void) {
+        s.clientUnary = true
+        s.onClose = { [unowned s] status in
+            if status.code != .ok {
+                done(.failure(status))
+            } else if let m = s.unaryResponse {
+                s.unaryResponse = nil
+                done(.success(m))
+            } else {
+                done(.failure(GRPCStatus(.internal, "grpc: server ended the call without a response message")))
+            }
+        }
+        _ = s.enqueue(framed)
+        s.endRequest()
     }
 
     public func serverStreaming<Req, Resp, R: Sendable>(
@@ -505,17 +511,8 @@ public struct LoopUnaryCaller: Sendable {
             loop.assumeIsolated().execute { completion(.failure(GRPCStatus(.unavailable, "connection is closing"))) }
             return
         }
-        s.clientUnary = true
-        s.onClose = { [unowned s] status in
-            guard status.code == .ok else { completion(.failure(status)); return }
-            guard let m = s.unaryResponse else {
-                completion(.failure(GRPCStatus(.internal, "grpc: server ended the call without a response message")))
-                return
-            }
-            s.unaryResponse = nil
-            do throws(GRPCStatus) { completion(.success(try decodeMessage(Resp.self, m))) } catch { completion(.failure(error)) }
+        GRPCClient.sendUnary(s, framed) { result in
+            completion(result.flatMap { m in Result { () throws(GRPCStatus) in try decodeMessage(Resp.self, m) } })
         }
-        _ = s.enqueue(framed)
-        s.endRequest()
     }
 }

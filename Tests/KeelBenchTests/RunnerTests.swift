@@ -20,13 +20,19 @@ import Testing
 
     @Test func recordersCountSuccessesAndErrorsByCode() async {
         let runner = LoadRunner(total: 300, durationSeconds: nil, rate: 0)
-        let phases = await runner.run(names: ["op"], clients: 4, progressLabel: nil, worker: runner.unaryWorker { _, i in
-            switch i % 3 {
-            case 0: return
-            case 1: throw GRPCStatus(.unavailable, "down")
-            default: throw GRPCStatus(.resourceExhausted, "full")
+        let phases = await runner.run(names: ["op"], clients: 4, progressLabel: nil) { _ in
+            var r = Recorder()
+            while let i = await runner.next() {
+                await r.measure(runner) {
+                    switch i % 3 {
+                    case 0: return
+                    case 1: throw GRPCStatus(.unavailable, "down")
+                    default: throw GRPCStatus(.resourceExhausted, "full")
+                    }
+                }
             }
-        })
+            return [r]
+        }
         #expect(phases.count == 1)
         let r = phases[0].recorder
         #expect(r.histogram.count == 100)

@@ -147,17 +147,6 @@ public final class LoadRunner: Sendable {
         return zip(names, all).map { PhaseResult(name: $0, elapsedNanos: elapsed, recorder: $1) }
     }
 
-    /// A worker for plain unary requests: `op(worker, requestNumber)` per request.
-    public func unaryWorker(_ op: @escaping @Sendable (Int, Int) async throws -> Void) -> @Sendable (Int) async -> [Recorder] {
-        { w in
-            var r = Recorder()
-            while let i = await self.next() {
-                await r.measure(self) { try await op(w, i) }
-            }
-            return [r]
-        }
-    }
-
     var elapsedNanos: UInt64 { monotonicNanos() &- start.load(ordering: .relaxed) }
 }
 

@@ -55,22 +55,13 @@ public final class KeelCore: Sendable {
 
     /// Proposes one request through Raft and waits until it is applied.
     public func propose(_ request: Keelpb.InternalRequest.OneOf_Request) async throws(GRPCStatus) -> ApplyResult {
-        let answer = try proposal(request, answeredOn: Self.answerLoop(applyLoop))
+        let promise = Self.answerLoop(applyLoop).makePromise(of: ApplyResult.self)
+        try propose(request, waiter: ApplyWaiter(promise))
         do {
-            return try await answer.get()
+            return try await promise.futureResult.get()
         } catch {
             throw EtcdError.stopped
         }
-    }
-
-    /// Proposes one request through Raft; the future (of `loop`) completes when it is applied. It
-    /// fails only when the server stops before that (any error means "server stopped"). Throws
-    /// what stops a request before it is proposed.
-    public func proposal(_ request: Keelpb.InternalRequest.OneOf_Request, answeredOn loop: any EventLoop)
-        throws(GRPCStatus) -> EventLoopFuture<ApplyResult> {
-        let promise = loop.makePromise(of: ApplyResult.self)
-        try propose(request, waiter: ApplyWaiter(promise))
-        return promise.futureResult
     }
 
     /// Proposes one request through Raft; `then` runs on `loop` with its apply result (with
