@@ -166,17 +166,22 @@ public enum FreePorts {
     /// is bound (SO_REUSEADDR) but does not listen: connecting is refused, as with no server, and a
     /// process that binds without SO_REUSEADDR (another test picking random ports) cannot take the
     /// port meanwhile, while a new listener with SO_REUSEADDR can still bind it. Close the returned
-    /// fd once the new server is bound.
+    /// fd once the new server is bound. A server's shutdown may return before its listening socket
+    /// is closed (the close runs on its event loop), and a listening socket blocks the bind: on
+    /// EADDRINUSE this retries for up to 5 s.
     public static func holdForRebind(_ port: Int) throws -> Int32 {
-        let fd = try tcpSocket()
-        var one: Int32 = 1
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        guard bindLoopback(fd, port) == 0 else {
-            let e = errno
+        var e: Int32 = 0
+        for attempt in 0..<250 {
+            if attempt > 0 { usleep(20_000) }
+            let fd = try tcpSocket()
+            var one: Int32 = 1
+            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+            if bindLoopback(fd, port) == 0 { return fd }
+            e = errno
             close(fd)
-            throw ChildProcessError("hold port \(port): \(String(cString: strerror(e)))")
+            if e != EADDRINUSE { break }
         }
-        return fd
+        throw ChildProcessError("hold port \(port): \(String(cString: strerror(e)))")
     }
 
     /// True if something accepts TCP connections on 127.0.0.1:port right now.
