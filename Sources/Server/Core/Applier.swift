@@ -122,10 +122,10 @@ final class Applier {
         shared.appliedIndex.store(store.appliedIndex, ordering: .releasing)
     }
 
-    func enqueue(_ entries: [Raft.Entry], _ promises: [UInt64: ApplyWaiter],
+    func enqueue(_ entries: [Raft.Entry], _ waiters: [UInt64: ApplyWaiter],
                  confStates: [UInt64: ConfState] = [:]) {
         confStates.forEach { self.confStates[$0.key] = $0.value }
-        queue.append((entries, promises))
+        queue.append((entries, waiters))
         queuedEntries += entries.count
         guard !drainScheduled else { return }
         drainScheduled = true
@@ -233,10 +233,10 @@ final class Applier {
         queue.removeAll(keepingCapacity: true)
         queuedEntries = 0
         guard !batch.isEmpty else { return }
-        var promises: [UInt64: ApplyWaiter] = [:]
-        for (_, ps) in batch { promises.merge(ps) { a, _ in a } }
+        var waiters: [UInt64: ApplyWaiter] = [:]
+        for (_, ps) in batch { waiters.merge(ps) { a, _ in a } }
         if let err = failedPermanently {
-            for (_, p) in promises { p.complete(.failed(GRPCStatus(.internal, err.message))) }
+            for (_, p) in waiters { p.complete(.failed(GRPCStatus(.internal, err.message))) }
             return
         }
         var results: [UInt64: ApplyResult] = [:]
@@ -259,7 +259,7 @@ final class Applier {
                 openLastIndex = w.appliedIndex
             }
         } catch {
-            failApplying(error, promises)
+            failApplying(error, waiters)
             return
         }
         let already = w.appliedIndex
@@ -273,7 +273,7 @@ final class Applier {
                         applied += 1
                         bytes += e.data.count
                         if e.type == .confChange {
-                            if let id = applyConfChange(e, &newMembership), promises[id] != nil {
+                            if let id = applyConfChange(e, &newMembership), waiters[id] != nil {
                                 results[id] = .membership(newMembership)
                             }
                             continue
@@ -284,12 +284,12 @@ final class Applier {
                             continue
                         }
                         if let r = Self.applyMemberRequest(req, &newMembership) {
-                            if promises[req.id] != nil { results[req.id] = r }
+                            if waiters[req.id] != nil { results[req.id] = r }
                             continue
                         }
                         if case .compaction(let c) = req.request, c.physical { physical.insert(req.id) }
                         let r = applyOne(req, &txn, &newAlarms, &leaseChanges, &compactedTo)
-                        if promises[req.id] != nil { results[req.id] = r }
+                        if waiters[req.id] != nil { results[req.id] = r }
                     }
                 }
                 if newAlarms != alarms {
@@ -304,7 +304,7 @@ final class Applier {
                 pending = txn.compactionPending
             }
         } catch {
-            failApplying(error, promises)
+            failApplying(error, waiters)
             return
         }
         // The entries are durable in the WAL and their KV results are final: answer those callers
@@ -317,7 +317,7 @@ final class Applier {
         shared.proposalsApplied.add(UInt64(applied), ordering: .relaxed)
         var answers = AnswerBatch()
         for (id, r) in results where Self.answersBeforeCommit(r) {
-            guard let p = promises.removeValue(forKey: id) else { continue }
+            guard let p = waiters.removeValue(forKey: id) else { continue }
             answer(p, r, via: &answers)
         }
         answers.send()
@@ -327,14 +327,14 @@ final class Applier {
         if !events.isEmpty { hooks.events?(events, w.revision, prevValues) }
         // Callers answered only after the commit, and state others learn only from committed data
         // (alarms, membership, leases, compaction), commit now; plain KV writes wait for the group.
-        let afterCommit = promises.contains { results[$0.key] != nil }
+        let afterCommit = waiters.contains { results[$0.key] != nil }
         let mustCommit = afterCommit || newAlarms != alarms || newMembership != membership || compactedTo != nil
             || !leaseChanges.isEmpty || pending || !physical.isEmpty
             || readWaiters.contains { $0.index <= lastIndex }
             || openEntries >= groupCommitEntries || openBytes >= Self.groupCommitBytes
             || NIODeadline.now() - openSince >= groupCommitInterval
         guard mustCommit else {
-            for (_, p) in promises {
+            for (_, p) in waiters {
                 // Committed before this process started applying (replayed) or already applied.
                 p.complete(.failed(Self.appliedBeforeRestart))
             }
@@ -344,7 +344,7 @@ final class Applier {
         do throws(MVCCError) {
             try commitOpen(publishing: false)
         } catch {
-            failApplying(error, promises)
+            failApplying(error, waiters)
             return
         }
         alarms = newAlarms
@@ -359,7 +359,7 @@ final class Applier {
         if !leaseChanges.isEmpty { hooks.leases?(leaseChanges) }
         var lateAnswers = AnswerBatch()
         defer { lateAnswers.send() }
-        for (id, p) in promises {
+        for (id, p) in waiters {
             if let r = results[id] {
                 if case .compaction = r, physical.contains(id), pending {
                     physicalWaiters.append((p, r))
@@ -432,13 +432,13 @@ final class Applier {
 
     /// A batch or a commit broke: nothing uncommitted of the transaction is in the store. The
     /// entries are durable in the WAL; a restart replays them. Stop applying (etcd panics here).
-    private func failApplying(_ error: MVCCError, _ promises: [UInt64: ApplyWaiter]) {
+    private func failApplying(_ error: MVCCError, _ waiters: [UInt64: ApplyWaiter]) {
         group?.abort()
         group = nil
         logger.critical("apply: store write failed; refusing further writes", metadata: ["error": "\(error)"])
         failedPermanently = error
         shared.stopped.store(true, ordering: .relaxed)
-        for (_, p) in promises { p.complete(.failed(error == .noSpace ? EtcdError.noSpace : GRPCStatus(.internal, error.message))) }
+        for (_, p) in waiters { p.complete(.failed(error == .noSpace ? EtcdError.noSpace : GRPCStatus(.internal, error.message))) }
         // Reads waiting for this batch (or one answered before its commit failed) would wait
         // forever: the store will not reach their index in this process.
         for w in readWaiters { for p in w.promises { p.fail(EtcdError.stopped) } }
