@@ -113,6 +113,20 @@ struct MVCCModelTests {
         }
     }
 
+    /// The same random operations on a latest-only store (MVCCOptions.latestOnlyKeyTable): old
+    /// revisions come from the previous-version chain in revs, and the model sees no difference.
+    @Test func randomOpsAgainstReferenceModelLatestOnly() throws {
+        var seeds: [UInt64] = [21, 22, 23, 0xFEED]
+        if let s = getenv("MVCC_MODEL_SEED"), let v = UInt64(String(cString: s)) { seeds = [v] }
+        else { seeds.append(randomSeed()) }
+        let ops = getenv("MVCC_MODEL_OPS").flatMap { Int(String(cString: $0)) } ?? 300
+        for seed in seeds {
+            print("MVCC model (latest-only key table): seed \(seed), \(ops) ops (replay: MVCC_MODEL_SEED=\(seed) swift test --filter MVCCModelTests)")
+            try run(seed: seed, ops: ops, latestOnly: true)
+            try run(seed: seed &+ 1000, ops: ops, keys: Self.mixedKeys, latestOnly: true)
+        }
+    }
+
     /// etcd's Range on the model (v3.4 applierV3backend.Range): count of every live key in range;
     /// revision filters, then the sort (ties in key order, as the store), then limit/more; keys_only,
     /// count_only (no KVs, more false).
@@ -155,10 +169,13 @@ struct MVCCModelTests {
         return resp
     }
 
-    func run(seed: UInt64, ops: Int, keys keySet: [[UInt8]] = Self.keys) throws {
+    func run(seed: UInt64, ops: Int, keys keySet: [[UInt8]] = Self.keys, latestOnly: Bool = false) throws {
         var g = SplitMix64(seed: seed)
         // small compaction steps, so reads also run against half-done physical compactions
-        let t = try TestStore(MVCCOptions(quotaBackendBytes: 2 << 30, mapSize: 256 << 20, compactionBatch: 1 + Int(seed % 4)))
+        var opts = MVCCOptions(quotaBackendBytes: 2 << 30, mapSize: 256 << 20, compactionBatch: 1 + Int(seed % 4))
+        opts.latestOnlyKeyTable = latestOnly
+        let t = try TestStore(opts)
+        #expect(try t.store.currentEnv().latestOnly == latestOnly)
         let m = RefModel()
         let ctx = "seed \(seed) (MVCC_MODEL_SEED=\(seed))"
         func key() -> [UInt8] { keySet[g.below(keySet.count)] }

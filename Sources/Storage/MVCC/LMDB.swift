@@ -38,6 +38,10 @@ final class LMDBEnv: Sendable {
     let longKeys: MDB_dbi
     /// Versions of long keys: id (8 BE) ‖ main (8 BE) ‖ sub (8 BE) -> the same record as `keys`.
     let longRevs: MDB_dbi
+    /// The layout of the key-major table: 1, every version of a key; 2, only its latest, older
+    /// versions reached through the revs entries (sys "format"; missing = 1).
+    let format: Int64
+    var latestOnly: Bool { format >= 2 }
     /// Delete the file when this environment closes (set on the old file after defragment).
     let removeOnClose = Atomic<Bool>(false)
     /// Serializes syncs of this file (held across the fdatasync) and, once commits skip the
@@ -60,7 +64,9 @@ final class LMDBEnv: Sendable {
 
     /// Opened with MDB_NOMETASYNC (each commit fdatasyncs its pages); `MVCCStore` turns MDB_NOSYNC on
     /// in `prepareSyncing` once the file is synced and recorded.
-    init(path: String, mapSize: Int, readOnly: Bool = false) throws(MVCCError) {
+    /// `latestOnlyIfNew`: a file without any revision yet becomes a latest-only store (sys "format"
+    /// = 2, `MVCCOptions.latestOnlyKeyTable`); otherwise the file's recorded format decides.
+    init(path: String, mapSize: Int, readOnly: Bool = false, latestOnlyIfNew: Bool = false) throws(MVCCError) {
         var e: OpaquePointer?
         try LMDB.check(mdb_env_create(&e))
         guard let env = e else { throw .storage("mdb_env_create returned no environment") }
@@ -95,6 +101,7 @@ final class LMDBEnv: Sendable {
                 handles.append(dbi)
             }
             try LMDB.check(mdb_set_compare(txn, handles[0], keyTableCompare))
+            format = try Self.storeFormat(txn!, sys: handles[2], revs: handles[1], create: latestOnlyIfNew && !readOnly)
             try LMDB.check(mdb_txn_commit(txn))
         } catch {
             if txn != nil { mdb_txn_abort(txn) }
@@ -104,6 +111,44 @@ final class LMDBEnv: Sendable {
         keys = handles[0]; revs = handles[1]; sys = handles[2]
         meta = handles[3]; leases = handles[4]; leaseKeys = handles[5]
         longKeys = handles[6]; longRevs = handles[7]
+    }
+
+    /// sys "format" of the file; with `create`, a file without revisions gets format 2.
+    private static func storeFormat(_ txn: OpaquePointer, sys: MDB_dbi, revs: MDB_dbi, create: Bool) throws(MVCCError) -> Int64 {
+        let (rc, stored) = sysValue(txn, sys, "format")
+        if rc == 0 {
+            guard let v = stored, v.count == 8 else { throw .storage("mvcc: corrupt store format record") }
+            return v.withUnsafeBytes { Rec.le($0, 0) }
+        }
+        guard rc == MDB_NOTFOUND else { try LMDB.check(rc, "read the store format"); return 1 }
+        guard create else { return 1 }
+        var st = MDB_stat()
+        try LMDB.check(mdb_stat(txn, revs, &st))
+        guard st.ms_entries == 0, sysValue(txn, sys, "rev").rc == MDB_NOTFOUND else { return 1 }
+        var two: [UInt8] = []
+        Rec.appendLE(2, to: &two)
+        var name = Array("format".utf8)
+        let put = name.withUnsafeMutableBytes { nb in
+            two.withUnsafeMutableBytes { tb in
+                var k = MDB_val(mv_size: nb.count, mv_data: nb.baseAddress)
+                var v = MDB_val(mv_size: tb.count, mv_data: tb.baseAddress)
+                return mdb_put(txn, sys, &k, &v, 0)
+            }
+        }
+        try LMDB.check(put, "write the store format")
+        return 2
+    }
+
+    /// mdb_get of a sys entry: (return code, a copy of the value when found).
+    private static func sysValue(_ txn: OpaquePointer, _ sys: MDB_dbi, _ name: String) -> (rc: Int32, value: [UInt8]?) {
+        var n = Array(name.utf8)
+        return n.withUnsafeMutableBytes { nb in
+            var k = MDB_val(mv_size: nb.count, mv_data: nb.baseAddress)
+            var v = MDB_val()
+            let rc = mdb_get(txn, sys, &k, &v)
+            guard rc == 0 else { return (rc, nil) }
+            return (rc, Array(UnsafeRawBufferPointer(start: v.mv_data, count: v.mv_size)))
+        }
     }
 
     deinit {

@@ -24,6 +24,25 @@ extension LMDBTxn {
             let main = Int64(bitPattern: Rec.be(cur.key, 0)), sub = Int64(bitPattern: Rec.be(cur.key, 8))
             if main > rev { break }
             let uk = Array(try Rec.revEntryKey(cur.value))
+            if Rec.isFull(cur.value) {
+                // latest-only store: the entry is the version; a newer one <= rev is found from the
+                // key's latest entry back through the previous-version pointers
+                let f = try Rec.parseFull(cur.value)
+                var kv = Mvccpb.KeyValue()
+                if f.tombstone { kv.key = uk } else {
+                    kv = try withBytes(f.record) { (r) throws(MVCCError) in try Rec.decode(key: f.key, mod: main, value: r, revs: self) }
+                }
+                var include = true
+                if main <= compactRev {
+                    if f.tombstone { include = false }
+                    else if try newerVersion(kc, key: uk, than: main, sub, atRev: rev) { include = false }
+                }
+                if include {
+                    crc = Self.hashVersion(crc, main, sub, tomb: f.tombstone, kv, &k)
+                }
+                e = try rc.next()
+                continue
+            }
             let tomb = cur.value[0] == Rec.tombstone
             // the full key (of any length) is hashed, as etcd marshals it
             let rec = try version(kc.ref, lc.ref, key: uk, main: main, sub: sub,
@@ -34,18 +53,39 @@ extension LMDBTxn {
             if main <= compactRev {
                 if tomb { include = false } else if let n = rec.neighbor, n.main <= rev { include = false }
             }
-            if include {
-                k.removeAll(keepingCapacity: true)
-                Rec.appendBE(UInt64(bitPattern: main), to: &k)
-                k.append(UInt8(ascii: "_"))
-                Rec.appendBE(UInt64(bitPattern: sub), to: &k)
-                if tomb { k.append(UInt8(ascii: "t")) }
-                crc = CRC32C.checksum(k, continuing: crc)
-                crc = CRC32C.checksum(kv.serializedBytes(), continuing: crc)
-            }
+            if include { crc = Self.hashVersion(crc, main, sub, tomb: tomb, kv, &k) }
             e = try rc.next()
         }
         return crc
+    }
+
+    /// etcd's revision key (main BE ‖ '_' ‖ sub BE, 't' for a tombstone) and the marshaled KeyValue,
+    /// added to `crc`; `k` is scratch space.
+    static func hashVersion(_ crc: UInt32, _ main: Int64, _ sub: Int64, tomb: Bool, _ kv: Mvccpb.KeyValue,
+                            _ k: inout [UInt8]) -> UInt32 {
+        k.removeAll(keepingCapacity: true)
+        Rec.appendBE(UInt64(bitPattern: main), to: &k)
+        k.append(UInt8(ascii: "_"))
+        Rec.appendBE(UInt64(bitPattern: sub), to: &k)
+        if tomb { k.append(UInt8(ascii: "t")) }
+        return CRC32C.checksum(kv.serializedBytes(), continuing: CRC32C.checksum(k, continuing: crc))
+    }
+
+    /// Latest-only store: whether short key `key` has a version (put or tombstone) newer than
+    /// (main, sub) and at most `atRev`.
+    func newerVersion(_ kc: borrowing LMDBCursor, key: [UInt8], than main: Int64, _ sub: Int64, atRev: Int64) throws(MVCCError) -> Bool {
+        guard let x = try kc.seek(Rec.keyTableKey(key, 0, 0)) else { return false }
+        let s = Rec.splitKey(x.key)
+        guard Rec.compare(s.key, key) == 0 else { return false }
+        var m = s.main, sb = s.sub
+        // walk back from the latest to the newest version <= atRev
+        while m > atRev {
+            guard let e = try getInPlace(env.revs, Rec.revKey(m, sb)), Rec.isFull(e) else { return false }
+            let f = try Rec.parseFull(e)
+            guard f.prevMain != 0 else { return false }
+            m = f.prevMain; sb = f.prevSub
+        }
+        return m > main || (m == main && sb > sub)
     }
 
     /// CRC-32C over every entry (LMDB key and value) of the keys, revs, leases, leaseKeys, meta,

@@ -50,12 +50,40 @@ extension LMDBTxn {
             return try withBytes(key) { (k) throws(MVCCError) in try visit(k, l.main, l.record) }
         }
         let c = try cursor(env.keys)
+        if env.latestOnly {
+            // the key's one entry, or the version its previous-version chain holds at atRev
+            guard let x = try c.seek(Rec.keyTableKey(key, 0, 0)) else { return nil }
+            let s = Rec.splitKey(x.key)
+            guard Rec.compare(s.key, key) == 0 else { return nil }
+            if s.main <= atRev { return Rec.isTombstone(x.value) ? nil : try visit(s.key, s.main, x.value) }
+            guard let o = try olderVersion(of: s.main, s.sub, atRev: atRev) else { return nil }
+            return try withBytes(o.record) { (r) throws(MVCCError) in try visit(s.key, o.main, r) }
+        }
         let bound = key.withUnsafeBytes { Self.boundKey($0, atRev) }
         let e: LMDBCursor.Entry? = try c.seek(bound) == nil ? try c.last() : try c.prev()
         guard let x = e else { return nil }
         let s = Rec.splitKey(x.key)
         guard Rec.compare(s.key, key) == 0, !Rec.isTombstone(x.value) else { return nil }
         return try visit(s.key, s.main, x.value)
+    }
+
+    /// Latest-only store: the version a short key had at `atRev`, found from its version (main, sub)
+    /// newer than atRev through the revs entries' previous-version pointers, as a key-table record;
+    /// nil when the key was absent then (a tombstone, no earlier version, or a link that compaction
+    /// removed: compaction keeps every version still visible at the compacted revision).
+    func olderVersion(of main: Int64, _ sub: Int64, atRev: Int64) throws(MVCCError) -> (main: Int64, record: [UInt8])? {
+        var m = main, sb = sub
+        while true {
+            guard let e = try getInPlace(env.revs, Rec.revKey(m, sb)), Rec.isFull(e) else { return nil }
+            let f = try Rec.parseFull(e)
+            guard f.prevMain != 0 else { return nil }
+            if f.prevMain <= atRev {
+                guard let p = try getInPlace(env.revs, Rec.revKey(f.prevMain, f.prevSub)), Rec.isFull(p) else { return nil }
+                let pf = try Rec.parseFull(p)
+                return pf.tombstone ? nil : (f.prevMain, pf.record)
+            }
+            m = f.prevMain; sb = f.prevSub
+        }
     }
 
     /// The value of a putRef version (main, sub) of `key`, from its revs entry.
@@ -65,7 +93,7 @@ extension LMDBTxn {
 
     static func checkedValue(_ entry: UnsafeRawBufferPointer?, _ main: Int64, _ sub: Int64,
                              _ key: UnsafeRawBufferPointer) throws(MVCCError) -> [UInt8] {
-        guard let e = entry, e.first == Rec.putRef, Rec.equal(try Rec.revEntryKey(e), key) else {
+        guard let e = entry, e.first == Rec.putRef || e.first == Rec.fullPut, Rec.equal(try Rec.revEntryKey(e), key) else {
             throw .storage("mvcc: value of revision \(main).\(sub) missing from the revision table")
         }
         return Array(try Rec.revEntryValue(e))
@@ -104,8 +132,14 @@ extension LMDBTxn {
             let s = Rec.splitKey(cur.key)
             if case .before(let endKey) = end, Rec.compare(s.key, endKey) >= 0 { break }
             if !long.isEmpty, try !drainLong(&long, before: s.key, atRev: atRev, visit) { return }
-            if s.main > atRev {                       // created after atRev: not there
-                e = try c.seek(Rec.pastKey(s.key))
+            if s.main > atRev {
+                if env.latestOnly {                   // the key's one entry: its version at atRev, if any
+                    if let o = try olderVersion(of: s.main, s.sub, atRev: atRev),
+                       try !withBytes(o.record, { (r) throws(MVCCError) in try visit(s.key, o.main, r) }) { return }
+                    e = try c.next()
+                    continue
+                }
+                e = try c.seek(Rec.pastKey(s.key))    // created after atRev: not there
                 continue
             }
             let n = try c.next()
@@ -224,7 +258,30 @@ extension LMDBTxn {
             if main > end { break }
             if limit > 0 && out.count >= limit && main != lastMain { break }
             let uk = try Rec.revEntryKey(cur.value)
-            if Self.inRange(uk, key, re) {
+            if Self.inRange(uk, key, re), Rec.isFull(cur.value) {
+                // latest-only store: the entry is the version; its previous one is where it points
+                let f = try Rec.parseFull(cur.value)
+                var ev = Mvccpb.Event()
+                if f.tombstone {
+                    ev.type = .delete
+                    var kv = Mvccpb.KeyValue()
+                    kv.key = Array(uk)
+                    kv.modRevision = main
+                    ev.kv = kv
+                } else {
+                    ev.type = .put
+                    ev.kv = try withBytes(f.record) { (r) throws(MVCCError) in try Rec.decode(key: uk, mod: main, value: r, revs: self) }
+                }
+                if prevKV && main > compactRev && f.prevMain != 0,
+                   let p = try getInPlace(env.revs, Rec.revKey(f.prevMain, f.prevSub)), Rec.isFull(p) {
+                    let pf = try Rec.parseFull(p)
+                    if !pf.tombstone {
+                        ev.prevKv = try withBytes(pf.record) { (r) throws(MVCCError) in try Rec.decode(key: uk, mod: f.prevMain, value: r, revs: self) }
+                    }
+                }
+                out.append(ev)
+                lastMain = main
+            } else if Self.inRange(uk, key, re) {
                 let ukey = Array(uk)
                 let rec = try version(kc.ref, lc.ref, key: ukey, main: main, sub: sub,
                                       neighbor: prevKV && main > compactRev ? .prev : .none)

@@ -25,6 +25,13 @@ import Synchronization
 //   meta       caller's records
 //   leases     id (BE) -> ttl ‖ remaining TTL (LE);  leaseKeys  id (BE) ‖ key -> ""
 //   longKeys, longRevs: keys longer than 495 bytes, with ids; see LongKeys.swift
+// Latest-only key table (sys "format" = 2, chosen when the store is created:
+// MVCCOptions.latestOnlyKeyTable): `keys` holds only the newest version of each short key (put record
+// or tombstone, as above), and each revs entry of a short key is a full record (Rec.fullRevValue: the
+// version's create, version, lease and value, and a pointer to the key's previous version). A read at
+// an older revision follows those pointers back from the key's one entry; history, HashKV and
+// compaction read revs. A put then rewrites one small table's leaves instead of a table of every
+// version (Benchmarks/RESULTS.md, "A grown store"). Long keys keep their tables as they are.
 // Nothing is held in memory about keys: opening a store reads three integers.
 //
 // Durability: LMDB with MDB_NOMETASYNC: every write{} is one LMDB commit with one fdatasync of the
@@ -106,7 +113,7 @@ public final class MVCCStore: Sendable {
         // Records of older generations (and of files defragment removed) are stale.
         for n in names where n.hasSuffix(".mdb-synced") && n != dbName(gen) + "-synced" { unlink(directory + "/" + n) }
         let recovery = try dropUnsyncedCommit(file)
-        let env = try LMDBEnv(path: file, mapSize: options.effectiveMapSize)
+        let env = try LMDBEnv(path: file, mapSize: options.effectiveMapSize, latestOnlyIfNew: options.latestOnlyKeyTable)
         try prepareSyncing(env, options: options, directory: directory)
         let (rev, compact, applied) = try env.read { (t) throws(MVCCError) in
             let r = try t.revisions()
@@ -194,6 +201,9 @@ public final class MVCCStore: Sendable {
 
     /// Current store revision: a new store is at 1, the first change makes 2.
     public var revision: Int64 { cachedRev.load(ordering: .acquiring) }
+    /// The store's key-table layout, recorded at creation: "latest-only" (sys "format" 2,
+    /// MVCCOptions.latestOnlyKeyTable) or "all-versions".
+    public var keyTableLayout: String { ((try? currentEnv().latestOnly) ?? false) ? "latest-only" : "all-versions" }
     /// The last compaction's revision; 0 when never compacted.
     public var compactedRevision: Int64 { cachedCompact.load(ordering: .acquiring) }
     /// The last applied Raft index (written in the same LMDB transaction as the data).

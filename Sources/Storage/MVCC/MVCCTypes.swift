@@ -29,6 +29,13 @@ public struct MVCCOptions: Sendable {
     /// of a cluster keep the default. Other values are for tests that write both record kinds.
     public var inlineValueLimit: Int = Self.defaultInlineValueLimit
     public static let defaultInlineValueLimit = 64
+    /// Default false here; the server turns it on for the stores it creates. A store *created* with this keeps only the latest version of
+    /// each short key in the key-major table, and every revs entry of a short key is a full record
+    /// that points at the key's previous version (MVCCStore.swift, "Latest-only key table"). Reads,
+    /// history, compaction and HashKV are the same as in the default layout; a put rewrites fewer
+    /// key-table pages once keys have many versions. The choice is recorded in the store (sys
+    /// "format" = 2) at creation; an existing store keeps its layout whatever this says.
+    public var latestOnlyKeyTable: Bool = false
     public init(quotaBackendBytes: Int64 = 2 << 30, mapSize: Int = 0, compactionBatch: Int = 10_000,
                 syncEachWrite: Bool = true, inlineValueLimit: Int = Self.defaultInlineValueLimit) {
         self.quotaBackendBytes = quotaBackendBytes
@@ -109,6 +116,9 @@ enum Rec {
     static let tombstone: UInt8 = 1
     /// A put whose value is stored in its revs entry, not in the key-table record (see `putRef`).
     static let putRef: UInt8 = 2
+    /// Revs entries of short keys in a latest-only store (`fullRevValue`): a put, a tombstone.
+    static let fullPut: UInt8 = 3
+    static let fullTombstone: UInt8 = 4
 
     /// Values longer than this are stored once, in the revision-ordered `revs` table, instead of in
     /// the key-major table (`putRef`). The key table takes random inserts: every put copies a leaf
@@ -196,20 +206,69 @@ enum Rec {
         return b
     }
 
+    /// Revs entry of a short key in a latest-only store: fullPut(1) ‖ key length (4 LE) ‖ key ‖
+    /// previous version of the key (main, sub: 8 LE each; 0, 0 = none) ‖ create ‖ version ‖ lease (8 LE
+    /// each) ‖ value; or fullTombstone(1) ‖ key length ‖ key ‖ previous version. The previous version
+    /// is the key's newest one before this, a tombstone included.
+    static func fullRevValue(tombstone: Bool, key: [UInt8], prevMain: Int64, prevSub: Int64,
+                             create: Int64 = 0, version: Int64 = 0, lease: Int64 = 0, value: [UInt8] = []) -> [UInt8] {
+        var b: [UInt8] = []
+        b.reserveCapacity(21 + key.count + (tombstone ? 0 : 24 + value.count))
+        b.append(tombstone ? fullTombstone : fullPut)
+        withUnsafeBytes(of: UInt32(key.count).littleEndian) { b.append(contentsOf: $0) }
+        b.append(contentsOf: key)
+        appendLE(prevMain, to: &b); appendLE(prevSub, to: &b)
+        if !tombstone {
+            appendLE(create, to: &b); appendLE(version, to: &b); appendLE(lease, to: &b)
+            b.append(contentsOf: value)
+        }
+        return b
+    }
+
+    static func isFull(_ v: UnsafeRawBufferPointer) -> Bool { v.first == fullPut || v.first == fullTombstone }
+
+    /// A parsed `fullRevValue` (pointers into the entry).
+    struct FullRev {
+        var key: UnsafeRawBufferPointer
+        var prevMain: Int64
+        var prevSub: Int64
+        var tombstone: Bool
+        /// The version as a key-table put record (flag put, value inline), or [tombstone]: what reads
+        /// of the key table get, so one decoder serves both.
+        var record: [UInt8]
+    }
+
+    static func parseFull(_ v: UnsafeRawBufferPointer) throws(MVCCError) -> FullRev {
+        let k = try revEntryKey(v)
+        let o = 5 + k.count
+        let tomb = v[0] == fullTombstone
+        guard v.count >= o + 16 + (tomb ? 0 : 24) else { throw .storage("mvcc: corrupt revision entry") }
+        var record: [UInt8]
+        if tomb {
+            record = [tombstone]
+        } else {
+            record = [put]
+            record.append(contentsOf: UnsafeRawBufferPointer(rebasing: v[(o + 16)...]))
+        }
+        return FullRev(key: k, prevMain: le(v, o), prevSub: le(v, o + 8), tombstone: tomb, record: record)
+    }
+
     /// The user key of a revs entry.
     static func revEntryKey(_ v: UnsafeRawBufferPointer) throws(MVCCError) -> UnsafeRawBufferPointer {
         guard let flag = v.first else { throw .storage("mvcc: empty revision entry") }
-        if flag != putRef { return UnsafeRawBufferPointer(rebasing: v[1...]) }
+        if flag != putRef && flag != fullPut && flag != fullTombstone { return UnsafeRawBufferPointer(rebasing: v[1...]) }
         guard v.count >= 5 else { throw .storage("mvcc: corrupt revision entry") }
         let n = Int(UInt32(littleEndian: v.loadUnaligned(fromByteOffset: 1, as: UInt32.self)))
         guard v.count >= 5 + n else { throw .storage("mvcc: corrupt revision entry") }
         return UnsafeRawBufferPointer(rebasing: v[5..<(5 + n)])
     }
 
-    /// The value bytes of a putRef revs entry.
+    /// The value bytes of a putRef or fullPut revs entry.
     static func revEntryValue(_ v: UnsafeRawBufferPointer) throws(MVCCError) -> UnsafeRawBufferPointer {
         let k = try revEntryKey(v)
-        return UnsafeRawBufferPointer(rebasing: v[(5 + k.count)...])
+        let o = 5 + k.count + (v[0] == fullPut ? 40 : 0)
+        guard v.count >= o else { throw .storage("mvcc: corrupt revision entry") }
+        return UnsafeRawBufferPointer(rebasing: v[o...])
     }
 
     /// Splits a key-table LMDB key into (user key, main, sub).

@@ -88,6 +88,22 @@ final class WriteContext {
                 if examined >= compactBatch { break }
                 examined += 1
                 let key = Array(try Rec.revEntryKey(cur.value))
+                if Rec.isFull(cur.value) {
+                    // latest-only store: this version (<= target) supersedes the one it points at; a
+                    // tombstone below the target goes too, with its key-table entry if it is the latest
+                    let f = try Rec.parseFull(cur.value)
+                    let here = Array(cur.key)
+                    if f.prevMain != 0 { _ = try t.del(env.revs, Rec.revKey(f.prevMain, f.prevSub)) }
+                    if f.tombstone && main < target {
+                        _ = try t.del(env.keys, Rec.keyTableKey(key, main, sub))
+                        _ = try t.del(env.revs, here)
+                        e = try rc.seek(here)
+                    } else {
+                        _ = try rc.seek(here)
+                        e = try rc.next()
+                    }
+                    continue
+                }
                 let tomb = cur.value[0] == Rec.tombstone
                 let v = try t.version(kc.ref, lc.ref, key: key, main: main, sub: sub, neighbor: .next)
                 let superseded = v.neighbor.map { $0.main <= target } ?? false
@@ -124,17 +140,23 @@ final class WriteContext {
         kv.lease = lease
         let record = Rec.putValue(create: kv.createRevision, version: kv.version, lease: lease, sub: sub, value: value,
                                     inlineLimit: inlineValueLimit)
+        var revEntry: [UInt8]?
         if LongKey.isLong(key) {
             let id = try longKeyID(key, create: true)!
             try t.put(env.longRevs, LongKey.revKey(id, main, sub), record)
             if let old = prev?.lease, old != 0 { try t.del(env.leaseKeys, LongKey.leaseEntry(old, key, id: id)) }
             if lease != 0 { try t.put(env.leaseKeys, LongKey.leaseEntry(lease, key, id: id), Array(key[LongKey.prefixLength...])) }
         } else {
+            let before = env.latestOnly ? try replaceLatest(key) : nil
             try t.put(env.keys, Rec.keyTableKey(key, main, sub), record)
             if let old = prev?.lease, old != 0 { try t.del(env.leaseKeys, Rec.leaseKey(old) + key) }
             if lease != 0 { try t.put(env.leaseKeys, Rec.leaseKey(lease) + key, []) }
+            if env.latestOnly {
+                revEntry = Rec.fullRevValue(tombstone: false, key: key, prevMain: before?.main ?? 0, prevSub: before?.sub ?? 0,
+                                            create: kv.createRevision, version: kv.version, lease: lease, value: value)
+            }
         }
-        try t.append(env.revs, Rec.revKey(main, sub), Rec.revValue(flag: record[0], key: key, value: value))
+        try t.append(env.revs, Rec.revKey(main, sub), revEntry ?? Rec.revValue(flag: record[0], key: key, value: value))
         changes += 1
         var ev = Mvccpb.Event()
         ev.type = .put
@@ -145,6 +167,7 @@ final class WriteContext {
 
     func applyDelete(_ prev: Mvccpb.KeyValue) throws(MVCCError) {
         let main = beginRev + 1, sub = Int64(changes)
+        var revEntry: [UInt8]?
         if LongKey.isLong(prev.key) {
             guard let id = try longKeyID(prev.key, create: false) else {
                 throw .storage("mvcc: live long key without an id")
@@ -152,10 +175,14 @@ final class WriteContext {
             try t.put(env.longRevs, LongKey.revKey(id, main, sub), [Rec.tombstone])
             if prev.lease != 0 { try t.del(env.leaseKeys, LongKey.leaseEntry(prev.lease, prev.key, id: id)) }
         } else {
+            let before = env.latestOnly ? try replaceLatest(prev.key) : nil
             try t.put(env.keys, Rec.keyTableKey(prev.key, main, sub), [Rec.tombstone])
             if prev.lease != 0 { try t.del(env.leaseKeys, Rec.leaseKey(prev.lease) + prev.key) }
+            if env.latestOnly {
+                revEntry = Rec.fullRevValue(tombstone: true, key: prev.key, prevMain: before?.main ?? 0, prevSub: before?.sub ?? 0)
+            }
         }
-        try t.append(env.revs, Rec.revKey(main, sub), Rec.revValue(flag: Rec.tombstone, key: prev.key, value: []))
+        try t.append(env.revs, Rec.revKey(main, sub), revEntry ?? Rec.revValue(flag: Rec.tombstone, key: prev.key, value: []))
         changes += 1
         var ev = Mvccpb.Event()
         ev.type = .delete
@@ -165,6 +192,18 @@ final class WriteContext {
         ev.kv = kv
         ev.prevKv = prev
         events.append(ev)
+    }
+
+    /// Latest-only store: removes the key-table entry of `key` (short), its newest version, put or
+    /// tombstone; returns its revision for the new version's previous-version pointer.
+    func replaceLatest(_ key: [UInt8]) throws(MVCCError) -> (main: Int64, sub: Int64)? {
+        let c = try t.cursor(env.keys)
+        guard let e = try c.seek(Rec.keyTableKey(key, 0, 0)) else { return nil }
+        let s = Rec.splitKey(e.key)
+        guard Rec.compare(s.key, key) == 0 else { return nil }
+        let at = (s.main, s.sub)
+        try c.deleteCurrent()
+        return at
     }
 
     /// The id of a long key; with `create`, a new one (from sys "longNextID", so every member that
