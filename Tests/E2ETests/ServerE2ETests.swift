@@ -39,8 +39,9 @@ func httpGet(port: Int, path: String) throws -> (status: Int, body: String) {
         #expect(await k.stop() == .exited(0))
     }
 
-    /// etcd creates a data dir whose parents are missing too (fileutil.TouchDirAll, mode 0700), and
-    /// keel's process runs on jemalloc (its start-up line says which malloc serves it).
+    /// etcd creates a data dir whose parents are missing too (fileutil.TouchDirAll, mode 0700),
+    /// keel's process runs on jemalloc (its start-up line says which malloc serves it), and a new
+    /// data dir's store has the latest-only key table (the start-up line says the layout).
     @Test func dataDirWithMissingParentsAndTheMalloc() async throws {
         let base = try Proc.tempDir("keel-nested")
         defer { try? FileManager.default.removeItem(atPath: base) }
@@ -52,6 +53,7 @@ func httpGet(port: Int, path: String) throws -> (status: Int, body: String) {
             #expect(stat(base + d, &st) == 0 && st.st_mode & 0o777 == 0o700, "\(d): mode \(String(st.st_mode & 0o777, radix: 8))")
         }
         #expect(k.process.stderr.contains("\"malloc\":\"jemalloc "), "\(k.process.stderr.suffix(600))")
+        #expect(k.process.stderr.contains("\"key-table\":\"latest-only\""), "\(k.process.stderr.suffix(600))")
         #expect(await k.stop() == .exited(0))
     }
 
