@@ -74,15 +74,11 @@ extension LMDBTxn {
     /// Latest-only store: whether short key `key` has a version (put or tombstone) newer than
     /// (main, sub) and at most `atRev`.
     func newerVersion(_ kc: borrowing LMDBCursor, key: [UInt8], than main: Int64, _ sub: Int64, atRev: Int64) throws(MVCCError) -> Bool {
-        guard let x = try kc.seek(Rec.keyTableKey(key, 0, 0)) else { return false }
-        let s = Rec.splitKey(x.key)
-        guard Rec.compare(s.key, key) == 0 else { return false }
-        var m = s.main, sb = s.sub
+        guard let x = try Self.firstEntry(kc, of: key) else { return false }
+        var m = x.main, sb = x.sub
         // walk back from the latest to the newest version <= atRev
         while m > atRev {
-            guard let e = try getInPlace(env.revs, Rec.revKey(m, sb)), Rec.isFull(e) else { return false }
-            let f = try Rec.parseFull(e)
-            guard f.prevMain != 0 else { return false }
+            guard let f = try fullVersion(m, sb), f.prevMain != 0 else { return false }
             m = f.prevMain; sb = f.prevSub
         }
         return m > main || (m == main && sb > sub)

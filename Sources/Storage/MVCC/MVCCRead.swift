@@ -52,12 +52,11 @@ extension LMDBTxn {
         let c = try cursor(env.keys)
         if env.latestOnly {
             // the key's one entry, or the version its previous-version chain holds at atRev
-            guard let x = try c.seek(Rec.keyTableKey(key, 0, 0)) else { return nil }
-            let s = Rec.splitKey(x.key)
-            guard Rec.compare(s.key, key) == 0 else { return nil }
-            if s.main <= atRev { return Rec.isTombstone(x.value) ? nil : try visit(s.key, s.main, x.value) }
-            guard let o = try olderVersion(of: s.main, s.sub, atRev: atRev) else { return nil }
-            return try withBytes(o.record) { (r) throws(MVCCError) in try visit(s.key, o.main, r) }
+            guard let x = try Self.firstEntry(c, of: key) else { return nil }
+            let k = Rec.splitKey(x.entry.key).key
+            if x.main <= atRev { return Rec.isTombstone(x.entry.value) ? nil : try visit(k, x.main, x.entry.value) }
+            guard let o = try olderVersion(of: x.main, x.sub, atRev: atRev) else { return nil }
+            return try withBytes(o.record) { (r) throws(MVCCError) in try visit(k, o.main, r) }
         }
         let bound = key.withUnsafeBytes { Self.boundKey($0, atRev) }
         let e: LMDBCursor.Entry? = try c.seek(bound) == nil ? try c.last() : try c.prev()
@@ -73,17 +72,31 @@ extension LMDBTxn {
     /// removed: compaction keeps every version still visible at the compacted revision).
     func olderVersion(of main: Int64, _ sub: Int64, atRev: Int64) throws(MVCCError) -> (main: Int64, record: [UInt8])? {
         var m = main, sb = sub
-        while true {
-            guard let e = try getInPlace(env.revs, Rec.revKey(m, sb)), Rec.isFull(e) else { return nil }
-            let f = try Rec.parseFull(e)
-            guard f.prevMain != 0 else { return nil }
+        while let f = try fullVersion(m, sb), f.prevMain != 0 {
             if f.prevMain <= atRev {
-                guard let p = try getInPlace(env.revs, Rec.revKey(f.prevMain, f.prevSub)), Rec.isFull(p) else { return nil }
-                let pf = try Rec.parseFull(p)
-                return pf.tombstone ? nil : (f.prevMain, pf.record)
+                guard let p = try fullVersion(f.prevMain, f.prevSub), !p.tombstone else { return nil }
+                return (f.prevMain, p.record)
             }
             m = f.prevMain; sb = f.prevSub
         }
+        return nil
+    }
+
+    /// Latest-only store: the revs entry (main, sub) as a full record; nil when it is not there
+    /// (compaction removed it) or is not a full record.
+    func fullVersion(_ main: Int64, _ sub: Int64) throws(MVCCError) -> Rec.FullRev? {
+        guard let e = try getInPlace(env.revs, Rec.revKey(main, sub)), Rec.isFull(e) else { return nil }
+        return try Rec.parseFull(e)
+    }
+
+    /// Positions `c` (on the key table) at the first entry of short key `key`, in a latest-only
+    /// store its only one; nil when the key has none.
+    static func firstEntry(_ c: borrowing LMDBCursor, of key: [UInt8]) throws(MVCCError)
+        -> (entry: LMDBCursor.Entry, main: Int64, sub: Int64)? {
+        guard let x = try c.seek(Rec.keyTableKey(key, 0, 0)) else { return nil }
+        let s = Rec.splitKey(x.key)
+        guard Rec.compare(s.key, key) == 0 else { return nil }
+        return (x, s.main, s.sub)
     }
 
     /// The value of a putRef version (main, sub) of `key`, from its revs entry.
@@ -258,46 +271,23 @@ extension LMDBTxn {
             if main > end { break }
             if limit > 0 && out.count >= limit && main != lastMain { break }
             let uk = try Rec.revEntryKey(cur.value)
-            if Self.inRange(uk, key, re), Rec.isFull(cur.value) {
-                // latest-only store: the entry is the version; its previous one is where it points
-                let f = try Rec.parseFull(cur.value)
-                var ev = Mvccpb.Event()
-                if f.tombstone {
-                    ev.type = .delete
-                    var kv = Mvccpb.KeyValue()
-                    kv.key = Array(uk)
-                    kv.modRevision = main
-                    ev.kv = kv
-                } else {
-                    ev.type = .put
-                    ev.kv = try withBytes(f.record) { (r) throws(MVCCError) in try Rec.decode(key: uk, mod: main, value: r, revs: self) }
-                }
-                if prevKV && main > compactRev && f.prevMain != 0,
-                   let p = try getInPlace(env.revs, Rec.revKey(f.prevMain, f.prevSub)), Rec.isFull(p) {
-                    let pf = try Rec.parseFull(p)
-                    if !pf.tombstone {
-                        ev.prevKv = try withBytes(pf.record) { (r) throws(MVCCError) in try Rec.decode(key: uk, mod: f.prevMain, value: r, revs: self) }
+            if Self.inRange(uk, key, re) {
+                let wantPrev = prevKV && main > compactRev
+                let ev: Mvccpb.Event
+                if Rec.isFull(cur.value) {
+                    // latest-only store: the entry is the version; its previous one is where it points
+                    let f = try Rec.parseFull(cur.value)
+                    let p = wantPrev && f.prevMain != 0 ? try fullVersion(f.prevMain, f.prevSub) : nil
+                    ev = try withBytes(f.record) { (r) throws(MVCCError) in
+                        guard let p else { return try historyEvent(uk, main, r, revEntry: nil, prev: nil) }
+                        return try withBytes(p.record) { (pr) throws(MVCCError) in
+                            try historyEvent(uk, main, r, revEntry: nil, prev: (f.prevMain, pr))
+                        }
                     }
-                }
-                out.append(ev)
-                lastMain = main
-            } else if Self.inRange(uk, key, re) {
-                let ukey = Array(uk)
-                let rec = try version(kc.ref, lc.ref, key: ukey, main: main, sub: sub,
-                                      neighbor: prevKV && main > compactRev ? .prev : .none)
-                var ev = Mvccpb.Event()
-                if Rec.isTombstone(rec.record) {
-                    ev.type = .delete
-                    var kv = Mvccpb.KeyValue()
-                    kv.key = ukey
-                    kv.modRevision = main
-                    ev.kv = kv
                 } else {
-                    ev.type = .put
-                    ev.kv = try Rec.decode(key: uk, mod: main, value: rec.record, revs: self, revEntry: cur.value)
-                }
-                if let p = rec.neighbor, !Rec.isTombstone(p.record) {
-                    ev.prevKv = try Rec.decode(key: uk, mod: p.main, value: p.record, revs: self)
+                    let rec = try version(kc.ref, lc.ref, key: Array(uk), main: main, sub: sub,
+                                          neighbor: wantPrev ? .prev : .none)
+                    ev = try historyEvent(uk, main, rec.record, revEntry: cur.value, prev: rec.neighbor)
                 }
                 out.append(ev)
                 lastMain = main
@@ -305,6 +295,28 @@ extension LMDBTxn {
             e = try rc.next()
         }
         return out
+    }
+
+    /// The event of version `main` of `uk` from its key-table-format `record` (`revEntry`: its revs
+    /// entry, for a putRef value); prevKv from `prev` unless that is a tombstone.
+    func historyEvent(_ uk: UnsafeRawBufferPointer, _ main: Int64, _ record: UnsafeRawBufferPointer,
+                      revEntry: UnsafeRawBufferPointer?, prev: (main: Int64, record: UnsafeRawBufferPointer)?)
+        throws(MVCCError) -> Mvccpb.Event {
+        var ev = Mvccpb.Event()
+        if Rec.isTombstone(record) {
+            ev.type = .delete
+            var kv = Mvccpb.KeyValue()
+            kv.key = Array(uk)
+            kv.modRevision = main
+            ev.kv = kv
+        } else {
+            ev.type = .put
+            ev.kv = try Rec.decode(key: uk, mod: main, value: record, revs: self, revEntry: revEntry)
+        }
+        if let p = prev, !Rec.isTombstone(p.record) {
+            ev.prevKv = try Rec.decode(key: uk, mod: p.main, value: p.record, revs: self)
+        }
+        return ev
     }
 
     // MARK: leases

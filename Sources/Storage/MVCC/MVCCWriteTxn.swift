@@ -198,12 +198,9 @@ final class WriteContext {
     /// tombstone; returns its revision for the new version's previous-version pointer.
     func replaceLatest(_ key: [UInt8]) throws(MVCCError) -> (main: Int64, sub: Int64)? {
         let c = try t.cursor(env.keys)
-        guard let e = try c.seek(Rec.keyTableKey(key, 0, 0)) else { return nil }
-        let s = Rec.splitKey(e.key)
-        guard Rec.compare(s.key, key) == 0 else { return nil }
-        let at = (s.main, s.sub)
+        guard let x = try LMDBTxn.firstEntry(c, of: key) else { return nil }
         try c.deleteCurrent()
-        return at
+        return (x.main, x.sub)
     }
 
     /// The id of a long key; with `create`, a new one (from sys "longNextID", so every member that
