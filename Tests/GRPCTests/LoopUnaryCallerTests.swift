@@ -21,6 +21,13 @@ struct LoopUnaryCallerTests {
         return try! await p.futureResult.get()
     }
 
+    /// The call's failure status; records an issue (nil) when it succeeded.
+    static func failure(_ r: Result<Echotest.EchoResponse, GRPCStatus>) -> GRPCStatus? {
+        if case .failure(let st) = r { return st }
+        Issue.record("expected a failure, got \(r)")
+        return nil
+    }
+
     @Test func answersAndStatusesArriveOnTheLoop() async throws {
         try await withEchoServer { server, _ in
             try await withClient(server) { client in
@@ -32,18 +39,12 @@ struct LoopUnaryCallerTests {
                 // A handler's error status is the call's failure, with code and message.
                 let failed = await Self.call(caller, request("no", failCode: 9))
                 #expect(failed.onLoop)
-                guard case .failure(let st) = failed.result else {
-                    Issue.record("expected a failure, got \(failed.result)")
-                    return
-                }
+                guard let st = Self.failure(failed.result) else { return }
                 #expect(st.code == .failedPrecondition)
                 #expect(st.message == "no")
                 // A unary method answered by zero messages is INTERNAL (as GRPCClient.unary says).
                 let none = await Self.call(caller, request("none", count: 0), Echotest.Echo.expand)
-                guard case .failure(let st2) = none.result else {
-                    Issue.record("expected a failure, got \(none.result)")
-                    return
-                }
+                guard let st2 = Self.failure(none.result) else { return }
                 #expect(st2.code == .internal)
                 #expect(st2.message == "grpc: server ended the call without a response message")
                 // The caller is still good afterwards.
@@ -95,10 +96,7 @@ struct LoopUnaryCallerTests {
                 #expect(await eventually { server.counters.connections == 0 })
                 let refused = await Self.call(caller, request("two"))
                 #expect(refused.onLoop)
-                guard case .failure(let st) = refused.result else {
-                    Issue.record("expected a refusal, got \(refused.result)")
-                    return
-                }
+                guard let st = Self.failure(refused.result) else { return }
                 #expect(st.code == .unavailable)
                 #expect(st.message == "connection is closing")
                 #expect(server.counters.streamsOpened == streamsBefore)

@@ -80,11 +80,16 @@ final class RefModel {
 struct MVCCModelTests {
     static let keys: [[UInt8]] = (0..<10).map { Array("k\($0)".utf8) } + [Array("k1a".utf8), Array("z".utf8)]
 
-    @Test func randomOpsAgainstReferenceModel() throws {
-        var seeds: [UInt64] = [1, 2, 3, 0xC0FFEE]
-        if let s = getenv("MVCC_MODEL_SEED"), let v = UInt64(String(cString: s)) { seeds = [v] }
-        else { seeds.append(randomSeed()) }
+    /// The seeds to run: MVCC_MODEL_SEED replays one, otherwise `defaults` and a random one; and the
+    /// operations per run (MVCC_MODEL_OPS, default 300).
+    static func seedsAndOps(_ defaults: [UInt64]) -> (seeds: [UInt64], ops: Int) {
         let ops = getenv("MVCC_MODEL_OPS").flatMap { Int(String(cString: $0)) } ?? 300
+        if let s = getenv("MVCC_MODEL_SEED"), let v = UInt64(String(cString: s)) { return ([v], ops) }
+        return (defaults + [randomSeed()], ops)
+    }
+
+    @Test func randomOpsAgainstReferenceModel() throws {
+        let (seeds, ops) = Self.seedsAndOps([1, 2, 3, 0xC0FFEE])
         for seed in seeds {
             print("MVCC model: seed \(seed), \(ops) ops (replay: MVCC_MODEL_SEED=\(seed) swift test --filter MVCCModelTests)")
             try run(seed: seed, ops: ops)
@@ -103,10 +108,7 @@ struct MVCCModelTests {
     }()
 
     @Test func randomOpsWithLongAndBoundaryKeys() throws {
-        var seeds: [UInt64] = [11, 12, 0xBEEF]
-        if let s = getenv("MVCC_MODEL_SEED"), let v = UInt64(String(cString: s)) { seeds = [v] }
-        else { seeds.append(randomSeed()) }
-        let ops = getenv("MVCC_MODEL_OPS").flatMap { Int(String(cString: $0)) } ?? 300
+        let (seeds, ops) = Self.seedsAndOps([11, 12, 0xBEEF])
         for seed in seeds {
             print("MVCC model (long keys): seed \(seed), \(ops) ops (replay: MVCC_MODEL_SEED=\(seed) swift test --filter MVCCModelTests)")
             try run(seed: seed, ops: ops, keys: Self.mixedKeys)
@@ -116,10 +118,7 @@ struct MVCCModelTests {
     /// The same random operations on a latest-only store (MVCCOptions.latestOnlyKeyTable): old
     /// revisions come from the previous-version chain in revs, and the model sees no difference.
     @Test func randomOpsAgainstReferenceModelLatestOnly() throws {
-        var seeds: [UInt64] = [21, 22, 23, 0xFEED]
-        if let s = getenv("MVCC_MODEL_SEED"), let v = UInt64(String(cString: s)) { seeds = [v] }
-        else { seeds.append(randomSeed()) }
-        let ops = getenv("MVCC_MODEL_OPS").flatMap { Int(String(cString: $0)) } ?? 300
+        let (seeds, ops) = Self.seedsAndOps([21, 22, 23, 0xFEED])
         for seed in seeds {
             print("MVCC model (latest-only key table): seed \(seed), \(ops) ops (replay: MVCC_MODEL_SEED=\(seed) swift test --filter MVCCModelTests)")
             try run(seed: seed, ops: ops, latestOnly: true)
